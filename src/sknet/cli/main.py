@@ -1,0 +1,48 @@
+"""Entry point of `sknet`. A user error exits with status 2 and one line on stderr; `--debug` adds the
+traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from sknet.cli import profile_cmd
+from sknet.errors import SKNetError
+
+COMMANDS = [profile_cmd]
+
+# Errors a user can cause from the command line; anything else is a bug and keeps its traceback.
+USER_ERRORS = (SKNetError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sknet", description="Selective Kernel Networks in PyTorch.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("sknet: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if args.debug:
+            traceback.print_exc()
+        message = str(err) or type(err).__name__
+        if isinstance(err, OSError) and err.filename is not None:
+            message = f"{err.strerror or type(err).__name__}: {err.filename}"
+        print(f"sknet {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""One ResNeXt bottleneck with a pluggable middle: plain grouped 3×3, SK convolution, optional SE.
+
+    x → 1×1 reduce (BN, ReLU) → middle (stride here) → 1×1 expand (BN) → [SE] → + shortcut(x) → ReLU
+
+ResNeXt: middle = grouped 3×3. SENet: ResNeXt + SE on the expanded output, before the residual add.
+SKNet: middle = SKConv2d. The stride never sits in the 1×1 reduce (paper, section 3.2).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from sknet.errors import ConfigError
+from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
+from sknet.layers.conv_bn_act import ConvBNAct
+from sknet.layers.sk_conv import Aggregation, Branch, SKConv2d, parse_branches
+from sknet.layers.squeeze_excite import SqueezeExcite
+
+
+class Middle(str, enum.Enum):
+    """The bottleneck's middle 3×3 stage."""
+
+    CONV = "conv"  # grouped 3×3 (ResNeXt)
+    SK = "sk"  # selective kernel convolution
+
+    @classmethod
+    def parse(cls, value: object) -> Middle:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            options = ", ".join(repr(m.value) for m in cls)
+            raise ConfigError(f"middle must be one of {options}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """What goes into every bottleneck of a network (typed, validated on creation)."""
+
+    middle: Middle = Middle.CONV
+    groups: int = 32
+    branches: tuple[Branch, ...] = field(default_factory=lambda: parse_branches(((3, 1), (3, 2))))
+    reduction: int = 16  # SK: r of d = max(C/r, L)
+    min_dim: int = 32  # SK: L
+    aggregation: Aggregation = Aggregation.SK
+    se_reduction: int | None = None  # SE on the expanded output when set
+
+    def __post_init__(self) -> None:
+        # Normalise user-friendly values (strings, tuples) so every consumer sees typed fields.
+        object.__setattr__(self, "middle", Middle.parse(self.middle))
+        object.__setattr__(self, "branches", parse_branches(self.branches))
+        object.__setattr__(self, "aggregation", Aggregation.parse(self.aggregation))
+        check_positive_int("groups", self.groups)
+        check_positive_int("reduction", self.reduction)
+        check_positive_int("min_dim", self.min_dim)
+        if self.se_reduction is not None:
+            check_positive_int("se_reduction", self.se_reduction)
+
+    def replace(self, **changes: object) -> BlockConfig:
+        return replace(self, **changes)
+
+
+class Bottleneck(nn.Module):
+    """(N, in_channels, H, W) → (N, out_channels, ⌊(H − 1)/stride⌋ + 1, ⌊(W − 1)/stride⌋ + 1)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        stride: int = 1,
+        config: BlockConfig | None = None,
+        attn_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        config = config or BlockConfig()
+        check_positive_int("width", width)
+        check_positive_int("stride", stride)
+        self.in_channels = in_channels
+        self.conv1 = ConvBNAct(in_channels, width, 1)
+        if config.middle is Middle.SK:
+            self.conv2: nn.Module = SKConv2d(
+                width,
+                width,
+                stride,
+                config.groups,
+                config.branches,
+                config.reduction,
+                config.min_dim,
+                config.aggregation,
+                attn_dim,
+            )
+        else:
+            check_divisible("width", width, config.groups)
+            self.conv2 = ConvBNAct(width, width, 3, stride, groups=config.groups)
+        self.conv3 = ConvBNAct(width, out_channels, 1, act=False)
+        self.se = SqueezeExcite(out_channels, config.se_reduction) if config.se_reduction else None
+        self.downsample = (
+            ConvBNAct(in_channels, out_channels, 1, stride, act=False)
+            if stride != 1 or in_channels != out_channels
+            else None
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def zero_init_last_bn(self) -> None:
+        """Start the residual branch at zero (Goyal et al.): the block begins as the identity."""
+        nn.init.zeros_(self.conv3.bn.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.in_channels, type(self).__name__)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.conv3(self.conv2(self.conv1(x)))
+        if self.se is not None:
+            out = self.se(out)
+        return self.act(out + shortcut)

@@ -1,0 +1,58 @@
+"""The Select step's weighted sum V = Σ_m a_m ⊙ U_m, without stacking the paths.
+
+A stacked (N, M, C, H, W) tensor (the usual implementation) costs a full copy of every path in forward
+and keeps it alive for backward. Here the sum is accumulated in place into one output, and backward keeps
+only what it needs: the path outputs (already kept by their ReLUs) and the small attention tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+def _weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> torch.Tensor:
+    weights = attention[..., None, None]  # (N, M, C, 1, 1)
+    out = paths[0] * weights[:, 0]
+    for m in range(1, len(paths)):
+        out.addcmul_(paths[m], weights[:, m])
+    return out
+
+
+class _SelectPaths(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attention: torch.Tensor, *paths: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(attention, *paths)
+        return _weighted_sum(paths, attention)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        attention, *paths = ctx.saved_tensors
+        weights = attention[..., None, None]
+        grad_paths = [
+            grad_out * weights[:, m] if ctx.needs_input_grad[m + 1] else None for m in range(len(paths))
+        ]
+        grad_attention = None
+        if ctx.needs_input_grad[0]:
+            grad_attention = torch.stack([(grad_out * u).sum((2, 3)) for u in paths], dim=1)
+        return (grad_attention, *grad_paths)
+
+
+def select_paths(
+    paths: list[torch.Tensor] | tuple[torch.Tensor, ...], attention: torch.Tensor
+) -> torch.Tensor:
+    """V = Σ_m attention[:, m, :] ⊙ paths[m].
+
+    Args:
+        paths: M tensors (N, C, H, W), any memory format (channels_last is preserved).
+        attention: (N, M, C), typically softmax-normalised over M.
+    Returns:
+        (N, C, H, W) in the memory format of ``paths[0]``.
+    """
+    paths = tuple(paths)
+    if len(paths) == 1:
+        return paths[0] * attention[:, 0, :, None, None]
+    if torch.is_grad_enabled() and (attention.requires_grad or any(p.requires_grad for p in paths)):
+        return _SelectPaths.apply(attention, *paths)
+    return _weighted_sum(paths, attention)

@@ -1,0 +1,7 @@
+"""Model families and the registry. Importing this package registers every model."""
+
+from sknet.models import resnext  # noqa: F401  (registers the ImageNet family)
+from sknet.models.registry import ModelInfo, create_model, list_models, model_info, register_model
+from sknet.models.resnext import ResNeXt
+
+__all__ = ["ModelInfo", "ResNeXt", "create_model", "list_models", "model_info", "register_model"]

@@ -1,0 +1,242 @@
+"""ImageNet ResNeXt, SENet and SKNet (26/50/101 layers) from one network and one pluggable bottleneck.
+
+Stage layout (paper Table 1, 224×224 input): stem 7×7/2 + 3×3 max pool/2 → 56×56; four stages of
+bottlenecks with widths G·w·(1, 2, 4, 8) and outputs 256·(1, 2, 4, 8) at strides 4, 8, 16, 32; global
+average pool and a fully connected classifier.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from sknet.errors import ConfigError
+from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
+from sknet.layers.checks import check_image_batch, check_positive_int
+from sknet.models.registry import register_model
+
+
+class StemPool(str, enum.Enum):
+    """The stem's 3×3/2 max pool: PyTorch zoos pad by 1; the authors' Caffe model uses ceil mode."""
+
+    PYTORCH = "pytorch"
+    CAFFE = "caffe"
+
+    @classmethod
+    def parse(cls, value: object) -> StemPool:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            options = ", ".join(repr(p.value) for p in cls)
+            raise ConfigError(f"stem_pool must be one of {options}, got {value!r}") from None
+
+
+def init_weights(model: nn.Module, classifier_std: float = 0.01) -> None:
+    """MSRA init for convs, BN to identity, classifier N(0, std²) with zero bias (paper section 4.1)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, classifier_std)
+            nn.init.zeros_(module.bias)
+
+
+class ResNeXt(nn.Module):
+    """ResNeXt-style network; the bottleneck middle decides ResNeXt, SENet or SKNet.
+
+    (N, in_chans, H, W) → logits (N, num_classes). ``forward_features`` gives (N, 2048, H/32, W/32).
+
+    Args:
+        layers: bottlenecks per stage, e.g. (3, 4, 6, 3) for the 50-layer models.
+        block: the bottleneck configuration shared by every unit.
+        width_per_group: w of "32×4d"; stage i middle width is groups · w · 2^i.
+        stem_pool: "pytorch" (padded max pool) or "caffe" (ceil mode, as the authors' models).
+        attn_dims: per-stage (conv2..conv5) SK d overriding max(C/r, L) (None keeps the formula); the
+            authors' released SKNet-101 uses (None, 16, None, None).
+        zero_init_last_bn: start every residual branch at zero.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        block: BlockConfig,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        width_per_group: int = 4,
+        drop_rate: float = 0.0,
+        zero_init_last_bn: bool = False,
+        stem_pool: str | StemPool = StemPool.PYTORCH,
+        attn_dims: Sequence[int | None] | None = None,
+    ) -> None:
+        super().__init__()
+        layers = tuple(layers)
+        if len(layers) != 4:
+            raise ConfigError(f"layers must give 4 stages, got {layers!r}")
+        for n in layers:
+            check_positive_int("units per stage", n)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("in_chans", in_chans)
+        check_positive_int("width_per_group", width_per_group)
+        if not 0.0 <= float(drop_rate) < 1.0:
+            raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        attn_dims = tuple(attn_dims) if attn_dims is not None else (None,) * 4
+        if len(attn_dims) != 4:
+            raise ConfigError(f"attn_dims must give 4 entries (one per stage), got {attn_dims!r}")
+        if block.middle is not Middle.SK and any(d is not None for d in attn_dims):
+            raise ConfigError("attn_dims applies to SK models only")
+        stem_pool = StemPool.parse(stem_pool)
+
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.block_config = block
+        self.stem = nn.Sequential()
+        self.stem.add_module("conv", ConvBNAct(in_chans, 64, 7, stride=2))
+        if stem_pool is StemPool.CAFFE:
+            self.stem.add_module("pool", nn.MaxPool2d(3, 2, padding=0, ceil_mode=True))
+        else:
+            self.stem.add_module("pool", nn.MaxPool2d(3, 2, padding=1))
+
+        in_channels = 64
+        self.feature_info: list[dict[str, object]] = []
+        for i, (units, attn_dim) in enumerate(zip(layers, attn_dims, strict=True)):
+            width = block.groups * width_per_group * 2**i
+            out_channels = 256 * 2**i
+            stage = nn.Sequential(
+                *[
+                    Bottleneck(
+                        in_channels if u == 0 else out_channels,
+                        width,
+                        out_channels,
+                        stride=2 if (u == 0 and i > 0) else 1,
+                        config=block,
+                        attn_dim=attn_dim,
+                    )
+                    for u in range(units)
+                ]
+            )
+            self.add_module(f"layer{i + 1}", stage)
+            self.feature_info.append(
+                {"num_chs": out_channels, "reduction": 4 * 2**i, "module": f"layer{i + 1}"}
+            )
+            in_channels = out_channels
+        self.num_features = in_channels
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(in_channels, num_classes)
+
+        init_weights(self)
+        if zero_init_last_bn:
+            for module in self.modules():
+                if isinstance(module, Bottleneck):
+                    module.zero_init_last_bn()
+
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_chans, H, W) → (N, 2048, ⌈H/32⌉, ⌈W/32⌉) (exact sizes follow the stem's pooling)."""
+        check_image_batch(x, self.in_chans, type(self).__name__)
+        x = self.stem(x)
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.global_pool(x).flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Builders. Every option named in the register_model call can be overridden through create_model.
+
+COMMON_OPTIONS = (
+    "num_classes",
+    "in_chans",
+    "drop_rate",
+    "zero_init_last_bn",
+    "stem_pool",
+    "groups",
+    "width_per_group",
+)
+SK_OPTIONS = (*COMMON_OPTIONS, "branches", "reduction", "min_dim", "aggregation", "attn_dims")
+SE_OPTIONS = (*COMMON_OPTIONS, "se_reduction")
+
+_BLOCK_FIELDS = ("groups", "branches", "reduction", "min_dim", "aggregation", "se_reduction")
+DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def build_resnext(layers: Sequence[int], block: BlockConfig, **kwargs: object) -> ResNeXt:
+    """Split `kwargs` into bottleneck fields and network options, then build."""
+    block_changes = {k: kwargs.pop(k) for k in _BLOCK_FIELDS if k in kwargs}
+    return ResNeXt(layers, block.replace(**block_changes), **kwargs)
+
+
+SK_BLOCK = BlockConfig(middle=Middle.SK)
+SE_BLOCK = BlockConfig(se_reduction=16)
+PLAIN_BLOCK = BlockConfig()
+
+
+@register_model("imagenet", SK_OPTIONS)
+def sknet26(**kwargs: object) -> ResNeXt:
+    """SKNet-26: SK[M=2, G=32, r=16] units {2, 2, 2, 2}."""
+    return build_resnext(DEPTHS[26], SK_BLOCK, **kwargs)
+
+
+@register_model("imagenet", SK_OPTIONS)
+def sknet50(**kwargs: object) -> ResNeXt:
+    """SKNet-50 (paper Table 1): 27.5M parameters, 4.47 GMACs."""
+    return build_resnext(DEPTHS[50], SK_BLOCK, **kwargs)
+
+
+@register_model("imagenet", SK_OPTIONS)
+def sknet101(**kwargs: object) -> ResNeXt:
+    """SKNet-101: units {3, 4, 23, 3}, 48.9M parameters, 8.46 GMACs."""
+    return build_resnext(DEPTHS[101], SK_BLOCK, **kwargs)
+
+
+@register_model("imagenet", COMMON_OPTIONS)
+def resnext26(**kwargs: object) -> ResNeXt:
+    """ResNeXt-26 32×4d."""
+    return build_resnext(DEPTHS[26], PLAIN_BLOCK, **kwargs)
+
+
+@register_model("imagenet", COMMON_OPTIONS)
+def resnext50(**kwargs: object) -> ResNeXt:
+    """ResNeXt-50 32×4d: 25.0M parameters, 4.24 GMACs."""
+    return build_resnext(DEPTHS[50], PLAIN_BLOCK, **kwargs)
+
+
+@register_model("imagenet", COMMON_OPTIONS)
+def resnext101(**kwargs: object) -> ResNeXt:
+    """ResNeXt-101 32×4d: 44.3M parameters, 7.99 GMACs."""
+    return build_resnext(DEPTHS[101], PLAIN_BLOCK, **kwargs)
+
+
+@register_model("imagenet", SE_OPTIONS)
+def senet26(**kwargs: object) -> ResNeXt:
+    """SENet-26: SE-ResNeXt-26 32×4d, SE reduction 16."""
+    return build_resnext(DEPTHS[26], SE_BLOCK, **kwargs)
+
+
+@register_model("imagenet", SE_OPTIONS)
+def senet50(**kwargs: object) -> ResNeXt:
+    """SENet-50: SE-ResNeXt-50 32×4d, 27.7M parameters, 4.25 GMACs."""
+    return build_resnext(DEPTHS[50], SE_BLOCK, **kwargs)
+
+
+@register_model("imagenet", SE_OPTIONS)
+def senet101(**kwargs: object) -> ResNeXt:
+    """SENet-101: SE-ResNeXt-101 32×4d, 49.2M parameters, 8.00 GMACs."""
+    return build_resnext(DEPTHS[101], SE_BLOCK, **kwargs)

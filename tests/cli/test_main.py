@@ -1,0 +1,44 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sknet.cli import main
+
+
+def test_profile_json(capsys):
+    assert main(["profile", "sknet50", "resnext50", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["params"] for r in rows] == [27_479_784, 25_028_904]
+    assert all(abs(r["macs_diff"]) < 0.01 for r in rows)
+
+
+def test_profile_table_with_variants(capsys):
+    assert main(["profile", "sknet26", "--branches", "3,5,7", "--aggregation", "sum"]) == 0
+    out = capsys.readouterr().out
+    assert "sknet26[branches=3,5,7; aggregation=sum]" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["profile", "sknet5"], "unknown model 'sknet5'; did you mean sknet50"),
+        (["profile", "resnext50", "--branches", "3"], "has no option 'branches'"),
+        (["profile", "sknet50", "--branches", ""], "branches is empty"),
+        (["profile", "sknet50", "--set", "nonsense"], "--set expects KEY=VALUE"),
+    ],
+)
+def test_user_errors_are_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_console_script_error_has_no_traceback_unless_debug():
+    cmd = [sys.executable, "-m", "sknet.cli.main", "profile", "nope"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" in result.stderr
