@@ -123,7 +123,8 @@ def test_bad_inputs_and_options():
         sknet.create_model("sknet26", drop_rate=1.5)
     with pytest.raises(ConfigError, match="branches is empty"):
         sknet.create_model("sknet26", branches=())
-    with pytest.raises(ConfigError, match=r"in_channels \(path 1: 5d1g48\)=128 is not divisible by groups=48"):
+    message = r"in_channels \(path 1: 5d1g48\)=128 is not divisible by groups=48"
+    with pytest.raises(ConfigError, match=message):
         sknet.create_model("sknet26", branches="3,5d1g48")
 
 
