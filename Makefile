@@ -5,9 +5,24 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINT_DIRS := src tests $(wildcard benchmarks)
 
-.PHONY: setup test lint format clean
+FMNIST := /usr/share/datasets/fashion-mnist
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUN    ?= runs/fashion_mnist
+
+.PHONY: setup data demo test lint format clean
 
 setup: $(STAMP)
+
+# Offline Fashion-MNIST from Debian's package (installed once; needs root or sudo).
+data:
+	@test -e $(FMNIST)/train-images-idx3-ubyte.gz || $(SUDO) apt-get install -y dataset-fashion-mnist \
+	  || ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)
+
+# The main job: train the compact SKNet on Fashion-MNIST, evaluate the saved weights, show the summary.
+demo: setup data
+	$(BIN)/sknet train --config configs/fashion_mnist.yaml --output $(RUN)
+	$(BIN)/sknet eval --weights $(RUN)/model.safetensors
+	@echo "checkpoint: $(RUN)/checkpoint.pt  weights: $(RUN)/model.safetensors  curves: $(RUN)/curves.png"
 
 # The virtual environment is created once and reused; it is refreshed when pyproject.toml changes.
 $(STAMP): pyproject.toml

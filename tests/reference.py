@@ -13,9 +13,7 @@ from sknet.layers import SKConv2d
 
 
 def _bn(x: torch.Tensor, bn: torch.nn.BatchNorm2d, training: bool) -> torch.Tensor:
-    return F.batch_norm(
-        x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, training, 0.0, bn.eps
-    )
+    return F.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, training, 0.0, bn.eps)
 
 
 def reference_sk_conv(layer: SKConv2d, x: torch.Tensor, training: bool = False):

@@ -112,7 +112,7 @@ def _pct(value: float | None) -> str:
 
 def format_table(rows: Iterable[ModelProfile]) -> str:
     """A plain-text table: counted figures next to the paper's, with relative differences."""
-    header = ("model", "res", "params", "paper", "Δ", "GMACs", "paper", "Δ")
+    header = ("model", "res", "params", "paper", "Δ", "MACs", "paper", "Δ")
     lines = [header]
     for r in rows:
         lines.append(
@@ -130,13 +130,16 @@ def format_table(rows: Iterable[ModelProfile]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for j, line in enumerate(lines):
-        cells = [
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        ]
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
         out.append("  ".join(cells))
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+def _macs(value: float, digits: int) -> str:
+    """4.463G for ImageNet models, 5.93M for small ones."""
+    return f"{value / 1e9:.{digits}f}G" if value >= 1e8 else f"{value / 1e6:.{digits}f}M"
 
 
 def _conf(row: ModelProfile) -> str:

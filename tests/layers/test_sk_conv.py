@@ -157,3 +157,30 @@ def test_nothing_recorded_without_a_hook():
     after = {k for k, v in vars(layer).items() if isinstance(v, torch.Tensor)}
     assert before == after == set()
     assert not layer.select._forward_hooks
+
+
+@pytest.mark.parametrize(("kernel", "dilation", "size"), [(3, 2, 8), (3, 2, 9), (3, 3, 10), (5, 2, 7), (3, 2, 1)])
+def test_subsampled_dilated_conv_equals_native(kernel, dilation, size):
+    from sknet.layers.conv_bn_act import SubsampledDilatedConv2d, make_conv
+
+    conv = make_conv(8, 16, kernel, stride=dilation, dilation=dilation, groups=4).double()
+    assert isinstance(conv, SubsampledDilatedConv2d)
+    x = torch.randn(2, 8, size, size + 3, dtype=torch.double, requires_grad=True)
+    native = torch.nn.functional.conv2d(x, conv.weight, None, dilation, conv.padding, dilation, 4)
+    out = conv(x)
+    torch.testing.assert_close(out, native)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, conv.weight], grad)
+    want = torch.autograd.grad(native, [x, conv.weight], grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    assert list(conv.state_dict()) == ["weight"]
+
+
+def test_stride2_dilated_path_uses_subsampled_conv():
+    from sknet.layers.conv_bn_act import SubsampledDilatedConv2d
+
+    layer = SKConv2d(32, 32, stride=2, groups=4)
+    assert type(layer.paths[0].conv) is torch.nn.Conv2d
+    assert isinstance(layer.paths[1].conv, SubsampledDilatedConv2d)
+    assert not isinstance(SKConv2d(32, 32, stride=1, groups=4).paths[1].conv, SubsampledDilatedConv2d)

@@ -10,9 +10,7 @@ from sknet.errors import ConfigError
 
 def add_model_override_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model options")
-    group.add_argument(
-        "--branches", help="SK paths: kernel sizes '3,5' or kernel/dilation[/groups] '3d1,5d1g64'"
-    )
+    group.add_argument("--branches", help="SK paths: kernel sizes '3,5' or kernel/dilation[/groups] '3d1,5d1g64'")
     group.add_argument("--aggregation", choices=("sk", "sum"), help="SK attention or plain sum of paths")
     group.add_argument(
         "--set",

@@ -1,4 +1,4 @@
-"""`sknet profile`: parameters and GMACs of models, next to the paper's figures."""
+"""`sknet profile`: parameters and multiply-accumulates (MACs) of models, next to the paper's figures."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ DEFAULT_MODELS = ("resnext50", "senet50", "sknet50", "resnext101", "senet101", "
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "profile", help="parameters and GMACs next to the paper's figures", description=__doc__
-    )
+    parser = sub.add_parser("profile", help="parameters and MACs next to the paper's figures", description=__doc__)
     parser.add_argument(
         "models",
         nargs="*",

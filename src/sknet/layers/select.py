@@ -30,18 +30,14 @@ class _SelectPaths(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         attention, *paths = ctx.saved_tensors
         weights = attention[..., None, None]
-        grad_paths = [
-            grad_out * weights[:, m] if ctx.needs_input_grad[m + 1] else None for m in range(len(paths))
-        ]
+        grad_paths = [grad_out * weights[:, m] if ctx.needs_input_grad[m + 1] else None for m in range(len(paths))]
         grad_attention = None
         if ctx.needs_input_grad[0]:
             grad_attention = torch.stack([(grad_out * u).sum((2, 3)) for u in paths], dim=1)
         return (grad_attention, *grad_paths)
 
 
-def select_paths(
-    paths: list[torch.Tensor] | tuple[torch.Tensor, ...], attention: torch.Tensor
-) -> torch.Tensor:
+def select_paths(paths: list[torch.Tensor] | tuple[torch.Tensor, ...], attention: torch.Tensor) -> torch.Tensor:
     """V = Σ_m attention[:, m, :] ⊙ paths[m].
 
     Args:

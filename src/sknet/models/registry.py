@@ -7,6 +7,7 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -65,22 +66,43 @@ def model_info(name: str) -> ModelInfo:
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 
 
-def create_model(name: str, num_classes: int | None = None, **overrides: object) -> nn.Module:
-    """Build a registered model.
+def create_model(
+    name: str, num_classes: int | None = None, weights: str | Path | None = None, **overrides: object
+) -> nn.Module:
+    """Build a registered model, optionally loading weights.
 
     Args:
         name: a name from :func:`list_models`, e.g. ``"sknet50"``.
         num_classes: classifier outputs (default: the model's own, 1000 for ImageNet models).
+        weights: a ``.safetensors`` file written by sknet (its recorded options and class count are used
+            unless overridden) or a checkpoint / state-dict ``.pt`` file, loaded safely and strictly.
         overrides: builder options such as ``in_chans``, ``drop_rate``, ``branches``, ``aggregation``;
             an option the model does not have is a ConfigError listing those it has.
     """
     info = model_info(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
+    state = None
+    if weights is not None:
+        from sknet.train.checkpoint import load_state_into, read_weights
+
+        state, meta = read_weights(weights)
+        found = meta.get("model")
+        if found and found != name:
+            from sknet.errors import CheckpointError
+
+            raise CheckpointError(f"{weights} holds weights of model {found!r}, not {name!r}")
+        recorded = dict(meta.get("model_options", {}))
+        for key in ("num_classes", "in_chans"):
+            if key in meta and key in info.options:
+                recorded[key] = meta[key]
+        overrides = {**recorded, **overrides}
     unknown = sorted(set(overrides) - set(info.options))
     if unknown:
         raise ConfigError(
-            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
-            f"its options are: {', '.join(info.options)}"
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(info.options)}"
         )
-    return info.builder(**overrides)
+    model = info.builder(**overrides)
+    if state is not None:
+        load_state_into(model, state, str(weights), name, found)
+    return model

@@ -125,9 +125,7 @@ class ResNeXt(nn.Module):
                 ]
             )
             self.add_module(f"layer{i + 1}", stage)
-            self.feature_info.append(
-                {"num_chs": out_channels, "reduction": 4 * 2**i, "module": f"layer{i + 1}"}
-            )
+            self.feature_info.append({"num_chs": out_channels, "reduction": 4 * 2**i, "module": f"layer{i + 1}"})
             in_channels = out_channels
         self.num_features = in_channels
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -177,10 +175,16 @@ _BLOCK_FIELDS = ("groups", "branches", "reduction", "min_dim", "aggregation", "s
 DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
+def build_block_config(block: BlockConfig, kwargs: dict[str, object]) -> tuple[BlockConfig, dict[str, object]]:
+    """Split builder `kwargs` into bottleneck fields (applied to `block`) and network options."""
+    network = dict(kwargs)
+    changes = {k: network.pop(k) for k in _BLOCK_FIELDS if k in network}
+    return block.replace(**changes), network
+
+
 def build_resnext(layers: Sequence[int], block: BlockConfig, **kwargs: object) -> ResNeXt:
-    """Split `kwargs` into bottleneck fields and network options, then build."""
-    block_changes = {k: kwargs.pop(k) for k in _BLOCK_FIELDS if k in kwargs}
-    return ResNeXt(layers, block.replace(**block_changes), **kwargs)
+    block, kwargs = build_block_config(block, kwargs)
+    return ResNeXt(layers, block, **kwargs)
 
 
 SK_BLOCK = BlockConfig(middle=Middle.SK)

@@ -1,0 +1,188 @@
+"""Data sources: Fashion-MNIST (offline from Debian's package), CIFAR-10/100, ImageFolder trees, synthetic.
+
+Small datasets load into memory (:class:`InMemoryImages`); ImageFolder trees stream from disk through
+torchvision transforms. Every "data not there" case raises DataError saying how to get the data.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sknet.data.idx import read_idx
+from sknet.data.loader import InMemoryImages
+from sknet.errors import ConfigError, DataError
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+# Where Debian's `dataset-fashion-mnist` package installs the files (`dpkg -L dataset-fashion-mnist`).
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Split(str, enum.Enum):
+    TRAIN = "train"
+    TEST = "test"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a data source is: its kind of storage, native image size and default augmentation padding."""
+
+    name: str
+    in_memory: bool
+    crop_padding: int  # random-crop padding of the in-memory recipe (CIFAR: 4)
+    description: str
+
+
+DATASETS: dict[str, DataSpec] = {
+    "fashion_mnist": DataSpec("fashion_mnist", True, 2, "Fashion-MNIST 28×28 grayscale, 10 classes"),
+    "cifar10": DataSpec("cifar10", True, 4, "CIFAR-10 32×32, torchvision format"),
+    "cifar100": DataSpec("cifar100", True, 4, "CIFAR-100 32×32, torchvision format"),
+    "imagefolder": DataSpec("imagefolder", False, 0, "ImageNet-style tree: DIR/train/CLASS/*.jpg, DIR/val/..."),
+    "synthetic": DataSpec("synthetic", True, 2, "random class-coded images, for tests and smoke runs"),
+}
+
+
+def dataset_spec(name: str) -> DataSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+def _find_fashion_mnist(root: Path | None) -> Path | None:
+    # An explicit folder is the only place looked at; without one, Debian's package location.
+    if root is not None:
+        candidates = [root, root / "FashionMNIST" / "raw", root / "fashion-mnist"]
+    else:
+        candidates = [DEBIAN_FASHION_MNIST]
+    for folder in candidates:
+        name = _FMNIST_FILES["train"][0]
+        if (folder / name).exists() or (folder / f"{name}.gz").exists():
+            return folder
+    return None
+
+
+def _idx_file(folder: Path, name: str) -> Path:
+    plain = folder / name
+    return plain if plain.exists() else folder / f"{name}.gz"
+
+
+def load_fashion_mnist(root: str | Path | None, split: Split, download: bool = False) -> InMemoryImages:
+    root = Path(root) if root is not None else None
+    folder = _find_fashion_mnist(root)
+    if folder is None and download:
+        from torchvision.datasets import FashionMNIST
+
+        target = root or Path("data")
+        try:
+            FashionMNIST(str(target), train=True, download=True)
+            FashionMNIST(str(target), train=False, download=True)
+        except Exception as err:  # network errors come in many types
+            raise DataError(f"downloading Fashion-MNIST to {target} failed: {err}") from None
+        folder = _find_fashion_mnist(target)
+    if folder is None:
+        where = root if root is not None else DEBIAN_FASHION_MNIST
+        raise DataError(
+            f"Fashion-MNIST not found in {where}. Install it offline with "
+            "'sudo apt-get install dataset-fashion-mnist', point --data-dir at a folder holding the IDX files, "
+            "or add --download to fetch it with torchvision"
+        )
+    image_file, label_file = (_idx_file(folder, n) for n in _FMNIST_FILES[split.value])
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{image_file} and {label_file} do not hold matching images (N, 28, 28) and labels (N,)")
+    return InMemoryImages(
+        torch.from_numpy(images.copy()).unsqueeze(1),
+        torch.from_numpy(labels.astype(np.int64)),
+        list(FASHION_MNIST_CLASSES),
+        mean=(0.2860,),
+        std=(0.3530,),
+    )
+
+
+def load_cifar(name: str, root: str | Path | None, split: Split, download: bool = False) -> InMemoryImages:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    root = Path(root) if root is not None else Path("data")
+    try:
+        ds = cls(str(root), train=split is Split.TRAIN, download=download)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted."
+        raise DataError(
+            f"{name} not found or corrupted in {root} ({err}). Pass --data-dir pointing at the folder holding "
+            f"'{cls.base_folder}', or add --download to fetch it with torchvision"
+        ) from None
+    mean, std = (
+        ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+        if name == "cifar10"
+        else ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    )
+    return InMemoryImages(
+        torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+        torch.tensor(ds.targets, dtype=torch.int64),
+        list(ds.classes),
+        mean,
+        std,
+    )
+
+
+def make_synthetic(
+    split: Split, num_classes: int = 4, size: int = 16, channels: int = 1, count: int = 256, seed: int = 0
+) -> InMemoryImages:
+    """Learnable toy data: each class is a fixed random pattern plus noise (deterministic in `seed`)."""
+    gen = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(num_classes, channels, size, size, generator=gen)
+    gen.manual_seed(seed + (1 if split is Split.TRAIN else 2))
+    labels = torch.randint(0, num_classes, (count,), generator=gen)
+    noise = torch.rand(count, channels, size, size, generator=gen)
+    images = (0.75 * patterns[labels] + 0.25 * noise) * 255
+    return InMemoryImages(
+        images.round().to(torch.uint8),
+        labels,
+        [f"class{i}" for i in range(num_classes)],
+        (0.5,) * channels,
+        (0.25,) * channels,
+    )
+
+
+def build_dataset(name: str, root: str | Path | None, split: str | Split, download: bool = False):
+    """An :class:`InMemoryImages` (small datasets) or an image-folder dataset (see :mod:`sknet.data.folder`)."""
+    spec = dataset_spec(name)
+    split = Split(split)
+    if name == "fashion_mnist":
+        return load_fashion_mnist(root, split, download)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, root, split, download)
+    if name == "synthetic":
+        return make_synthetic(split)
+    assert not spec.in_memory
+    from sknet.data.folder import find_split_dir
+
+    return find_split_dir(root, split)
+
+
+def data_root_from_env() -> Path | None:
+    value = os.environ.get("SKNET_DATA")
+    return Path(value) if value else None

@@ -1,0 +1,113 @@
+"""ImageNet-style folder trees: DIR/{train,val}/CLASS/IMAGE, with unreadable images skipped or reported."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, default_collate
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from sknet.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Split
+from sknet.errors import DataError
+
+_VAL_NAMES = ("val", "validation", "test")
+
+
+def find_split_dir(root: str | Path | None, split: Split) -> Path:
+    """DIR/train for training; DIR/val (or validation, test) for evaluation; DIR itself if it holds classes."""
+    if root is None:
+        raise DataError("the imagefolder dataset needs --data-dir DIR (with DIR/train/CLASS/*.jpg and DIR/val/...)")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist (expected DIR/train/CLASS/*.jpg and DIR/val/...)")
+    names = ("train",) if split is Split.TRAIN else _VAL_NAMES
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return root
+
+
+class ImageFolderDataset(Dataset):
+    """(image tensor, label) pairs from DIR/CLASS/IMAGE.
+
+    on_error="skip": an unreadable image yields None, dropped by :func:`collate_skipping` and counted;
+    on_error="raise": DataError naming the file.
+    """
+
+    def __init__(self, root: Path, transform: Callable, on_error: str = "skip") -> None:
+        if on_error not in ("skip", "raise"):
+            raise DataError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if not root.is_dir():
+            raise DataError(f"data directory {root} does not exist")
+        try:
+            self.classes, self.class_to_idx = find_classes(str(root))
+            self.samples = make_dataset(str(root), self.class_to_idx, IMG_EXTENSIONS)
+        except FileNotFoundError as err:
+            raise DataError(
+                f"no images in {root}: {err}. Expected one sub-folder per class holding images "
+                f"({', '.join(IMG_EXTENSIONS[:4])}, ...)"
+            ) from None
+        self.root = root
+        self.transform = transform
+        self.on_error = on_error
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            if self.on_error == "raise":
+                raise DataError(f"unreadable image {path}: {err}") from None
+            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=1)
+            return None
+        return self.transform(img), label
+
+
+def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Collate the readable samples; also return how many were skipped."""
+    good = [item for item in batch if item is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    images, labels = default_collate(good)
+    return images, labels, skipped
+
+
+class ShardedSampler(torch.utils.data.Sampler[int]):
+    """DistributedSampler-like: the order of epoch e is a function of (seed, e); rank r takes every
+    world_size-th index; `start` skips that many of this rank's indices (mid-epoch resume)."""
+
+    def __init__(
+        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, pad: bool = True
+    ) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=gen).tolist()
+        else:
+            order = list(range(self.size))
+        if self.pad and self.size % self.world_size:
+            order += order[: self.world_size - self.size % self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self._indices()[self.start :])
+
+    def __len__(self) -> int:
+        return len(self._indices()) - self.start

@@ -1,0 +1,42 @@
+"""The paper's image transforms (torchvision), for folder datasets and for `sknet predict`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torchvision import transforms as T
+
+# The paper evaluates 224 crops from images resized to 256 on the shorter side (and 320 crops likewise).
+EVAL_CROP_FRACTION = 224 / 256
+
+
+def train_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+    """Random-size crop (8–100 % of the area, aspect 3/4–4/3) + horizontal flip (paper section 4.1)."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def eval_transform(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_fraction: float = EVAL_CROP_FRACTION,
+    channels: int = 3,
+) -> T.Compose:
+    """Resize the shorter side to size / crop_fraction, centre-crop `size` (single-crop protocol).
+
+    crop_fraction = 1 resizes straight to `size` (small-image datasets that were trained uncropped).
+    """
+    steps: list = [T.Grayscale(1)] if channels == 1 else []
+    if crop_fraction >= 1.0:
+        steps.append(T.Resize((size, size)))
+    else:
+        steps += [T.Resize(round(size / crop_fraction)), T.CenterCrop(size)]
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)

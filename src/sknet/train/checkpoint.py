@@ -1,0 +1,145 @@
+"""Checkpoints and weights files.
+
+- Training checkpoints (``.pt``) are written atomically: to a temporary file in the same folder, flushed
+  and fsync'ed, then renamed over the target, so a crash never leaves a half-written checkpoint.
+  They are read with ``torch.load(weights_only=True)``: a file that needs code execution is refused.
+- Weights (``.safetensors``) hold the model's tensors plus metadata (model name and options, classes,
+  preprocessing), enough for ``create_model(name, weights=path)``, ``sknet eval`` and ``sknet predict``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sknet.errors import CheckpointError
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(file_object)`` on a temporary file beside `path`, then atomically rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint safely (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "GLOBAL" in text or "global" in text:  # a pickle that names code to import and run
+            unsafe = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "").split(" was ")[0]
+            raise CheckpointError(
+                f"refusing to load {path}: it holds Python objects whose loading would run code "
+                f"({unsafe.removeprefix('WeightsUnpickler error: ') or 'disallowed global'}); only tensors and "
+                "plain containers are accepted. Convert it to safetensors in a trusted environment"
+            ) from None
+        raise CheckpointError(f"{path} is corrupt or truncated (not a torch checkpoint)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is corrupt or truncated: {str(err).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a checkpoint dictionary")
+    return state
+
+
+def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, Any]) -> None:
+    """Write the model's state dict as safetensors, atomically, with JSON-encoded `metadata`."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "pt", "sknet": json.dumps(metadata)}
+    atomic_write(path, lambda f: f.write(save(tensors, metadata=meta)))
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, sknet metadata) of a ``.safetensors`` file, or of a checkpoint/state-dict ``.pt`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        try:
+            raw = path.read_bytes()
+            tensors = load(raw)
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from None
+        try:
+            metadata = json.loads(meta.get("sknet", "{}"))
+        except json.JSONDecodeError:
+            metadata = {}
+        return tensors, metadata
+    state = load_checkpoint(path)
+    if "model" in state and isinstance(state["model"], dict):  # a training checkpoint
+        return state["model"], state.get("meta", {})
+    if all(isinstance(v, torch.Tensor) for v in state.values()):  # a bare state dict
+        return state, {}
+    raise CheckpointError(f"{path} holds neither a state dict nor an sknet checkpoint")
+
+
+def load_state_into(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    expected_name: str | None = None,
+    found_name: str | None = None,
+) -> None:
+    """Load `state` strictly; a mismatch raises CheckpointError saying what differs."""
+    if expected_name and found_name and expected_name != found_name:
+        raise CheckpointError(f"{source} holds weights of model {found_name!r}, not {expected_name!r}")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        what = f"model {found_name!r}" if found_name else "another model or configuration"
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+        if missing:
+            parts.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise CheckpointError(f"{source} does not fit this model (it looks like {what}): {'; '.join(parts)}")
+    model.load_state_dict(state)

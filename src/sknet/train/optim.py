@@ -1,0 +1,55 @@
+"""Optimizers and per-step learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sknet.train.config import Optimizer, Schedule, TrainConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) -> list[dict]:
+    """One group, or two when BN weights and biases (all 1-D parameters) are excluded from decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not no_decay_bn_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, config.weight_decay, config.no_decay_bn_bias)
+    if config.optimizer is Optimizer.ADAMW:
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+class LRFactor:
+    """lr multiplier at optimizer step s: linear warmup, then step / cosine / constant."""
+
+    def __init__(self, config: TrainConfig, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = max(steps_per_epoch, 1)
+        self.total = config.epochs * self.steps_per_epoch
+        self.warmup = round(config.warmup_epochs * self.steps_per_epoch)
+        # Plain values only: LambdaLR.state_dict() copies this object's __dict__ into checkpoints, which
+        # are loaded with weights_only=True.
+        self.schedule = config.schedule.value
+        self.step_epochs = config.step_epochs
+        self.gamma = config.gamma
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.schedule == Schedule.STEP.value:
+            return self.gamma ** ((step // self.steps_per_epoch) // self.step_epochs)
+        if self.schedule == Schedule.COSINE.value:
+            progress = (step - self.warmup) / max(self.total - self.warmup, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(config, steps_per_epoch))

@@ -1,0 +1,95 @@
+"""Run records: per-epoch JSONL and CSV logs, optional TensorBoard, training curves as PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+
+class RunLog:
+    """Appends one row per epoch to metrics.jsonl and metrics.csv (rank 0 only)."""
+
+    def __init__(self, folder: Path, tensorboard: bool = False) -> None:
+        self.folder = folder
+        self.jsonl = folder / "metrics.jsonl"
+        self.csv = folder / "metrics.csv"
+        self.steps = folder / "steps.jsonl"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                import warnings
+
+                warnings.warn("tensorboard is not installed (pip install tensorboard); skipping it", stacklevel=2)
+            else:
+                self.writer = SummaryWriter(str(folder / "tensorboard"))
+
+    def restart(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite the epoch logs to hold exactly `history` (a resumed run continues after its checkpoint)."""
+        for path in (self.jsonl, self.csv):
+            path.unlink(missing_ok=True)
+        for row in history:
+            self._write_files(row)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        self._write_files(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self.writer.add_scalar(key, value, row["epoch"])
+            self.writer.flush()
+
+    def _write_files(self, row: dict[str, Any]) -> None:
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        new = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def step(self, row: dict[str, Any]) -> None:
+        with self.steps.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch (train and validation) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    val = [(r["epoch"], r) for r in rows if r.get("val_loss") is not None]
+    if val:
+        ax_loss.plot([e for e, _ in val], [r["val_loss"] for _, r in val], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", label="train")
+    if val:
+        ax_acc.plot([e for e, _ in val], [100 * r["val_acc1"] for _, r in val], "o-", label="validation top-1")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

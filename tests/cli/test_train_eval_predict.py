@@ -1,0 +1,128 @@
+import json
+
+import pytest
+from PIL import Image
+
+from sknet.cli import main
+from sknet.data.datasets import Split, make_synthetic
+
+TRAIN = [
+    "train",
+    "--model",
+    "sknet_tiny",
+    "--dataset",
+    "synthetic",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--progress",
+    "never",
+    "--threads",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main([*TRAIN, "--output", str(out)]) == 0
+    return out
+
+
+def test_train_then_eval_reports_the_same_accuracy(trained, capsys):
+    summary = json.loads((trained / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(trained / "model.safetensors"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["model"] == "sknet_tiny" and result["dataset"] == "synthetic"
+    assert result["acc1"] == pytest.approx(summary["val_acc1"]) and result["images"] == 256
+    assert main(["eval", "--weights", str(trained / "checkpoint.pt")]) == 0
+    assert "top-1 error" in capsys.readouterr().out
+
+
+def test_predict_images(trained, tmp_path, capsys):
+    data = make_synthetic(Split.TEST)
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(data.images[i, 0].numpy()).save(path)
+        paths.append(str(path))
+    capsys.readouterr()
+    assert main(["predict", *paths, "--weights", str(trained / "model.safetensors"), "--topk", "2", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in results] == paths
+    top = results[0]["top"]
+    assert len(top) == 2 and top[0]["class"].startswith("class") and top[0]["probability"] >= top[1]["probability"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["train", "--dataset", "fashion_mnist", "--data-dir", "{tmp}", "--output", "{tmp}/o"],
+            "apt-get install dataset-fashion-mnist",
+        ),
+        (
+            ["train", "--dataset", "imagefolder", "--data-dir", "{tmp}/none", "--output", "{tmp}/o"],
+            "does not exist",
+        ),
+        (["train", "--dataset", "imagefolder", "--data-dir", "{tmp}", "--output", "{tmp}/o"], "no images in"),
+        (["train", "--model", "sknet_tinyy"], "did you mean sknet_tiny"),
+        (["train", "--config", "{tmp}/missing.yaml"], "config file"),
+        ([*TRAIN, "--sync-bn", "--output", "{tmp}/o"], "sync_bn needs CUDA"),
+        ([*TRAIN, "--precision", "fp16", "--output", "{tmp}/o"], "fp16 needs a CUDA device"),
+        (["train", "--resume", "{tmp}/nope.pt", *TRAIN[1:], "--output", "{tmp}/o"], "does not exist"),
+        (["eval", "--weights", "{tmp}/nope.safetensors"], "does not exist"),
+        (["predict", "{tmp}/nope.png", "--weights", "{run}/model.safetensors"], "does not exist"),
+        (["predict", "{tmp}/bad.png", "--weights", "{run}/model.safetensors"], "cannot read image"),
+        (["eval", "--weights", "{tmp}/bad.png"], "corrupt or truncated"),
+        (["eval", "--weights", "{tmp}/fake.safetensors"], "not a valid safetensors file"),
+    ],
+)
+def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, argv, message):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 20)
+    argv = [a.format(tmp=tmp_path, run=trained) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_imagefolder_training_counts_unreadable_images(tmp_path, capsys):
+    for split in ("train", "val"):
+        for c, colour in (("red", (200, 0, 0)), ("blue", (0, 0, 200))):
+            folder = tmp_path / "data" / split / c
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (48, 40), tuple(min(255, v + 10 * i) for v in colour)).save(folder / f"{i}.png")
+    (tmp_path / "data" / "train" / "red" / "broken.jpg").write_bytes(b"truncated")
+    argv = [
+        "train",
+        "--model",
+        "resnext_tiny",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--batch-size",
+        "3",
+        "--epochs",
+        "1",
+        "--progress",
+        "never",
+        "--output",
+        str(tmp_path / "run"),
+    ]
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        assert main(argv) == 0
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert row["skipped_images"] == 1 and row["val_images"] == 8
+    capsys.readouterr()
+    assert main([*argv, "--bad-images", "raise", "--output", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err
+    assert "unreadable image" in err and "broken.jpg" in err

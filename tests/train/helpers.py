@@ -1,0 +1,35 @@
+"""Small, fast training configurations for tests (synthetic data, tiny model, CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sknet.train.config import TrainConfig
+
+
+def tiny_config(output: Path, **changes) -> TrainConfig:
+    values = dict(
+        model="sknet_tiny",
+        dataset="synthetic",
+        epochs=2,
+        batch_size=16,
+        lr=0.05,
+        schedule="cosine",
+        warmup_epochs=0.5,
+        output=str(output),
+        progress="never",
+        seed=3,
+        deterministic=True,
+        threads=1,
+        model_options={"drop_rate": 0.1},
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def state_equal(a: dict, b: dict, atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), rtol=0, atol=atol, msg=k)
