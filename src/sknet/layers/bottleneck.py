@@ -117,4 +117,5 @@ class Bottleneck(nn.Module):
         out = self.conv3(self.conv2(self.conv1(x)))
         if self.se is not None:
             out = self.se(out)
-        return self.act(out + shortcut)
+        out += shortcut  # in place: BN and SE do not keep their outputs for backward
+        return self.act(out)
