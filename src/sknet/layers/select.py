@@ -11,8 +11,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 
-def _weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> torch.Tensor:
+def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    """Σ_m attention[:, m] ⊙ paths[m], accumulated into one output (no stacking, no autograd)."""
     weights = attention[..., None, None]  # (N, M, C, 1, 1)
+    if normalized and len(paths) == 2:
+        # a0 + a1 = 1 (softmax): a0·u0 + a1·u1 = u1 + a0·(u0 − u1), one fused pass.
+        return torch.lerp(paths[1], paths[0], weights[:, 0])
     out = paths[0] * weights[:, 0]
     for m in range(1, len(paths)):
         out.addcmul_(paths[m], weights[:, m])
@@ -21,28 +25,31 @@ def _weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> t
 
 class _SelectPaths(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, attention: torch.Tensor, *paths: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, attention: torch.Tensor, normalized: bool, *paths: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(attention, *paths)
-        return _weighted_sum(paths, attention)
+        return weighted_sum(paths, attention, normalized)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         attention, *paths = ctx.saved_tensors
         weights = attention[..., None, None]
-        grad_paths = [grad_out * weights[:, m] if ctx.needs_input_grad[m + 1] else None for m in range(len(paths))]
+        grad_paths = [grad_out * weights[:, m] if ctx.needs_input_grad[m + 2] else None for m in range(len(paths))]
         grad_attention = None
         if ctx.needs_input_grad[0]:
             grad_attention = torch.stack([(grad_out * u).sum((2, 3)) for u in paths], dim=1)
-        return (grad_attention, *grad_paths)
+        return (grad_attention, None, *grad_paths)
 
 
-def select_paths(paths: list[torch.Tensor] | tuple[torch.Tensor, ...], attention: torch.Tensor) -> torch.Tensor:
+def select_paths(
+    paths: list[torch.Tensor] | tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False
+) -> torch.Tensor:
     """V = Σ_m attention[:, m, :] ⊙ paths[m].
 
     Args:
         paths: M tensors (N, C, H, W), any memory format (channels_last is preserved).
         attention: (N, M, C), typically softmax-normalised over M.
+        normalized: promise that attention sums to 1 over M (enables a one-pass form for M = 2).
     Returns:
         (N, C, H, W) in the memory format of ``paths[0]``.
     """
@@ -50,5 +57,5 @@ def select_paths(paths: list[torch.Tensor] | tuple[torch.Tensor, ...], attention
     if len(paths) == 1:
         return paths[0] * attention[:, 0, :, None, None]
     if torch.is_grad_enabled() and (attention.requires_grad or any(p.requires_grad for p in paths)):
-        return _SelectPaths.apply(attention, *paths)
-    return _weighted_sum(paths, attention)
+        return _SelectPaths.apply(attention, normalized, *paths)
+    return weighted_sum(paths, attention, normalized)

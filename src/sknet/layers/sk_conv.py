@@ -22,6 +22,7 @@ from sknet.errors import ConfigError, InputShapeError
 from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
 from sknet.layers.conv_bn_act import ConvBNAct
 from sknet.layers.select import select_paths
+from sknet.layers.sk_recompute import lean_path_ok, lean_paths_forward
 
 
 class Aggregation(str, enum.Enum):
@@ -232,6 +233,16 @@ class SKConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, self.in_channels, type(self).__name__)
+        if self.select is not None and self.training:
+            if x.shape[0] == 1:
+                raise InputShapeError(
+                    "SKConv2d in training mode needs a batch of at least 2: the fuse-step BatchNorm "
+                    "normalises the pooled descriptor over the batch (use eval() or a larger batch)"
+                )
+            if lean_path_ok(self.paths, x):
+                # Keep only the path conv outputs for backward; ReLU(BN(·)) is recomputed (sk_recompute).
+                s, select = lean_paths_forward(self.paths, x)
+                return select(self.select(self.fuse(s)), True)
         outs = [path(x) for path in self.paths]
         if self.select is None:
             # Plain-sum baseline (Table 7): no stacking, just accumulate.
@@ -239,17 +250,12 @@ class SKConv2d(nn.Module):
             for u in outs[1:]:
                 v = v + u
             return v
-        if self.training and x.shape[0] == 1:
-            raise InputShapeError(
-                "SKConv2d in training mode needs a batch of at least 2: the fuse-step BatchNorm "
-                "normalises the pooled descriptor over the batch (use eval() or a larger batch)"
-            )
         # Fuse: mean(Σ U_m) = Σ mean(U_m), so pool each path and never materialise U.
         s = outs[0].mean((2, 3), keepdim=True)
         for u in outs[1:]:
             s = s + u.mean((2, 3), keepdim=True)
         attention = self.select(self.fuse(s))
-        return select_paths(outs, attention)
+        return select_paths(outs, attention, normalized=True)
 
     def extra_repr(self) -> str:
         paths = ", ".join(str(b) for b in self.branches)
