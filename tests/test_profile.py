@@ -23,3 +23,8 @@ def test_profile_overrides_drop_paper_figures_and_scale_with_resolution():
     assert abs(big.macs / base.macs - 4) < 0.02
     rows = json.loads(to_json([base, m3]))
     assert rows[1]["overrides"] == {"branches": "3+5+7"} and rows[0]["params"] == base.params
+
+
+def test_small_models_show_mmacs():
+    table = format_table([profile_model("sknet_tiny"), profile_model("sknet50")])
+    assert "5.859M" in table and "4.463G" in table and "4.47G" in table

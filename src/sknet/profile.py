@@ -122,8 +122,8 @@ def format_table(rows: Iterable[ModelProfile]) -> str:
                 f"{r.params:,}",
                 "" if r.paper_params is None else f"{r.paper_params / 1e6:.2f}M" + _conf(r),
                 _pct(r.params_diff),
-                f"{r.macs / 1e9:.3f}",
-                "" if r.paper_macs is None else f"{r.paper_macs / 1e9:.2f}" + _conf(r),
+                _macs(r.macs, 3),
+                "" if r.paper_macs is None else _macs(r.paper_macs, 2) + _conf(r),
                 _pct(r.macs_diff),
             )
         )

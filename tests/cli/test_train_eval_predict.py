@@ -122,6 +122,14 @@ def test_imagefolder_training_counts_unreadable_images(tmp_path, capsys):
         assert main(argv) == 0
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert row["skipped_images"] == 1 and row["val_images"] == 8
+    # The paper's protocol at two crop sizes (shorter side to size/0.875, centre crop).
+    capsys.readouterr()
+    weights = str(tmp_path / "run" / "model.safetensors")
+    evaluate = ["eval", "--weights", weights, "--data-dir", str(tmp_path / "data"), "--workers", "0", "--json"]
+    assert main([*evaluate, "--resolution", "32", "40"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["resolution"] for r in results] == [32, 40] and all(r["images"] == 8 for r in results)
+    assert results[0]["acc1"] == pytest.approx(row["val_acc1"])
     capsys.readouterr()
     assert main([*argv, "--bad-images", "raise", "--output", str(tmp_path / "run2")]) == 2
     err = capsys.readouterr().err

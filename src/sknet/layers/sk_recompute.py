@@ -16,22 +16,21 @@ from torch.autograd.function import once_differentiable
 
 from sknet.layers.select import weighted_sum
 
+_BN_FORWARD = torch.ops.aten.native_batch_norm
 _BN_BACKWARD = torch.ops.aten.native_batch_norm_backward
+_RELU_BACKWARD = torch.ops.aten.threshold_backward
 
 
-def batch_stats(c: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch mean and 1/sqrt(var + eps) of `c` per channel; updates `bn`'s running statistics exactly
-    as nn.BatchNorm2d does in training (momentum, unbiased running variance, num_batches_tracked)."""
+def bn_train_forward(c: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BN(c) with batch statistics and the saved (mean, invstd), without autograd; updates `bn`'s running
+    statistics exactly as nn.BatchNorm2d does in training (same kernel, same momentum rule)."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
     with torch.no_grad():
-        var, mean = torch.var_mean(c, dim=(0, 2, 3), unbiased=False)
-        invstd = torch.rsqrt(var + bn.eps)
         if bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
-            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-            n = c.numel() // c.shape[1]
-            bn.running_mean.lerp_(mean, momentum)
-            bn.running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
-    return mean, invstd
+            if bn.momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(bn.num_batches_tracked)
+        return _BN_FORWARD(c, bn.weight, bn.bias, bn.running_mean, bn.running_var, True, momentum, bn.eps)
 
 
 def _preact(c: torch.Tensor, weight, bias, mean, invstd) -> torch.Tensor:
@@ -41,41 +40,38 @@ def _preact(c: torch.Tensor, weight, bias, mean, invstd) -> torch.Tensor:
     return torch.addcmul(shift, c, scale)
 
 
-def _bn_relu_backward(grad_u, c, weight, bias, mean, invstd, eps, mask):
-    """(dL/dc, dL/dγ, dL/dβ) of u = ReLU(BN_train(c)) given dL/du."""
-    z = _preact(c, weight, bias, mean, invstd)
-    grad_z = grad_u.masked_fill(z <= 0, 0)
-    return _BN_BACKWARD(grad_z, c, weight, None, None, mean, invstd, True, eps, mask)
-
-
-class _PooledPath(torch.autograd.Function):
-    """mean_HW(u) (N, C) with u = ReLU(BN(c)) precomputed; backward recomputes u from c."""
+class _BNReLU(torch.autograd.Function):
+    """u = ReLU(BN_train(c)); keeps c and the batch statistics, not u. Returns (u, mean, invstd)."""
 
     @staticmethod
-    def forward(ctx, c, weight, bias, mean, invstd, eps, u):
+    def forward(ctx, c, weight, bias, bn: nn.BatchNorm2d):
+        out, mean, invstd = bn_train_forward(c, bn)
+        u = out.clamp_min_(0)
         ctx.save_for_backward(c, weight, bias, mean, invstd)
-        ctx.eps = eps
-        return u.mean((2, 3))
+        ctx.eps = bn.eps
+        ctx.mark_non_differentiable(mean, invstd)
+        return u, mean, invstd
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_s):
+    def backward(ctx, grad_u, _grad_mean, _grad_invstd):
         c, weight, bias, mean, invstd = ctx.saved_tensors
-        grad_u = (grad_s / (c.shape[2] * c.shape[3]))[..., None, None].expand_as(c)
+        grad_z = _RELU_BACKWARD(grad_u, _preact(c, weight, bias, mean, invstd), 0)
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-        grad_c, grad_w, grad_b = _bn_relu_backward(grad_u, c, weight, bias, mean, invstd, ctx.eps, mask)
-        return grad_c, grad_w, grad_b, None, None, None, None
+        grad_c, grad_w, grad_b = _BN_BACKWARD(grad_z, c, weight, None, None, mean, invstd, True, ctx.eps, mask)
+        return grad_c, grad_w, grad_b, None
 
 
-class _SelectFromConv(torch.autograd.Function):
-    """V = Σ_m a_m ⊙ u_m with u_m = ReLU(BN(c_m)) precomputed; keeps only c_m and statistics."""
+class _SelectRecompute(torch.autograd.Function):
+    """V = Σ_m a_m ⊙ u_m. Takes u_m as inputs (their gradient a_m ⊙ dV flows to _BNReLU) but keeps
+    only c_m and BN statistics, recomputing u_m for the attention gradient Σ_HW dV ⊙ u_m."""
 
     @staticmethod
-    def forward(ctx, attention, normalized, eps, *tensors):
+    def forward(ctx, attention, normalized, *tensors):
         m = attention.shape[1]
-        cs, ws, bs, means, invstds, us = (tensors[i * m : (i + 1) * m] for i in range(6))
+        us, cs, ws, bs, means, invstds = (tensors[i * m : (i + 1) * m] for i in range(6))
         ctx.save_for_backward(attention, *cs, *ws, *bs, *means, *invstds)
-        ctx.m, ctx.eps = m, eps
+        ctx.m = m
         return weighted_sum(tuple(us), attention, normalized)
 
     @staticmethod
@@ -84,50 +80,42 @@ class _SelectFromConv(torch.autograd.Function):
         m = ctx.m
         attention, *rest = ctx.saved_tensors
         cs, ws, bs, means, invstds = (rest[i * m : (i + 1) * m] for i in range(5))
-        grads_c, grads_w, grads_b, grads_a = [], [], [], []
-        for i in range(m):
-            z = _preact(cs[i], ws[i], bs[i], means[i], invstds[i])
-            u = z.clamp_min(0)
-            if ctx.needs_input_grad[0]:
-                grads_a.append((grad_v * u).sum((2, 3)))
-            del u
-            grad_z = (grad_v * attention[:, i, :, None, None]).masked_fill_(z <= 0, 0)
-            del z
-            gc, gw, gb = _BN_BACKWARD(
-                grad_z, cs[i], ws[i], None, None, means[i], invstds[i], True, ctx.eps, [True, True, True]
+        grad_a = None
+        if ctx.needs_input_grad[0]:
+            grad_a = torch.stack(
+                [
+                    (grad_v * _preact(cs[i], ws[i], bs[i], means[i], invstds[i]).clamp_min_(0)).sum((2, 3))
+                    for i in range(m)
+                ],
+                dim=1,
             )
-            grads_c.append(gc)
-            grads_w.append(gw)
-            grads_b.append(gb)
-        grad_a = torch.stack(grads_a, dim=1) if grads_a else None
-        return (grad_a, None, None, *grads_c, *grads_w, *grads_b, *([None] * (3 * m)))
+        grad_us = [grad_v * attention[:, i, :, None, None] if ctx.needs_input_grad[2 + i] else None for i in range(m)]
+        return (grad_a, None, *grad_us, *([None] * (5 * m)))
 
 
 def lean_paths_forward(paths: nn.ModuleList, x: torch.Tensor):
-    """Run every path's conv, then BN (training statistics) and ReLU without keeping the ReLU outputs.
+    """Every path's conv → BN (training statistics) → ReLU, keeping only conv outputs for backward.
 
-    Returns (pooled descriptor s (N, C, 1, 1) with autograd, a function V = select(attention)).
+    Returns (pooled descriptor s (N, C, 1, 1), a function V = select(attention, normalized)).
     """
-    cs, ws, bs, means, invstds, us = [], [], [], [], [], []
+    us, cs, ws, bs, means, invstds = [], [], [], [], [], []
     s = None
-    eps = paths[0].bn.eps
     for path in paths:
         c = path.conv(x)
         bn = path.bn
-        mean, invstd = batch_stats(c, bn)
-        with torch.no_grad():
-            u = _preact(c, bn.weight, bn.bias, mean, invstd).clamp_min_(0)
-        pooled = _PooledPath.apply(c, bn.weight, bn.bias, mean, invstd, bn.eps, u)
+        u, mean, invstd = _BNReLU.apply(c, bn.weight, bn.bias, bn)
+        # Fuse: mean(Σ U_m) = Σ mean(U_m); the mean's backward keeps nothing.
+        pooled = u.mean((2, 3), keepdim=True)
         s = pooled if s is None else s + pooled
         for store, value in zip(
-            (cs, ws, bs, means, invstds, us), (c, bn.weight, bn.bias, mean, invstd, u), strict=True
+            (us, cs, ws, bs, means, invstds), (u, c, bn.weight, bn.bias, mean, invstd), strict=True
         ):
             store.append(value)
 
     def select(attention: torch.Tensor, normalized: bool) -> torch.Tensor:
-        return _SelectFromConv.apply(attention, normalized, eps, *cs, *ws, *bs, *means, *invstds, *us)
+        return _SelectRecompute.apply(attention, normalized, *us, *cs, *ws, *bs, *means, *invstds)
 
-    return s[..., None, None], select
+    return s, select
 
 
 def lean_path_ok(paths: nn.ModuleList, x: torch.Tensor) -> bool:
