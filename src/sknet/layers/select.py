@@ -10,9 +10,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from sknet.kernels import select_triton
+
 
 def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     """Σ_m attention[:, m] ⊙ paths[m], accumulated into one output (no stacking, no autograd)."""
+    if select_triton.use_triton(paths, attention):  # CUDA: one fused pass
+        return select_triton.select_forward(paths, attention)
     weights = attention[..., None, None]  # (N, M, C, 1, 1)
     if normalized and len(paths) == 2:
         # a0 + a1 = 1 (softmax): a0·u0 + a1·u1 = u1 + a0·(u0 − u1), one fused pass.
@@ -33,6 +37,9 @@ class _SelectPaths(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         attention, *paths = ctx.saved_tensors
+        if select_triton.use_triton(tuple(paths), attention):
+            grad_attention, grad_paths = select_triton.select_backward(grad_out, tuple(paths), attention)
+            return (grad_attention, None, *grad_paths)
         weights = attention[..., None, None]
         grad_paths = [grad_out * weights[:, m] if ctx.needs_input_grad[m + 2] else None for m in range(len(paths))]
         grad_attention = None

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from sknet.kernels import select_triton
 from sknet.layers.select import weighted_sum
 
 _BN_FORWARD = torch.ops.aten.native_batch_norm
@@ -80,6 +81,10 @@ class _SelectRecompute(torch.autograd.Function):
         m = ctx.m
         attention, *rest = ctx.saved_tensors
         cs, ws, bs, means, invstds = (rest[i * m : (i + 1) * m] for i in range(5))
+        if select_triton.use_triton(tuple(cs), attention):  # CUDA: dU and dA in one fused pass
+            us = tuple(_preact(cs[i], ws[i], bs[i], means[i], invstds[i]).clamp_min_(0) for i in range(m))
+            grad_a, grad_us = select_triton.select_backward(grad_v, us, attention)
+            return (grad_a, None, *grad_us, *([None] * (5 * m)))
         grad_a = None
         if ctx.needs_input_grad[0]:
             grad_a = torch.stack(
