@@ -14,8 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from sknet.errors import ConfigError
-from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
+from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int, parse_enum
 from sknet.layers.conv_bn_act import ConvBNAct
 from sknet.layers.sk_conv import Aggregation, Branch, SKConv2d, parse_branches
 from sknet.layers.squeeze_excite import SqueezeExcite
@@ -29,13 +28,7 @@ class Middle(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> Middle:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            options = ", ".join(repr(m.value) for m in cls)
-            raise ConfigError(f"middle must be one of {options}, got {value!r}") from None
+        return parse_enum(cls, value, "middle")
 
 
 @dataclass(frozen=True)

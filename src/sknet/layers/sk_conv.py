@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sknet.errors import ConfigError, InputShapeError
-from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
+from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int, parse_enum
 from sknet.layers.conv_bn_act import ConvBNAct
 from sknet.layers.select import select_paths
 from sknet.layers.sk_recompute import lean_path_ok, lean_paths_forward
@@ -33,13 +33,7 @@ class Aggregation(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> Aggregation:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            options = ", ".join(repr(a.value) for a in cls)
-            raise ConfigError(f"aggregation must be one of {options}, got {value!r}") from None
+        return parse_enum(cls, value, "aggregation")
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
-from sknet.layers.checks import check_image_batch, check_positive_int
+from sknet.layers.checks import check_positive_int, parse_enum
+from sknet.models.base import BottleneckNet
 from sknet.models.registry import register_model
 
 
@@ -27,31 +27,10 @@ class StemPool(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> StemPool:
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            options = ", ".join(repr(p.value) for p in cls)
-            raise ConfigError(f"stem_pool must be one of {options}, got {value!r}") from None
+        return parse_enum(cls, value, "stem_pool")
 
 
-def init_weights(model: nn.Module, classifier_std: float = 0.01) -> None:
-    """MSRA init for convs, BN to identity, classifier N(0, std²) with zero bias (paper section 4.1)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, classifier_std)
-            nn.init.zeros_(module.bias)
-
-
-class ResNeXt(nn.Module):
+class ResNeXt(BottleneckNet):
     """ResNeXt-style network; the bottleneck middle decides ResNeXt, SENet or SKNet.
 
     (N, in_chans, H, W) → logits (N, num_classes). ``forward_features`` gives (N, 2048, H/32, W/32).
@@ -78,17 +57,13 @@ class ResNeXt(nn.Module):
         stem_pool: str | StemPool = StemPool.PYTORCH,
         attn_dims: Sequence[int | None] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, in_chans, drop_rate)
         layers = tuple(layers)
         if len(layers) != 4:
             raise ConfigError(f"layers must give 4 stages, got {layers!r}")
         for n in layers:
             check_positive_int("units per stage", n)
-        check_positive_int("num_classes", num_classes)
-        check_positive_int("in_chans", in_chans)
         check_positive_int("width_per_group", width_per_group)
-        if not 0.0 <= float(drop_rate) < 1.0:
-            raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
         attn_dims = tuple(attn_dims) if attn_dims is not None else (None,) * 4
         if len(attn_dims) != 4:
             raise ConfigError(f"attn_dims must give 4 entries (one per stage), got {attn_dims!r}")
@@ -96,8 +71,6 @@ class ResNeXt(nn.Module):
             raise ConfigError("attn_dims applies to SK models only")
         stem_pool = StemPool.parse(stem_pool)
 
-        self.in_chans = in_chans
-        self.num_classes = num_classes
         self.block_config = block
         self.stem = nn.Sequential()
         self.stem.add_module("conv", ConvBNAct(in_chans, 64, 7, stride=2))
@@ -107,7 +80,6 @@ class ResNeXt(nn.Module):
             self.stem.add_module("pool", nn.MaxPool2d(3, 2, padding=1))
 
         in_channels = 64
-        self.feature_info: list[dict[str, object]] = []
         for i, (units, attn_dim) in enumerate(zip(layers, attn_dims, strict=True)):
             width = block.groups * width_per_group * 2**i
             out_channels = 256 * 2**i
@@ -124,36 +96,9 @@ class ResNeXt(nn.Module):
                     for u in range(units)
                 ]
             )
-            self.add_module(f"layer{i + 1}", stage)
-            self.feature_info.append({"num_chs": out_channels, "reduction": 4 * 2**i, "module": f"layer{i + 1}"})
+            self.add_stage(stage, out_channels, reduction=4 * 2**i)
             in_channels = out_channels
-        self.num_features = in_channels
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(in_channels, num_classes)
-
-        init_weights(self)
-        if zero_init_last_bn:
-            for module in self.modules():
-                if isinstance(module, Bottleneck):
-                    module.zero_init_last_bn()
-
-    def stages(self) -> list[nn.Sequential]:
-        return [self.layer1, self.layer2, self.layer3, self.layer4]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, H, W) → (N, 2048, ⌈H/32⌉, ⌈W/32⌉) (exact sizes follow the stem's pooling)."""
-        check_image_batch(x, self.in_chans, type(self).__name__)
-        x = self.stem(x)
-        for stage in self.stages():
-            x = stage(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.global_pool(x).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.build_head(in_channels, zero_init_last_bn)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
-from sknet.layers.checks import check_image_batch, check_positive_int
+from sknet.layers.checks import check_positive_int
+from sknet.models.base import BottleneckNet
 from sknet.models.registry import register_model
-from sknet.models.resnext import build_block_config, init_weights
+from sknet.models.resnext import build_block_config
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class StageSpec:
     stride: int
 
 
-class SmallResNeXt(nn.Module):
+class SmallResNeXt(BottleneckNet):
     """Stem 3×3 (stride 1) → stages of :class:`Bottleneck` → global pool → dropout → fc."""
 
     def __init__(
@@ -43,24 +43,16 @@ class SmallResNeXt(nn.Module):
         drop_rate: float = 0.0,
         zero_init_last_bn: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, in_chans, drop_rate)
         if not stages:
             raise ConfigError("a network needs at least one stage")
-        check_positive_int("num_classes", num_classes)
-        check_positive_int("in_chans", in_chans)
         check_positive_int("stem_width", stem_width)
-        if not 0.0 <= float(drop_rate) < 1.0:
-            raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-        self.in_chans = in_chans
-        self.num_classes = num_classes
+        check_positive_int("stem_stride", stem_stride)
         self.block_config = block
         self.stem = nn.Sequential()
-        check_positive_int("stem_stride", stem_stride)
         self.stem.add_module("conv", ConvBNAct(in_chans, stem_width, 3, stride=stem_stride))
         in_channels, reduction = stem_width, stem_stride
-        self.feature_info: list[dict[str, object]] = []
-        self.stage_names: list[str] = []
-        for i, spec in enumerate(stages):
+        for spec in stages:
             check_positive_int("units per stage", spec.units)
             reduction *= spec.stride
             stage = nn.Sequential(
@@ -75,36 +67,9 @@ class SmallResNeXt(nn.Module):
                     for u in range(spec.units)
                 ]
             )
-            name = f"layer{i + 1}"
-            self.add_module(name, stage)
-            self.stage_names.append(name)
-            self.feature_info.append({"num_chs": spec.out_channels, "reduction": reduction, "module": name})
+            self.add_stage(stage, spec.out_channels, reduction)
             in_channels = spec.out_channels
-        self.num_features = in_channels
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(in_channels, num_classes)
-        init_weights(self)
-        if zero_init_last_bn:
-            for module in self.modules():
-                if isinstance(module, Bottleneck):
-                    module.zero_init_last_bn()
-
-    def stages(self) -> list[nn.Sequential]:
-        return [getattr(self, name) for name in self.stage_names]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, type(self).__name__)
-        x = self.stem(x)
-        for stage in self.stages():
-            x = stage(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.global_pool(x).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.build_head(in_channels, zero_init_last_bn)
 
 
 SMALL_OPTIONS = ("num_classes", "in_chans", "drop_rate", "zero_init_last_bn", "groups", "stem_stride")

@@ -13,6 +13,7 @@ import tomllib
 import yaml
 
 from sknet.errors import ConfigError
+from sknet.layers.checks import parse_enum
 
 
 class Optimizer(str, enum.Enum):
@@ -81,9 +82,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
 
     def __post_init__(self) -> None:
-        self.optimizer = _enum(Optimizer, self.optimizer, "optimizer")
-        self.schedule = _enum(Schedule, self.schedule, "schedule")
-        self.precision = _enum(Precision, self.precision, "precision")
+        self.optimizer = parse_enum(Optimizer, self.optimizer, "optimizer")
+        self.schedule = parse_enum(Schedule, self.schedule, "schedule")
+        self.precision = parse_enum(Precision, self.precision, "precision")
         for name in (
             "epochs",
             "batch_size",
@@ -151,16 +152,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping of option names to values")
     return values
-
-
-def _enum(cls: type[enum.Enum], value: object, name: str):
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(str(value).lower())
-    except ValueError:
-        options = ", ".join(repr(v.value) for v in cls)
-        raise ConfigError(f"{name} must be one of {options}, got {value!r}") from None
 
 
 def _plain(value: object) -> object:
