@@ -7,7 +7,6 @@ torchvision transforms. Every "data not there" case raises DataError saying how 
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,8 +180,3 @@ def build_dataset(name: str, root: str | Path | None, split: str | Split, downlo
     from sknet.data.folder import find_split_dir
 
     return find_split_dir(root, split)
-
-
-def data_root_from_env() -> Path | None:
-    value = os.environ.get("SKNET_DATA")
-    return Path(value) if value else None

@@ -61,12 +61,6 @@ class RunLog:
             self.writer.close()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """Loss and accuracy per epoch (train and validation) as a PNG."""
     import matplotlib
