@@ -279,6 +279,7 @@ class Trainer:
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         sums = torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
         skipped = 0
+        non_finite = False  # any micro-batch of the current accumulation group
         bar = tqdm(
             total=total,
             initial=start,
@@ -315,15 +316,18 @@ class Trainer:
                     [loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64
                 )
             seen += len(y)
+            non_finite = non_finite or not math.isfinite(loss.item())
             if last_micro:
-                self._optimizer_step()
-                self.batch_in_epoch = i + 1
-                if not math.isfinite(loss.item()) or not self._all_finite(loss):
+                # Decided by every rank together (one collective, also when only one rank saw it) and before
+                # the optimizer step, so the weights in memory stay those of the last good step.
+                if self._any_rank(non_finite):
                     raise TrainingDiverged(
                         f"the loss became {loss.item()} at epoch {self.epoch + 1}, batch {i + 1}; training stopped "
                         f"and the last good checkpoint ({self.out / 'checkpoint.pt'}) was kept. Lower --lr, add "
                         "--warmup-epochs or --grad-clip"
                     )
+                self._optimizer_step()
+                self.batch_in_epoch = i + 1
                 self.global_step += 1
                 if cfg.step_log_every and self.global_step % cfg.step_log_every == 0:
                     self._log_step(log, loss)
@@ -365,10 +369,9 @@ class Trainer:
                 }
             )
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        if not self.dist.enabled:
-            return True
-        return all_reduce_sum([float(not math.isfinite(loss.item()))], self.dist)[0] == 0
+    def _any_rank(self, flag: bool) -> bool:
+        """True if `flag` is set on any rank (a collective under DDP: every rank must call it)."""
+        return all_reduce_sum([float(flag)], self.dist)[0] > 0
 
     def _optimizer_step(self) -> None:
         clip = self.config.grad_clip
