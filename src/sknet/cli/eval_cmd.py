@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from sknet.cli.options import load_trained_model
 from sknet.errors import ConfigError
 
 
@@ -32,20 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sknet.data.datasets import Split, build_dataset, dataset_spec
     from sknet.data.loader import TensorBatchLoader
-    from sknet.models import create_model
-    from sknet.train.checkpoint import read_weights
     from sknet.train.distributed import resolve_device
     from sknet.train.trainer import evaluate
 
-    _, meta = read_weights(args.weights)
-    name = args.model or meta.get("model")
+    model, name, meta = load_trained_model(args.weights, args.model)
     dataset = args.dataset or meta.get("dataset")
-    if not name:
-        raise ConfigError(f"{args.weights} does not record its model: pass --model")
     if not dataset:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
     device = resolve_device(args.device)
-    model = create_model(name, weights=args.weights).to(device).eval()
+    model = model.to(device)
     spec = dataset_spec(dataset)
     data = build_dataset(dataset, args.data_dir, Split.TEST)
     results = []

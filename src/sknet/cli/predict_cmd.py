@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from sknet.cli.options import load_trained_model
 from sknet.errors import ConfigError, DataError
 
 
@@ -58,16 +59,9 @@ def predict(model: torch.nn.Module, meta: dict, paths: list[str], topk: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from sknet.models import create_model
-    from sknet.train.checkpoint import read_weights
-
     if args.topk < 1:
         raise ConfigError(f"--topk must be ≥ 1, got {args.topk}")
-    _, meta = read_weights(args.weights)
-    name = args.model or meta.get("model")
-    if not name:
-        raise ConfigError(f"{args.weights} does not record its model: pass --model")
-    model = create_model(name, weights=args.weights).eval()
+    model, _, meta = load_trained_model(args.weights, args.model)
     results = predict(model, meta, args.images, args.topk)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -89,29 +89,40 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load
-
-        try:
-            raw = path.read_bytes()
-            tensors = load(raw)
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from None
-        try:
-            metadata = json.loads(meta.get("sknet", "{}"))
-        except json.JSONDecodeError:
-            metadata = {}
-        return tensors, metadata
+        return _read_safetensors(path, with_tensors=True)
     state = load_checkpoint(path)
     if "model" in state and isinstance(state["model"], dict):  # a training checkpoint
         return state["model"], state.get("meta", {})
     if all(isinstance(v, torch.Tensor) for v in state.values()):  # a bare state dict
         return state, {}
     raise CheckpointError(f"{path} holds neither a state dict nor an sknet checkpoint")
+
+
+def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One pass over a safetensors file: its tensors (if asked) and its sknet metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()} if with_tensors else {}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from None
+    try:
+        metadata = json.loads(meta.get("sknet", "{}"))
+    except json.JSONDecodeError:
+        metadata = {}
+    return tensors, metadata
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The sknet metadata of a weights file; for safetensors only the header is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, with_tensors=False)[1]
+    return read_weights(path)[1]
 
 
 def load_state_into(
