@@ -36,12 +36,17 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _run_interpreted(script: str, marker: str) -> None:
+    """Run `script` in a fresh interpreter with TRITON_INTERPRET=1 (kernels on CPU tensors)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert marker in result.stdout
+
+
 @pytest.mark.slow
 def test_triton_select_kernels_match_pytorch_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "parity ok" in result.stdout
+    _run_interpreted(SCRIPT, "parity ok")
 
 
 def test_kernels_are_used_only_on_cuda():
@@ -84,7 +89,4 @@ LAYER_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_sk_layer_through_triton_kernels_matches_pytorch_path():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run([sys.executable, "-c", LAYER_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "layer ok" in result.stdout
+    _run_interpreted(LAYER_SCRIPT, "layer ok")
