@@ -13,7 +13,9 @@ from sknet.train.config import TrainConfig, read_config_file
 
 HELP = {
     "model": "registered model name (see `sknet profile` / sknet.list_models())",
-    "dataset": "fashion_mnist, cifar10, cifar100, imagefolder or synthetic",
+    "dataset": (
+        "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, synthetic"
+    ),
     "data_dir": "data folder (Fashion-MNIST: defaults to Debian's /usr/share/datasets/fashion-mnist)",
     "download": "let torchvision download the dataset if it is missing",
     "batch_size": "images per process per step",

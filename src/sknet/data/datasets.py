@@ -56,6 +56,12 @@ class DataSpec:
 
 DATASETS: dict[str, DataSpec] = {
     "fashion_mnist": DataSpec("fashion_mnist", True, 2, "Fashion-MNIST 28×28 grayscale, 10 classes"),
+    "fashion_mnist_multiscale": DataSpec(
+        "fashion_mnist_multiscale", True, 0, "Fashion-MNIST objects at random scales 0.75–2× on a 56×56 canvas"
+    ),
+    "fashion_mnist_canvas": DataSpec(
+        "fashion_mnist_canvas", True, 0, "Fashion-MNIST objects at scale 1 in the centre of a 56×56 canvas"
+    ),
     "cifar10": DataSpec("cifar10", True, 4, "CIFAR-10 32×32, torchvision format"),
     "cifar100": DataSpec("cifar100", True, 4, "CIFAR-100 32×32, torchvision format"),
     "imagefolder": DataSpec("imagefolder", False, 0, "ImageNet-style tree: DIR/train/CLASS/*.jpg, DIR/val/..."),
@@ -172,6 +178,15 @@ def build_dataset(name: str, root: str | Path | None, split: str | Split, downlo
     split = Split(split)
     if name == "fashion_mnist":
         return load_fashion_mnist(root, split, download)
+    if name == "fashion_mnist_multiscale":
+        from sknet.data.multiscale import make_multiscale
+
+        # Different seeds per split: test objects get scales and positions of their own.
+        return make_multiscale(load_fashion_mnist(root, split, download), seed=1 if split is Split.TRAIN else 2)
+    if name == "fashion_mnist_canvas":
+        from sknet.data.multiscale import centered_canvas
+
+        return centered_canvas(load_fashion_mnist(root, split, download))
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, root, split, download)
     if name == "synthetic":

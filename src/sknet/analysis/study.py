@@ -1,0 +1,224 @@
+"""The paper's scale study (section 5): how each SK unit's attention moves as objects are enlarged."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sknet.analysis.attention import (
+    AttentionRecorder,
+    channel_profile,
+    last_unit_per_stage,
+    mean_attention_difference,
+    sk_units,
+)
+from sknet.analysis.scale import enlarge_center
+from sknet.errors import ConfigError
+
+
+@dataclass
+class ScaleStudy:
+    """Results for N images at S scales.
+
+    difference[unit]: (S, N) mean attention difference (last path − first) per scale and image.
+    profiles: (S, N, G) channel profile of `profile_unit` (attention on the last path, 16-channel means).
+    correct: (S, N) whether the top-1 prediction was right at each scale.
+    examples: image index → (S, C, H, W) enlarged inputs kept for figures.
+    """
+
+    scales: list[float]
+    units: list[str]
+    classes: list[str]
+    labels: torch.Tensor
+    difference: dict[str, torch.Tensor]
+    profile_unit: str
+    profiles: torch.Tensor
+    correct: torch.Tensor
+    examples: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def unit_summary(self) -> list[dict[str, Any]]:
+        """One row per (unit, scale): mean, standard deviation and standard error over images."""
+        rows = []
+        for unit in self.units:
+            for i, scale in enumerate(self.scales):
+                values = self.difference[unit][i].double()
+                n = len(values)
+                std = values.std().item() if n > 1 else 0.0
+                rows.append(
+                    {
+                        "unit": unit,
+                        "scale": scale,
+                        "mean": values.mean().item(),
+                        "std": std,
+                        "sem": std / math.sqrt(n),
+                        "images": n,
+                    }
+                )
+        return rows
+
+    def class_means(self, unit: str) -> torch.Tensor:
+        """(S, K): mean attention difference of `unit` per scale and class (NaN for a class with no image)."""
+        k = len(self.classes)
+        counts = torch.bincount(self.labels, minlength=k).double()
+        values = self.difference[unit].double()
+        sums = torch.zeros(len(self.scales), k, dtype=torch.float64).index_add_(1, self.labels, values)
+        return sums / counts.where(counts > 0, torch.tensor(float("nan")))
+
+    def ordering(self, unit: str) -> dict[str, Any]:
+        """Does the unit's mean difference grow with the scale? Also per class: the share of classes whose
+        difference grows monotonically from the smallest to the largest scale."""
+        means = [r["mean"] for r in self.unit_summary() if r["unit"] == unit]
+        per_class = self.class_means(unit)
+        valid = ~per_class.isnan().any(0)
+        monotone = (per_class[1:] > per_class[:-1]).all(0) & valid
+        return {
+            "increasing": all(b > a for a, b in itertools.pairwise(means)),
+            "change": means[-1] - means[0],
+            "classes_increasing": int(monotone.sum()),
+            "classes": int(valid.sum()),
+        }
+
+    def accuracy(self) -> list[float]:
+        return self.correct.double().mean(1).tolist()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scales": self.scales,
+            "images": self.num_images,
+            "units": self.units,
+            "accuracy": dict(zip([str(s) for s in self.scales], self.accuracy(), strict=True)),
+            "summary": self.unit_summary(),
+            "ordering": {unit: self.ordering(unit) for unit in self.units},
+            "per_class": {
+                unit: {
+                    str(s): dict(zip(self.classes, row, strict=True))
+                    for s, row in zip(self.scales, self.class_means(unit).tolist(), strict=True)
+                }
+                for unit in self.units
+            },
+            "profile_unit": self.profile_unit,
+            "mean_profile": {str(s): row for s, row in zip(self.scales, self.profiles.mean(1).tolist(), strict=True)},
+        }
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """attention.json (everything), units.csv, classes.csv and profile.csv; returns the paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "json": folder / "attention.json",
+            "units": folder / "units.csv",
+            "classes": folder / "classes.csv",
+            "profile": folder / "profile.csv",
+        }
+        paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        summary = self.unit_summary()
+        with paths["units"].open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+            writer.writeheader()
+            writer.writerows(summary)
+        with paths["classes"].open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["unit", "scale", *self.classes])
+            for unit in self.units:
+                for s, row in zip(self.scales, self.class_means(unit).tolist(), strict=True):
+                    writer.writerow([unit, s, *(f"{v:.6f}" for v in row)])
+        with paths["profile"].open("w", newline="") as f:
+            writer = csv.writer(f)
+            groups = self.profiles.shape[-1]
+            writer.writerow(["unit", "scale", *[f"channels_{16 * g}_{16 * g + 15}" for g in range(groups)]])
+            for s, row in zip(self.scales, self.profiles.mean(1).tolist(), strict=True):
+                writer.writerow([self.profile_unit, s, *(f"{v:.6f}" for v in row)])
+        return paths
+
+
+def default_profile_unit(units: Sequence[str]) -> str:
+    """The paper profiles SK_3_4, the last unit of the second bottleneck stage; the same position here."""
+    last = last_unit_per_stage(units)
+    return last[1] if len(last) > 1 else last[0]
+
+
+@torch.inference_mode()
+def run_scale_study(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    scales: Sequence[float] = (1.0, 1.5, 2.0),
+    classes: Sequence[str] | None = None,
+    units: Sequence[str] | None = None,
+    profile_unit: str | None = None,
+    example_indices: Sequence[int] = (),
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    total: int | None = None,
+) -> ScaleStudy:
+    """Run `model` (eval mode) on every batch of normalised images at every scale and record attention.
+
+    batches: (images (B, C, H, W), labels (B,)) pairs; `total` batches, for the progress bar.
+    """
+    from tqdm import tqdm
+
+    scales = [float(s) for s in scales]
+    if not scales:
+        raise ConfigError("give at least one scale")
+    for s in scales:
+        if not s >= 1.0:
+            raise ConfigError(f"scales must be ≥ 1 (enlargements), got {s}")
+    all_units = list(sk_units(model))
+    units = list(units) if units else all_units
+    profile_unit = profile_unit or default_profile_unit(all_units)
+    recorder = AttentionRecorder(model, dict.fromkeys([*units, profile_unit]), device="cpu")
+    model.eval()
+    device = torch.device(device)
+    diffs: dict[str, list[list[torch.Tensor]]] = {u: [[] for _ in scales] for u in units}
+    profiles: list[list[torch.Tensor]] = [[] for _ in scales]
+    correct: list[list[torch.Tensor]] = [[] for _ in scales]
+    labels: list[torch.Tensor] = []
+    wanted = set(int(i) for i in example_indices)
+    examples: dict[int, list[torch.Tensor]] = {}
+    seen = 0
+    num_classes = 0
+    for x, y in tqdm(batches, total=total, desc="attention", unit="batch", disable=not progress):
+        labels.append(y.cpu())
+        x = x.to(device)
+        for i, scale in enumerate(scales):
+            xs = enlarge_center(x, scale)
+            with recorder:
+                logits = model(xs)
+            attention = recorder.pop()
+            num_classes = logits.shape[1]
+            correct[i].append(logits.argmax(1).cpu() == y.cpu())
+            for unit in units:
+                diffs[unit][i].append(mean_attention_difference(attention[unit]))
+            profiles[i].append(channel_profile(attention[profile_unit]))
+            for j in range(len(x)):
+                if seen + j in wanted:
+                    examples.setdefault(seen + j, []).append(xs[j].cpu())
+        seen += len(x)
+    if not labels:
+        raise ConfigError("no images to analyse")
+    label_tensor = torch.cat(labels).long()
+    if classes is None:
+        classes = [str(k) for k in range(max(num_classes, int(label_tensor.max()) + 1))]
+    return ScaleStudy(
+        scales=scales,
+        units=units,
+        classes=list(classes),
+        labels=label_tensor,
+        difference={u: torch.stack([torch.cat(d) for d in diffs[u]]) for u in units},
+        profile_unit=profile_unit,
+        profiles=torch.stack([torch.cat(p) for p in profiles]),
+        correct=torch.stack([torch.cat(c) for c in correct]),
+        examples={k: torch.stack(v) for k, v in sorted(examples.items())},
+    )

@@ -1,0 +1,145 @@
+"""`sknet attention`: the paper's scale study (section 5) on trained weights.
+
+Enlarges the central object of every image by each --scales factor (centre-crop 1/s, resize back),
+records every SK unit's attention and writes, to --output: attention.json (all numbers), units.csv
+(mean attention difference per unit and scale), classes.csv (per class), profile.csv (channel profile),
+figure3.png and figure4.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+from pathlib import Path
+
+import torch
+
+from sknet.cli.options import load_trained_model
+from sknet.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "attention", help="attention vs object scale per SK unit (paper Figures 3 and 4)", description=__doc__
+    )
+    parser.add_argument("--weights", required=True, help="model.safetensors or checkpoint.pt")
+    parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
+    parser.add_argument("--dataset", help="dataset (default: the one recorded in the weights)")
+    parser.add_argument("--data-dir", help="data folder")
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0], help="enlargement factors ≥ 1")
+    parser.add_argument(
+        "--units", nargs="+", help="units to plot, e.g. SK_2_3 SK_3_4, or 'all' (default: last unit of each stage)"
+    )
+    parser.add_argument("--profile-unit", help="unit of the channel profile (default: last unit of stage 3)")
+    parser.add_argument("--max-images", type=int, help="analyse only the first N images")
+    parser.add_argument("--examples", type=int, default=2, help="example images in figure 3 (random, --seed)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resolution", type=int, default=224, help="folder datasets: centre-crop size")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--output", default="runs/attention", help="folder for figures and numbers")
+    parser.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
+    parser.set_defaults(run=run)
+
+
+def _batches(args: argparse.Namespace, dataset: str, meta: dict[str, object]):
+    """(iterable of (images, labels), number of batches, number of images, class names)."""
+    from sknet.data.datasets import build_dataset, dataset_spec
+    from sknet.data.loader import InMemoryImages, TensorBatchLoader
+
+    spec = dataset_spec(dataset)
+    data = build_dataset(dataset, args.data_dir, args.split)
+    limit = args.max_images
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--max-images must be ≥ 1, got {limit}")
+    if spec.in_memory:
+        if limit is not None:
+            data = InMemoryImages(data.images[:limit], data.labels[:limit], data.classes, data.mean, data.std)
+        loader = TensorBatchLoader(data, args.batch_size, pad=False)
+        return loader, len(loader), len(data), data.classes
+    from sknet.data.folder import ImageFolderDataset, collate_skipping
+    from sknet.data.transforms import eval_transform
+
+    mean = meta.get("mean", (0.485, 0.456, 0.406))
+    std = meta.get("std", (0.229, 0.224, 0.225))
+    ds = ImageFolderDataset(data, eval_transform(args.resolution, mean, std))
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n < len(ds):
+        ds = torch.utils.data.Subset(ds, range(n))
+    loader = torch.utils.data.DataLoader(ds, args.batch_size, num_workers=args.workers, collate_fn=collate_skipping)
+    return loader, math.ceil(n / args.batch_size), n, list(data.classes)
+
+
+def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
+    from sknet.analysis import last_unit_per_stage
+
+    if not requested:
+        return last_unit_per_stage(available)
+    if requested == ["all"]:
+        return available
+    unknown = [u for u in requested if u not in available]
+    if unknown:
+        raise ConfigError(f"unknown SK unit(s) {', '.join(unknown)}; this model has {', '.join(available)}")
+    return requested
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from sknet.analysis import run_scale_study, sk_units
+    from sknet.analysis.plots import plot_figure3, plot_figure4
+    from sknet.train.distributed import resolve_device
+
+    for s in args.scales:
+        if not s >= 1.0:
+            raise ConfigError(f"--scales must be ≥ 1 (enlargements), got {s}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    model, name, meta = load_trained_model(args.weights, args.model)
+    available = list(sk_units(model))
+    units = _plot_units(args.units, available)
+    if args.profile_unit and args.profile_unit not in available:
+        raise ConfigError(f"unknown --profile-unit {args.profile_unit}; this model has {', '.join(available)}")
+    dataset = args.dataset or meta.get("dataset")
+    if not dataset:
+        raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
+    device = resolve_device(args.device)
+    model = model.to(device)
+    batches, total, count, classes = _batches(args, str(dataset), meta)
+    gen = torch.Generator().manual_seed(args.seed)
+    examples = torch.randperm(count, generator=gen)[: max(0, args.examples)].tolist()
+    progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    study = run_scale_study(
+        model,
+        batches,
+        args.scales,
+        classes=classes,
+        units=available,
+        profile_unit=args.profile_unit,
+        example_indices=examples,
+        device=device,
+        progress=progress,
+        total=total,
+    )
+    out = Path(args.output)
+    paths = study.save(out)
+    title = f"{name} on {dataset} ({study.num_images} images)"
+    plot_figure3(study, out / "figure3.png", units, title)
+    plot_figure4(study, out / "figure4.png", units, title)
+
+    accuracy = "  ".join(f"{s:g}×: {100 * a:.2f}%" for s, a in zip(study.scales, study.accuracy(), strict=True))
+    print(f"{title}; top-1 accuracy {accuracy}")
+    print("mean attention difference (large − small kernel), mean ± std over images:")
+    header = f"{'unit':<10}" + "".join(f"{f'{s:g}×':>18}" for s in study.scales) + "   grows with scale"
+    print(header)
+    summary = {(r["unit"], r["scale"]): r for r in study.unit_summary()}
+    for unit in itertools.chain(units, [u for u in available if u not in units]):
+        cells = "".join(f"{summary[(unit, s)]['mean']:>+10.4f} ± {summary[(unit, s)]['std']:.3f}" for s in study.scales)
+        order = study.ordering(unit)
+        verdict = "yes" if order["increasing"] else "no"
+        print(f"{unit:<10}{cells}   {verdict} ({order['classes_increasing']}/{order['classes']} classes)")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}, {out / 'figure3.png'}, {out / 'figure4.png'}")
+    return 0

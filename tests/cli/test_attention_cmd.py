@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from sknet.cli import main
+
+TRAIN = ["train", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "32", "--progress", "never"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main([*TRAIN, "--model", "sknet_tiny", "--output", str(out)]) == 0
+    return out / "model.safetensors"
+
+
+def test_attention_writes_numbers_and_figures(weights, tmp_path, capsys):
+    out = tmp_path / "att"
+    argv = ["attention", "--weights", str(weights), "--output", str(out), "--max-images", "40", "--batch-size", "16"]
+    assert main([*argv, "--scales", "1", "1.5", "2", "--units", "all", "--progress", "never"]) == 0
+    text = capsys.readouterr().out
+    assert "SK_3_1" in text and "grows with scale" in text
+    data = json.loads((out / "attention.json").read_text())
+    assert data["images"] == 40 and data["units"] == ["SK_2_1", "SK_3_1", "SK_4_1"]
+    assert len(data["summary"]) == 9
+    for name in ("figure3.png", "figure4.png", "units.csv", "classes.csv", "profile.csv"):
+        assert (out / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--scales", "0.5"], "--scales must be ≥ 1"),
+        (["--units", "SK_9_9"], "unknown SK unit"),
+        (["--profile-unit", "SK_2_9"], "unknown --profile-unit"),
+        (["--max-images", "0"], "--max-images must be ≥ 1"),
+        (["--dataset", "nope"], "unknown dataset"),
+    ],
+)
+def test_bad_input_is_one_line(weights, tmp_path, capsys, extra, message):
+    assert main(["attention", "--weights", str(weights), "--output", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+
+
+def test_a_model_without_sk_units_is_refused(tmp_path, capsys):
+    assert main([*TRAIN, "--model", "resnext_tiny", "--max-steps", "1", "--output", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["attention", "--weights", str(tmp_path / "checkpoint.pt"), "--output", str(tmp_path)]) == 2
+    assert "no SK unit" in capsys.readouterr().err
