@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from sknet.models import create_model, model_info
-from sknet.paper import PAPER, PaperFigures
+from sknet.paper import PaperFigures, paper_figures
 
 
 def count_params(model: nn.Module) -> int:
@@ -48,7 +48,11 @@ class ModelProfile:
     macs: int
     paper_params: float | None
     paper_macs: float | None
-    paper_confidence: str | None
+    paper_params_conf: str | None = None
+    paper_macs_conf: str | None = None
+    paper_err: float | None = None  # top-1 error % (CIFAR: CIFAR-10)
+    paper_err_conf: str | None = None
+    note: str = ""
 
     @property
     def label(self) -> str:
@@ -81,7 +85,7 @@ def profile_model(
     name: str,
     resolution: int | None = None,
     overrides: Mapping[str, object] | None = None,
-    paper: Mapping[str, PaperFigures] = PAPER,
+    paper: Mapping[str, PaperFigures] | None = None,
 ) -> ModelProfile:
     """Count parameters and MACs of `name` (with `overrides`) at `resolution` (default: native)."""
     overrides = dict(overrides or {})
@@ -93,7 +97,9 @@ def profile_model(
     in_chans = int(overrides.get("in_chans", channels))  # type: ignore[call-overload]
     macs = count_macs(model, (1, in_chans, resolution, resolution))
     # The paper's figures hold for the unmodified model at its native resolution only.
-    figures = paper.get(name) if not overrides and resolution == native else None
+    figures = None
+    if not overrides and resolution == native:
+        figures = paper.get(name) if paper is not None else paper_figures(name)
     return ModelProfile(
         name=name,
         overrides=overrides,
@@ -102,7 +108,11 @@ def profile_model(
         macs=macs,
         paper_params=figures.params if figures else None,
         paper_macs=figures.macs if figures else None,
-        paper_confidence=figures.confidence if figures else None,
+        paper_params_conf=figures.params_conf if figures else None,
+        paper_macs_conf=figures.macs_conf if figures else None,
+        paper_err=figures.top1_err if figures else None,
+        paper_err_conf=figures.confidence if figures else None,
+        note=figures.note if figures else "",
     )
 
 
@@ -110,40 +120,47 @@ def _pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.2f}%"
 
 
-def format_table(rows: Iterable[ModelProfile]) -> str:
-    """A plain-text table: counted figures next to the paper's, with relative differences."""
+def format_table(rows: Iterable[ModelProfile], errors: bool = False) -> str:
+    """A plain-text table: counted figures next to the paper's, with relative differences; `errors` adds
+    the paper's top-1 error and each row's note."""
     header = ("model", "res", "params", "paper", "Δ", "MACs", "paper", "Δ")
+    if errors:
+        header = (*header, "paper err", "note")
     lines = [header]
     for r in rows:
-        lines.append(
-            (
-                r.label,
-                str(r.resolution),
-                f"{r.params:,}",
-                "" if r.paper_params is None else f"{r.paper_params / 1e6:.2f}M" + _conf(r),
-                _pct(r.params_diff),
-                _macs(r.macs, 3),
-                "" if r.paper_macs is None else _macs(r.paper_macs, 2) + _conf(r),
-                _pct(r.macs_diff),
-            )
+        line = (
+            r.label,
+            str(r.resolution),
+            f"{r.params:,}",
+            "" if r.paper_params is None else f"{r.paper_params / 1e6:.2f}M" + _conf(r.paper_params_conf),
+            _pct(r.params_diff),
+            _macs(r.macs, 3),
+            "" if r.paper_macs is None else _macs(r.paper_macs, 2) + _conf(r.paper_macs_conf),
+            _pct(r.macs_diff),
         )
+        if errors:
+            line = (*line, "" if r.paper_err is None else f"{r.paper_err:.2f}%" + _conf(r.paper_err_conf), r.note)
+        lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for j, line in enumerate(lines):
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
-        out.append("  ".join(cells))
+        cells = [
+            c.ljust(w) if i == 0 or header[i] == "note" else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
 
 
 def _macs(value: float, digits: int) -> str:
-    """4.463G for ImageNet models, 5.93M for small ones."""
-    return f"{value / 1e9:.{digits}f}G" if value >= 1e8 else f"{value / 1e6:.{digits}f}M"
+    """4.463G for ImageNet models, 149.304M for mobile ones, 5.859M for small ones."""
+    return f"{value / 1e9:.{digits}f}G" if value >= 1e9 else f"{value / 1e6:.{digits}f}M"
 
 
-def _conf(row: ModelProfile) -> str:
-    return " [?]" if row.paper_confidence == "?" else ""
+def _conf(confidence: str | None) -> str:
+    return " [?]" if confidence == "?" else ""
 
 
 def to_json(rows: Iterable[ModelProfile]) -> str:

@@ -33,7 +33,7 @@ def test_centred_canvas_keeps_the_object_unscaled_in_the_middle():
     base = white_squares(4)
     data = centered_canvas(base, canvas=56)
     heights, widths, top, left = boxes(data.images)
-    assert heights.tolist() == [28] * 4 and top.tolist() == [14] * 4 and left.tolist() == [14] * 4
+    assert heights.tolist() == widths.tolist() == [28] * 4 and top.tolist() == [14] * 4 and left.tolist() == [14] * 4
     assert torch.equal(data.images[:, :, 14:42, 14:42], base.images)
 
 

@@ -56,7 +56,8 @@ def make_conv(
 
 
 class ConvBNAct(nn.Sequential):
-    """Conv2d (no bias) → BatchNorm2d → optional ReLU, with "same" padding for odd kernels.
+    """Conv2d (no bias) → BatchNorm2d → optional activation (ReLU unless `act_layer` says otherwise, e.g.
+    nn.ReLU6 in MobileNetV2), with "same" padding for odd kernels.
 
     (N, C_in, H, W) → (N, C_out, ⌊(H − 1)/stride⌋ + 1, ⌊(W − 1)/stride⌋ + 1).
     """
@@ -70,11 +71,12 @@ class ConvBNAct(nn.Sequential):
         dilation: int = 1,
         groups: int = 1,
         act: bool = True,
+        act_layer: type[nn.Module] = nn.ReLU,
     ) -> None:
         layers: list[tuple[str, nn.Module]] = [
             ("conv", make_conv(in_channels, out_channels, kernel_size, stride, dilation, groups)),
             ("bn", nn.BatchNorm2d(out_channels)),
         ]
         if act:
-            layers.append(("act", nn.ReLU(inplace=True)))
+            layers.append(("act", act_layer(inplace=True)))
         super().__init__(OrderedDict(layers))

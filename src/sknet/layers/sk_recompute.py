@@ -132,6 +132,8 @@ def lean_path_ok(paths: nn.ModuleList, x: torch.Tensor) -> bool:
         bn = getattr(path, "bn", None)
         if type(bn) is not nn.BatchNorm2d or not bn.training or not bn.affine or not bn.track_running_stats:
             return False
+        if type(getattr(path, "act", None)) is not nn.ReLU:  # the recompute hard-codes ReLU
+            return False
         if bn.weight.dtype != x.dtype or x.dtype not in (torch.float32, torch.float64):
             return False
         if eps is not None and bn.eps != eps:

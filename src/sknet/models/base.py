@@ -30,10 +30,11 @@ def init_weights(model: nn.Module, classifier_std: float = 0.01) -> None:
 
 
 class BottleneckNet(nn.Module):
-    """Base of the ResNeXt / SENet / SKNet families."""
+    """Base of every family: ResNeXt / SENet / SKNet, CIFAR, ShuffleNetV2, MobileNetV2."""
 
     stem: nn.Module
     stage_names: list[str]
+    head_conv: nn.Module | None
 
     def __init__(self, num_classes: int, in_chans: int, drop_rate: float) -> None:
         super().__init__()
@@ -45,6 +46,7 @@ class BottleneckNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = float(drop_rate)
         self.stage_names = []
+        self.head_conv = None  # a last 1×1 conv before pooling (ShuffleNetV2 conv5, MobileNetV2)
         self.feature_info: list[dict[str, object]] = []
 
     def add_stage(self, stage: nn.Sequential, out_channels: int, reduction: int) -> None:
@@ -74,6 +76,8 @@ class BottleneckNet(nn.Module):
         x = self.stem(x)
         for stage in self.stages():
             x = stage(x)
+        if self.head_conv is not None:
+            x = self.head_conv(x)
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,121 @@
+"""MobileNetV2 (Sandler et al., CVPR 2018) plain, with SE and with SK — beyond the paper, same recipe.
+
+The inverted residual's 3×3 depthwise conv is the pluggable middle: plain (conv + BN + ReLU6) or a
+depthwise SK convolution (groups = channels; its paths use ReLU, as every SK path). SE (r = 4 of the
+expanded width, as MobileNetV3) follows the depthwise stage. (N, 3, 224, 224) → logits (N, num_classes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sknet.layers import BlockConfig, ConvBNAct, Middle, SKConv2d
+from sknet.layers.squeeze_excite import SqueezeExcite
+from sknet.models.base import BottleneckNet
+from sknet.models.registry import register_model
+from sknet.models.resnext import build_block_config
+
+# (expansion t, output channels c, units n, first stride s) per stage, MobileNetV2 Table 2.
+SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of `divisor`, never more than 10% below `value` (MobileNet rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class InvertedResidual(nn.Module):
+    """(N, in_channels, H, W) → (N, out_channels, H/stride, W/stride); residual when shapes agree."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int, block: BlockConfig):
+        super().__init__()
+        hidden = in_channels * expansion
+        self.expand = ConvBNAct(in_channels, hidden, 1, act_layer=nn.ReLU6) if expansion != 1 else nn.Identity()
+        if block.middle is Middle.SK:
+            self.depthwise = SKConv2d(
+                hidden,
+                hidden,
+                stride,
+                groups=hidden,
+                branches=block.branches,
+                reduction=block.reduction,
+                min_dim=block.min_dim,
+                aggregation=block.aggregation,
+            )
+        else:
+            self.depthwise = ConvBNAct(hidden, hidden, 3, stride, groups=hidden, act_layer=nn.ReLU6)
+        self.se = SqueezeExcite(hidden, block.se_reduction) if block.se_reduction else None
+        self.project = ConvBNAct(hidden, out_channels, 1, act=False)
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.depthwise(self.expand(x))
+        if self.se is not None:
+            out = self.se(out)
+        out = self.project(out)
+        return x + out if self.use_residual else out
+
+
+class MobileNetV2(BottleneckNet):
+    """Stem 3×3/2 → 7 stages of inverted residuals → 1×1 conv (1280) → pool → dropout → fc."""
+
+    first_stage_index = 2
+
+    def __init__(
+        self,
+        block: BlockConfig,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.2,
+    ) -> None:
+        super().__init__(num_classes, in_chans, drop_rate)
+        self.block_config = block
+        in_channels = make_divisible(32 * width_mult)
+        self.stem = nn.Sequential()
+        self.stem.add_module("conv", ConvBNAct(in_chans, in_channels, 3, stride=2, act_layer=nn.ReLU6))
+        reduction = 2
+        for t, c, n, s in SETTINGS:
+            out_channels = make_divisible(c * width_mult)
+            reduction *= s
+            stage = nn.Sequential(
+                *[
+                    InvertedResidual(
+                        in_channels if u == 0 else out_channels, out_channels, s if u == 0 else 1, t, block
+                    )
+                    for u in range(n)
+                ]
+            )
+            self.add_stage(stage, out_channels, reduction)
+            in_channels = out_channels
+        last = make_divisible(1280 * max(1.0, width_mult))
+        self.head_conv = ConvBNAct(in_channels, last, 1, act_layer=nn.ReLU6)
+        self.build_head(last, zero_init_last_bn=False)
+
+
+MOBILE_OPTIONS = ("num_classes", "in_chans", "drop_rate", "width_mult")
+
+
+def build_mobilenet(block: BlockConfig, **kwargs: object) -> MobileNetV2:
+    block, kwargs = build_block_config(block, kwargs)
+    return MobileNetV2(block, **kwargs)
+
+
+@register_model("lightweight", MOBILE_OPTIONS)
+def mobilenetv2_100(**kwargs: object) -> MobileNetV2:
+    """MobileNetV2 1.0×: 3.5M parameters, 300M MACs."""
+    return build_mobilenet(BlockConfig(), **kwargs)
+
+
+@register_model("lightweight", (*MOBILE_OPTIONS, "se_reduction"))
+def mobilenetv2_100_se(**kwargs: object) -> MobileNetV2:
+    """MobileNetV2 1.0× + SE (r = 4) after each depthwise stage."""
+    return build_mobilenet(BlockConfig(se_reduction=4), **kwargs)
+
+
+@register_model("lightweight", (*MOBILE_OPTIONS, "branches", "reduction", "min_dim", "aggregation"))
+def mobilenetv2_100_sk(**kwargs: object) -> MobileNetV2:
+    """MobileNetV2 1.0× + SK: every 3×3 depthwise conv becomes a depthwise SK convolution."""
+    return build_mobilenet(BlockConfig(middle=Middle.SK), **kwargs)
