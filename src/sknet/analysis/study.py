@@ -78,8 +78,9 @@ class ScaleStudy:
         return sums / counts.where(counts > 0, torch.tensor(float("nan")))
 
     def ordering(self, unit: str) -> dict[str, Any]:
-        """Does the unit's mean difference grow with the scale? Also per class: the share of classes whose
-        difference grows monotonically from the smallest to the largest scale."""
+        """Does the unit's mean difference grow with the scale? Also: the number of classes whose mean grows
+        monotonically over the scales, and the share of images whose own difference is larger at the
+        largest scale than at the smallest (a paired comparison)."""
         means = [r["mean"] for r in self.unit_summary() if r["unit"] == unit]
         per_class = self.class_means(unit)
         valid = ~per_class.isnan().any(0)
@@ -89,6 +90,7 @@ class ScaleStudy:
             "change": means[-1] - means[0],
             "classes_increasing": int(monotone.sum()),
             "classes": int(valid.sum()),
+            "images_increasing": (self.difference[unit][-1] > self.difference[unit][0]).double().mean().item(),
         }
 
     def accuracy(self) -> list[float]:

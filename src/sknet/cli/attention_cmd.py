@@ -134,12 +134,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{title}; top-1 accuracy {accuracy}")
     print("mean attention difference (large − small kernel), mean ± std over images:")
     header = f"{'unit':<10}" + "".join(f"{f'{s:g}×':>18}" for s in study.scales) + "   grows with scale"
+    header += f" (classes; images larger at {study.scales[-1]:g}× than at {study.scales[0]:g}×)"
     print(header)
     summary = {(r["unit"], r["scale"]): r for r in study.unit_summary()}
     for unit in itertools.chain(units, [u for u in available if u not in units]):
         cells = "".join(f"{summary[(unit, s)]['mean']:>+10.4f} ± {summary[(unit, s)]['std']:.3f}" for s in study.scales)
         order = study.ordering(unit)
         verdict = "yes" if order["increasing"] else "no"
-        print(f"{unit:<10}{cells}   {verdict} ({order['classes_increasing']}/{order['classes']} classes)")
+        print(
+            f"{unit:<10}{cells}   {verdict} ({order['classes_increasing']}/{order['classes']} classes; "
+            f"{100 * order['images_increasing']:.1f}% of images)"
+        )
     print(f"wrote {', '.join(str(p) for p in paths.values())}, {out / 'figure3.png'}, {out / 'figure4.png'}")
     return 0
