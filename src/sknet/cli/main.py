@@ -8,10 +8,19 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from sknet.cli import attention_cmd, bench_cmd, eval_cmd, predict_cmd, profile_cmd, train_cmd
+from sknet.cli import (
+    attention_cmd,
+    bench_cmd,
+    convert_cmd,
+    eval_cmd,
+    export_cmd,
+    predict_cmd,
+    profile_cmd,
+    train_cmd,
+)
 from sknet.errors import SKNetError
 
-COMMANDS = [train_cmd, eval_cmd, predict_cmd, attention_cmd, profile_cmd, bench_cmd]
+COMMANDS = [train_cmd, eval_cmd, predict_cmd, attention_cmd, profile_cmd, bench_cmd, convert_cmd, export_cmd]
 
 # Errors a user can cause from the command line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (SKNetError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +67,13 @@ def model_info(name: str) -> ModelInfo:
 
 
 def create_model(
-    name: str, num_classes: int | None = None, weights: str | Path | None = None, **overrides: object
+    name: str,
+    num_classes: int | None = None,
+    weights: str | Path | None = None,
+    pretrained: str | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **overrides: object,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights.
 
@@ -76,9 +82,35 @@ def create_model(
         num_classes: classifier outputs (default: the model's own, 1000 for ImageNet models).
         weights: a ``.safetensors`` file written by sknet (its recorded options and class count are used
             unless overridden) or a checkpoint / state-dict ``.pt`` file, loaded safely and strictly.
+        pretrained: ``"timm"``: ImageNet weights of the timm counterpart (sknet50 ← skresnext50_32x4d,
+            resnext50/101, senet50/101), fetched by timm; needs the internet once.
+        features_only: return a :class:`~sknet.models.features.FeatureExtractor` giving the stage outputs
+            (C2–C5) instead of logits; `out_indices` picks stages (default all).
         overrides: builder options such as ``in_chans``, ``drop_rate``, ``branches``, ``aggregation``;
             an option the model does not have is a ConfigError listing those it has.
     """
+    if pretrained is not None:
+        if pretrained != "timm":
+            raise ConfigError(f"pretrained={pretrained!r}: the only source is 'timm'")
+        if weights is not None or overrides:
+            raise ConfigError("pretrained weights fix the architecture: no weights= or other options with them")
+        from sknet.convert.timm import load_timm_pretrained
+
+        model = load_timm_pretrained(name, num_classes)
+        return _features(model, out_indices) if features_only else model
+    if out_indices is not None and not features_only:
+        raise ConfigError("out_indices needs features_only=True")
+    model = _build(name, num_classes, weights, overrides)
+    return _features(model, out_indices) if features_only else model
+
+
+def _features(model: nn.Module, out_indices: Sequence[int] | None) -> nn.Module:
+    from sknet.models.features import FeatureExtractor
+
+    return FeatureExtractor(model, out_indices)
+
+
+def _build(name: str, num_classes: int | None, weights: str | Path | None, overrides: dict[str, object]) -> nn.Module:
     info = model_info(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes

@@ -1,0 +1,67 @@
+"""`sknet export`: the fused inference graph as ONNX or TorchScript, with a dynamic batch dimension.
+
+sknet export --weights runs/x/model.safetensors --format onnx --out model.onnx
+sknet export --model sknet50 --format torchscript --out sknet50.pt      (random weights)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sknet.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="ONNX / TorchScript export (BN folded, dynamic batch)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--weights", help="model.safetensors or checkpoint.pt (default: random weights)")
+    parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    parser.add_argument("--out", required=True, help="output file")
+    parser.add_argument("--resolution", type=int, help="input side used to trace (default: the model's native)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    parser.add_argument("--check", action="store_true", help="run the export (onnxruntime / torch.jit) and compare")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sknet.cli.options import load_trained_model
+    from sknet.export import export_model
+    from sknet.models import create_model, model_info
+
+    if args.weights:
+        model, name, meta = load_trained_model(args.weights, args.model)
+    elif args.model:
+        model, name, meta = create_model(args.model).eval(), args.model, {}
+    else:
+        raise ConfigError("give --weights (trained model) or --model (random weights)")
+    channels, native, _ = model_info(name).input_size
+    channels = int(meta.get("in_chans", channels))
+    side = args.resolution or native
+    path = export_model(model, args.out, args.format, (channels, side, side), args.opset)
+    print(f"wrote {path} ({args.format}, {name}, input (batch, {channels}, {side}, {side}), BN folded)")
+    if args.check:
+        x = torch.randn(3, channels, side, side)
+        with torch.no_grad():
+            ref = model.eval()(x)
+        if args.format == "onnx":
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise ConfigError("--check of ONNX needs onnxruntime: pip install onnxruntime") from None
+            session = ort.InferenceSession(str(Path(path)), providers=["CPUExecutionProvider"])
+            out = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        else:
+            out = torch.jit.load(str(path))(x)
+        err = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+        print(f"check: batch 3, max |difference| / max |logit| = {err:.2e}")
+        if err > 1e-4:
+            raise ConfigError(f"the exported model differs from PyTorch by {err:.2e} (relative)")
+    return 0

@@ -1,0 +1,125 @@
+"""timm's ResNeXt / SE-ResNeXt / SK-ResNeXt state dicts ↔ sknet.
+
+timm's ``skresnext50_32x4d`` has the topology of SKNet-50 (80.17% top-1 with timm's recipe): the same
+paths, fuse and select, with other module names. The key map is a handful of renames.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from sknet.errors import CheckpointError, ConfigError
+
+# sknet name → timm name (same topology, same parameter count).
+TIMM_MODELS = {
+    "sknet50": "skresnext50_32x4d",
+    "resnext50": "resnext50_32x4d",
+    "senet50": "seresnext50_32x4d",
+    "resnext101": "resnext101_32x4d",
+    "senet101": "seresnext101_32x4d",
+}
+SKNET_NAMES = {v: k for k, v in TIMM_MODELS.items()}
+
+_RENAMES = [
+    (re.compile(r"^conv1\.weight$"), "stem.conv.conv.weight"),
+    (re.compile(r"^bn1\.(.+)$"), r"stem.conv.bn.\1"),
+    # timm's plain ResNet bottleneck: convN / bnN
+    (re.compile(r"^(layer\d+\.\d+)\.conv(\d)\.weight$"), r"\1.conv\2.conv.weight"),
+    (re.compile(r"^(layer\d+\.\d+)\.bn(\d)\.(.+)$"), r"\1.conv\2.bn.\3"),
+    (re.compile(r"^(layer\d+\.\d+)\.downsample\.0\.(.+)$"), r"\1.downsample.conv.\2"),
+    (re.compile(r"^(layer\d+\.\d+)\.downsample\.1\.(.+)$"), r"\1.downsample.bn.\2"),
+    # timm's SelectiveKernel: attn.fc_reduce / attn.bn / attn.fc_select
+    (re.compile(r"^(layer\d+\.\d+\.conv2)\.attn\.fc_reduce\.(.+)$"), r"\1.fuse.fc.\2"),
+    (re.compile(r"^(layer\d+\.\d+\.conv2)\.attn\.bn\.(.+)$"), r"\1.fuse.bn.\2"),
+    (re.compile(r"^(layer\d+\.\d+\.conv2)\.attn\.fc_select\.(.+)$"), r"\1.select.fc.\2"),
+]
+
+
+def timm_key(key: str) -> str:
+    """sknet's name for one timm state-dict key (keys that need no rename come back unchanged)."""
+    for pattern, replacement in _RENAMES:
+        if pattern.match(key):
+            return pattern.sub(replacement, key)
+    return key
+
+
+def from_timm_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ResNeXt / SE-ResNeXt / SK-ResNeXt state dict renamed to sknet's keys."""
+    return {timm_key(k): v for k, v in state.items()}
+
+
+def sknet_name(timm_name: str) -> str:
+    try:
+        return SKNET_NAMES[timm_name]
+    except KeyError:
+        raise ConfigError(
+            f"no sknet model matches timm's {timm_name!r}; convertible: {', '.join(sorted(SKNET_NAMES))}"
+        ) from None
+
+
+def timm_name(name: str) -> str:
+    try:
+        return TIMM_MODELS[name]
+    except KeyError:
+        raise ConfigError(
+            f"timm has no weights for sknet's {name!r}; models with a timm counterpart: {', '.join(TIMM_MODELS)}"
+        ) from None
+
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError("timm is not installed: pip install 'sknet[timm]' (or pip install timm)") from None
+    return timm
+
+
+def convert_timm_model(model: nn.Module, name: str) -> nn.Module:
+    """Our `name` model holding the weights of the timm model `model` (eval mode)."""
+    return convert_timm_state(model.state_dict(), name)
+
+
+def convert_timm_state(timm_state: Mapping[str, torch.Tensor], name: str) -> nn.Module:
+    """Our `name` model holding a timm state dict (e.g. read from a downloaded file), in eval mode."""
+    from sknet.models import create_model
+
+    state = from_timm_state(timm_state)
+    num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else None
+    ours = create_model(name, num_classes=num_classes)
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"timm's weights do not fit {name}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    return ours.eval()
+
+
+def load_timm_pretrained(name: str, num_classes: int | None = None) -> nn.Module:
+    """Our `name` with timm's pretrained ImageNet weights, fetched by timm (needs the internet once).
+
+    With `num_classes` ≠ 1000 the classifier is re-initialised, everything else is pretrained.
+    """
+    timm = _import_timm()
+    source = timm_name(name)
+    try:
+        model = timm.create_model(source, pretrained=True)
+    except Exception as err:  # network, hub and cache errors come in many types
+        raise CheckpointError(
+            f"could not fetch timm's pretrained {source} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+            "Pretrained weights need the internet once (then timm's cache); offline, convert a downloaded file "
+            "with 'sknet convert --from timm'"
+        ) from None
+    ours = convert_timm_model(model, name)
+    if num_classes is not None and num_classes != ours.fc.out_features:
+        from sknet.models import create_model
+
+        fresh = create_model(name, num_classes=num_classes)
+        state = {k: v for k, v in ours.state_dict().items() if not k.startswith("fc.")}
+        fresh.load_state_dict({**fresh.state_dict(), **state})
+        ours = fresh.eval()
+    return ours

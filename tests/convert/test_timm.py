@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+import sknet
+from sknet.cli import main
+from sknet.convert.timm import TIMM_MODELS, convert_timm_model, timm_key
+
+timm = pytest.importorskip("timm")
+
+
+def randomise_bn(model):
+    """Random BN statistics and affine parameters, so that a wrong BN mapping shows in the logits."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("name", ["sknet50", "resnext50", "senet50"])
+def test_timm_models_convert_with_equal_logits(name):
+    theirs = randomise_bn(timm.create_model(TIMM_MODELS[name], num_classes=10)).eval()
+    ours = convert_timm_model(theirs, name)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnext101", "senet101"])
+def test_timm_101_models_convert(name):
+    theirs = randomise_bn(timm.create_model(TIMM_MODELS[name], num_classes=10)).eval()
+    ours = convert_timm_model(theirs, name)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+
+
+def test_key_renames():
+    assert timm_key("layer2.0.conv2.attn.fc_select.weight") == "layer2.0.conv2.select.fc.weight"
+    assert timm_key("layer1.1.bn3.running_var") == "layer1.1.conv3.bn.running_var"
+    assert timm_key("bn1.weight") == "stem.conv.bn.weight"
+    assert timm_key("fc.bias") == "fc.bias"
+
+
+def test_convert_cli_from_a_downloaded_file(tmp_path, capsys):
+    theirs = timm.create_model("skresnext50_32x4d", num_classes=7).eval()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, tmp_path / "timm.safetensors")
+    out = tmp_path / "ours.safetensors"
+    argv = ["convert", "--from", "timm", "skresnext50_32x4d", "--checkpoint", str(tmp_path / "timm.safetensors")]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "sknet50" in capsys.readouterr().out
+    ours = sknet.create_model("sknet50", weights=out).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+
+
+def test_pretrained_offline_fails_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-sknet-test-cache")
+    with pytest.raises(sknet.CheckpointError, match="could not fetch timm's pretrained skresnext50_32x4d"):
+        sknet.create_model("sknet50", pretrained="timm")
+    with pytest.raises(sknet.ConfigError, match="timm has no weights for sknet's 'sknet26'"):
+        sknet.create_model("sknet26", pretrained="timm")
+    with pytest.raises(sknet.ConfigError, match="only source is 'timm'"):
+        sknet.create_model("sknet50", pretrained="imagenet")
+
+
+def test_convert_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["convert", "--from", "timm", "vit_base", "--out", str(tmp_path / "a.safetensors")]) == 2
+    assert "no sknet model matches timm's 'vit_base'" in capsys.readouterr().err
+    assert main(["convert", "--from", "timm", "resnext50_32x4d", "--out", str(tmp_path / "a.pt")]) == 2
+    assert "--out must end in .safetensors" in capsys.readouterr().err
