@@ -1,18 +1,23 @@
 """Checkpoints and weights files.
 
 - Training checkpoints (``.pt``) are written atomically: to a temporary file in the same folder, flushed
-  and fsync'ed, then renamed over the target, so a crash never leaves a half-written checkpoint.
-  They are read with ``torch.load(weights_only=True)``: a file that needs code execution is refused.
+  and fsync'ed, then renamed over the target, so a crash never leaves a half-written checkpoint. Each has
+  a SHA-256 sidecar (``checkpoint.pt.sha256``) and the one it replaces is kept as ``checkpoint.prev.pt``:
+  resuming from a file that fails its checksum or does not load falls back to the previous one, with a
+  warning. They are read with ``torch.load(weights_only=True)``: a file that needs code execution is refused.
 - Weights (``.safetensors``) hold the model's tensors plus metadata (model name and options, classes,
   preprocessing), enough for ``create_model(name, weights=path)``, ``sknet eval`` and ``sknet predict``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +51,84 @@ def atomic_write(path: str | Path, write) -> None:
         pass
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+def digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint safely (tensors and plain containers only)."""
+def previous_path(path: Path) -> Path:
+    """checkpoint.pt → checkpoint.prev.pt: the checkpoint a save replaced."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool = True) -> None:
+    """Write `state` atomically with its SHA-256 sidecar; the replaced checkpoint becomes checkpoint.prev.pt.
+
+    Whatever moment a crash hits, `path` is either complete (checksum matching, or a complete file whose
+    checksum was not yet written) or missing, and the previous checkpoint is intact.
+    """
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    if keep_previous and path.is_file():
+        prev = previous_path(path)
+        os.replace(path, prev)
+        if digest_path(path).is_file():
+            os.replace(digest_path(path), digest_path(prev))
+        else:
+            digest_path(prev).unlink(missing_ok=True)
+    else:
+        digest_path(path).unlink(missing_ok=True)
+    atomic_write(path, lambda f: f.write(data))
+    atomic_write(digest_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+
+
+def _verify(path: Path) -> None:
+    sidecar = digest_path(path)
+    if not sidecar.is_file():
+        return  # written before checksums, or the crash came between the file and its sidecar
+    fields = sidecar.read_text().split()
+    expected = fields[0] if fields else ""
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise CheckpointError(f"{path} fails its checksum ({sidecar.name}): the file is corrupt or truncated")
+
+
+def load_checkpoint(path: str | Path, fallback: bool = False) -> dict[str, Any]:
+    """Read a training checkpoint safely (tensors and plain containers only), verifying its checksum.
+
+    With `fallback`, a missing, corrupt or truncated `path` gives way to the previous checkpoint
+    (checkpoint.prev.pt) with a warning; a file refused for safety never does.
+    """
+    path = Path(path)
+    try:
+        return _load_checkpoint(path)
+    except CheckpointError as err:
+        prev = previous_path(path)
+        if not fallback or getattr(err, "unsafe", False) or not prev.is_file():
+            raise
+        warnings.warn(f"{err}; resuming from the previous checkpoint {prev} instead", stacklevel=2)
+        return _load_checkpoint(prev)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    _verify(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
         if "GLOBAL" in text or "global" in text:  # a pickle that names code to import and run
             unsafe = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "").split(" was ")[0]
-            raise CheckpointError(
+            refused = CheckpointError(
                 f"refusing to load {path}: it holds Python objects whose loading would run code "
                 f"({unsafe.removeprefix('WeightsUnpickler error: ') or 'disallowed global'}); only tensors and "
                 "plain containers are accepted. Convert it to safetensors in a trusted environment"
-            ) from None
+            )
+            refused.unsafe = True  # never fall back silently past a refused file
+            raise refused from None
         raise CheckpointError(f"{path} is corrupt or truncated (not a torch checkpoint)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is corrupt or truncated: {str(err).splitlines()[0]}") from None

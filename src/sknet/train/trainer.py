@@ -226,7 +226,7 @@ class Trainer:
         }
 
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, fallback=True)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not an sknet training checkpoint")
         found = state.get("meta", {}).get("model")
