@@ -37,6 +37,8 @@ def export_model(
     TorchScript: a traced module for ``torch.jit.load``.
     """
     fmt = ExportFormat.parse(fmt)
+    if len(input_size) != 3 or any(int(v) < 1 for v in input_size):
+        raise ConfigError(f"input_size must be (channels, height, width) of positive sizes, got {input_size!r}")
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(2, "No such directory", str(path.parent))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from sknet.errors import ConfigError
 from sknet.models import create_model, model_info
 from sknet.paper import PaperFigures, paper_figures
 
@@ -91,7 +92,9 @@ def profile_model(
     overrides = dict(overrides or {})
     info = model_info(name)
     channels, native, _ = info.input_size
-    resolution = resolution or native
+    resolution = native if resolution is None else resolution
+    if not isinstance(resolution, int) or resolution < 1:
+        raise ConfigError(f"resolution must be a positive number of pixels, got {resolution!r}")
     with torch.device("meta"):
         model = create_model(name, **overrides)
     in_chans = int(overrides.get("in_chans", channels))  # type: ignore[call-overload]

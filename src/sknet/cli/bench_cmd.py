@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_timm and not timm_available():
         print("timm is not installed (pip install 'sknet[bench]'): comparing with our ResNeXt-50 only", file=sys.stderr)
     for mode in modes:
-        batch = args.batch_size or (8 if mode == "inference" else 16)
+        batch = args.batch_size if args.batch_size is not None else (8 if mode == "inference" else 16)
         cands = default_candidates(with_timm=not args.no_timm, fused=mode == "inference")
         results = run_bench(
             mode,

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from sknet.export import export_model
     from sknet.models import create_model, model_info
 
+    if args.resolution is not None and args.resolution < 1:
+        raise ConfigError(f"--resolution must be ≥ 1, got {args.resolution}")
     if args.weights:
         model, name, meta = load_trained_model(args.weights, args.model)
     elif args.model:
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --weights (trained model) or --model (random weights)")
     channels, native, _ = model_info(name).input_size
     channels = int(meta.get("in_chans", channels))
-    side = args.resolution or native
+    side = native if args.resolution is None else args.resolution
     path = export_model(model, args.out, args.format, (channels, side, side), args.opset)
     print(f"wrote {path} ({args.format}, {name}, input (batch, {channels}, {side}, {side}), BN folded)")
     if args.check:
