@@ -40,8 +40,7 @@ CASES = [
     (["profile", "sknet50", "--resolution", "-3"], "resolution"),
     (["profile", "sknet50", "--resolution", "0"], "resolution"),
     (["bench", "--batch-size", "0"], "batch"),
-    (["export", "--model", "sknet_tiny", "--format", "onnx", "--resolution", "0", "--out", "{d}/x.onnx"],
-     "resolution"),
+    (["export", "--model", "sknet_tiny", "--format", "onnx", "--resolution", "0", "--out", "{d}/x.onnx"], "resolution"),
     (["predict", "{d}/bad.png", "--weights", "{d}/tiny.safetensors", "--topk", "0"], "topk"),
     # unknown models
     (["profile", "sknet5O"], "unknown model"),

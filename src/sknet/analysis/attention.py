@@ -90,7 +90,7 @@ class AttentionRecorder:
     Args:
         model: any model holding :class:`SKConv2d` layers.
         units: names to record (default: every unit, see :func:`sk_units`).
-        device: where recorded tensors are kept (default CPU, float32, detached).
+        device: where recorded tensors are kept (default CPU; detached; half precision widened to float32).
     """
 
     def __init__(self, model: nn.Module, units: Iterable[str] | None = None, device: str | torch.device = "cpu"):
@@ -109,7 +109,9 @@ class AttentionRecorder:
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            self.records[name].append(output.detach().to(self.device, torch.float32))
+            # float16/bfloat16 (autocast) are widened; float32/float64 kept as they are
+            dtype = output.dtype if output.dtype in (torch.float32, torch.float64) else torch.float32
+            self.records[name].append(output.detach().to(self.device, dtype))
 
         return hook
 
