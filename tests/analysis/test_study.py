@@ -35,6 +35,9 @@ def test_scale_study_summaries_hold_the_constructed_attention(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert data["images"] == 12 and abs(data["per_class"]["SK_4_1"]["2.0"]["a"] - 0.6) < 1e-6
     assert paths["units"].read_text().count("\n") == 1 + 3 * 3
+    rows = paths["images"].read_text().splitlines()
+    assert len(rows) == 1 + 12 and rows[0].startswith("image,label,class,correct@1,")
+    assert rows[1].split(",")[-1] == "0.60000"  # SK_4_1 at 2×, image 0
     for plot in (plot_figure3, plot_figure4):
         png = plot(study, tmp_path / f"{plot.__name__}.png", title="t")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

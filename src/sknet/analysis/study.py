@@ -116,7 +116,8 @@ class ScaleStudy:
         }
 
     def save(self, folder: str | Path) -> dict[str, Path]:
-        """attention.json (everything), units.csv, classes.csv and profile.csv; returns the paths."""
+        """attention.json (summaries), units.csv, classes.csv, profile.csv and images.csv (every image's
+        mean attention difference per unit and scale, its label and whether it was classified right)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -124,6 +125,7 @@ class ScaleStudy:
             "units": folder / "units.csv",
             "classes": folder / "classes.csv",
             "profile": folder / "profile.csv",
+            "images": folder / "images.csv",
         }
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         summary = self.unit_summary()
@@ -143,6 +145,22 @@ class ScaleStudy:
             writer.writerow(["unit", "scale", *[f"channels_{16 * g}_{16 * g + 15}" for g in range(groups)]])
             for s, row in zip(self.scales, self.profiles.mean(1).tolist(), strict=True):
                 writer.writerow([self.profile_unit, s, *(f"{v:.6f}" for v in row)])
+        with paths["images"].open("w", newline="") as f:
+            writer = csv.writer(f)
+            columns = [(u, i) for u in self.units for i in range(len(self.scales))]
+            writer.writerow(
+                ["image", "label", "class"]
+                + [f"correct@{s:g}" for s in self.scales]
+                + [f"{u}@{self.scales[i]:g}" for u, i in columns]
+            )
+            diffs = {u: self.difference[u].tolist() for u in self.units}
+            correct = self.correct.int().tolist()
+            for n, label in enumerate(self.labels.tolist()):
+                writer.writerow(
+                    [n, label, self.classes[label] if label < len(self.classes) else label]
+                    + [correct[i][n] for i in range(len(self.scales))]
+                    + [f"{diffs[u][i][n]:.5f}" for u, i in columns]
+                )
         return paths
 
 

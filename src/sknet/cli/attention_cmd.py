@@ -1,9 +1,9 @@
 """`sknet attention`: the paper's scale study (section 5) on trained weights.
 
 Enlarges the central object of every image by each --scales factor (centre-crop 1/s, resize back),
-records every SK unit's attention and writes, to --output: attention.json (all numbers), units.csv
-(mean attention difference per unit and scale), classes.csv (per class), profile.csv (channel profile),
-figure3.png and figure4.png.
+records every SK unit's attention and writes, to --output: attention.json (summaries), units.csv
+(mean attention difference per unit and scale), classes.csv (per class), images.csv (per image),
+profile.csv (channel profile), figure3.png and figure4.png.
 """
 
 from __future__ import annotations
