@@ -48,3 +48,37 @@ def test_a_model_without_sk_units_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["attention", "--weights", str(tmp_path / "checkpoint.pt"), "--output", str(tmp_path)]) == 2
     assert "no SK unit" in capsys.readouterr().err
+
+
+def test_attention_on_an_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    import sknet
+    from sknet.train.checkpoint import save_weights
+
+    for k, cls in enumerate(("cat", "dog")):
+        folder = tmp_path / "data" / "val" / cls
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 36), (40 * k + 10 * i, 100, 200)).save(folder / f"{i}.png")
+    meta = {"model": "sknet_tiny", "model_options": {}, "num_classes": 2, "in_chans": 3, "dataset": "imagefolder"}
+    save_weights(tmp_path / "w.safetensors", sknet.create_model("sknet_tiny", num_classes=2, in_chans=3), meta)
+    argv = [
+        "attention",
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--resolution",
+        "32",
+        "--workers",
+        "0",
+        "--max-images",
+        "5",
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    assert main(argv) == 0
+    assert "(5 images)" in capsys.readouterr().out
+    rows = (tmp_path / "out" / "images.csv").read_text().splitlines()
+    assert len(rows) == 6 and ",cat," in rows[1]

@@ -185,7 +185,7 @@ def run_scale_study(
 ) -> ScaleStudy:
     """Run `model` (eval mode) on every batch of normalised images at every scale and record attention.
 
-    batches: (images (B, C, H, W), labels (B,)) pairs; `total` batches, for the progress bar.
+    batches: (images (B, C, H, W), labels (B,), ...) tuples; `total` batches, for the progress bar.
     """
     from tqdm import tqdm
 
@@ -209,7 +209,10 @@ def run_scale_study(
     examples: dict[int, list[torch.Tensor]] = {}
     seen = 0
     num_classes = 0
-    for x, y in tqdm(batches, total=total, desc="attention", unit="batch", disable=not progress):
+    for batch in tqdm(batches, total=total, desc="attention", unit="batch", disable=not progress):
+        x, y = batch[0], batch[1]  # folder loaders add a count of skipped (unreadable) images
+        if len(y) == 0:
+            continue
         labels.append(y.cpu())
         x = x.to(device)
         for i, scale in enumerate(scales):

@@ -65,12 +65,11 @@ def _batches(args: argparse.Namespace, dataset: str, meta: dict[str, object]):
 
     mean = meta.get("mean", (0.485, 0.456, 0.406))
     std = meta.get("std", (0.229, 0.224, 0.225))
-    ds = ImageFolderDataset(data, eval_transform(args.resolution, mean, std))
-    n = len(ds) if limit is None else min(limit, len(ds))
-    if n < len(ds):
-        ds = torch.utils.data.Subset(ds, range(n))
+    folder = ImageFolderDataset(data, eval_transform(args.resolution, mean, std))
+    n = len(folder) if limit is None else min(limit, len(folder))
+    ds = folder if n == len(folder) else torch.utils.data.Subset(folder, range(n))
     loader = torch.utils.data.DataLoader(ds, args.batch_size, num_workers=args.workers, collate_fn=collate_skipping)
-    return loader, math.ceil(n / args.batch_size), n, list(data.classes)
+    return loader, math.ceil(n / args.batch_size), n, list(folder.classes)
 
 
 def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
