@@ -20,13 +20,15 @@ from sknet.models import create_model as _create_model  # noqa: E402
 from sknet.models import list_models as _list_models  # noqa: E402
 from sknet.models import model_info as _model_info  # noqa: E402
 
+_PRETRAINED = "timm's ImageNet weights (sknet50, resnext50/101, senet50/101)."
+
 
 def _entry(name):
     def entry(pretrained=False, **kwargs):
         return _create_model(name, pretrained="timm" if pretrained else None, **kwargs)
 
     entry.__name__ = entry.__qualname__ = name
-    entry.__doc__ = _model_info(name).description + "\n\npretrained=True: timm's ImageNet weights (sknet50, resnext/senet 50/101)."
+    entry.__doc__ = f"{_model_info(name).description}\n\npretrained=True: {_PRETRAINED}"
     return entry
 
 
