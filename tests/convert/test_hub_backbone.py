@@ -29,9 +29,16 @@ def test_backbone_gives_stage_outputs(name, channels, reductions):
         backbone = sknet.create_model(name, features_only=True)
     assert backbone.channels == channels and backbone.reductions == reductions
     backbone = sknet.create_model(name, features_only=True).eval()
-    feats = backbone(torch.randn(1, 3, 128, 128))
+    x = torch.randn(1, 3, 128, 128)
+    feats = backbone(x)
     assert [f.shape[1] for f in feats] == channels
     assert [128 // f.shape[-1] for f in feats] == reductions
+    assert backbone.feature_info.channels() == channels and backbone.feature_info.reduction() == reductions
+    model = sknet.create_model(name).eval()
+    model.load_state_dict(backbone.state_dict(), strict=False)
+    with torch.no_grad():
+        for a, b in zip(model.forward_stages(x), backbone(x), strict=True):
+            torch.testing.assert_close(a, b)
 
 
 def test_backbone_feeds_torchvision_fpn_and_loads_classifier_weights(tmp_path):

@@ -80,6 +80,16 @@ class BottleneckNet(nn.Module):
             x = self.head_conv(x)
         return x
 
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(N, in_chans, H, W) → every stage's output (C2–C5 for the ImageNet ResNeXts), see feature_info."""
+        check_image_batch(x, self.in_chans, type(self).__name__)
+        x = self.stem(x)
+        outputs = []
+        for stage in self.stages():
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(self.global_pool(x).flatten(1)))
 

@@ -13,6 +13,16 @@ from sknet.layers.checks import check_image_batch
 from sknet.models.base import BottleneckNet
 
 
+class FeatureInfo(list):
+    """The outputs' descriptions (dicts with num_chs, reduction, module), with timm's accessors."""
+
+    def channels(self) -> list[int]:
+        return [int(info["num_chs"]) for info in self]
+
+    def reduction(self) -> list[int]:
+        return [int(info["reduction"]) for info in self]
+
+
 class FeatureExtractor(nn.Module):
     """(N, in_chans, H, W) → [stage outputs at `out_indices`], stage i shaped (N, channels[i], H/r_i, W/r_i).
 
@@ -34,17 +44,17 @@ class FeatureExtractor(nn.Module):
         for name in self.stage_names:
             self.add_module(name, getattr(model, name))
         self.out_indices = indices
-        self.feature_info = [dict(model.feature_info[i]) for i in indices]
+        self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in indices)
         first = getattr(model, "first_stage_index", 2)
         self.names = [f"C{first + i}" for i in indices]
 
     @property
     def channels(self) -> list[int]:
-        return [int(info["num_chs"]) for info in self.feature_info]
+        return self.feature_info.channels()
 
     @property
     def reductions(self) -> list[int]:
-        return [int(info["reduction"]) for info in self.feature_info]
+        return self.feature_info.reduction()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_image_batch(x, self.in_chans, type(self).__name__)
