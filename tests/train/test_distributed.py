@@ -67,3 +67,63 @@ def test_two_process_gloo_matches_one_process_with_same_global_batch(tmp_path):
     assert one[0] == pytest.approx(two[0], rel=1e-2)
     assert (tmp_path / "two" / "model.safetensors").is_file()
     assert not (tmp_path / "two" / "rank1").exists()
+
+
+NAN_ON_RANK_1 = """
+import os, sys
+from sknet.train import trainer
+
+build = trainer.Trainer._build_model
+
+
+def build_with_fault(self):
+    model = build(self)
+    if int(os.environ.get("RANK", "0")) == 1:  # only this rank's loss turns NaN, from its 20th training step
+        calls = {"n": 0}
+
+        def poison(module, inputs, output):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] >= 20:
+                    return output * float("nan")
+            return None
+
+        model.register_forward_hook(poison)
+    return model
+
+
+trainer.Trainer._build_model = build_with_fault
+from sknet.cli.main import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp_path):
+    script = tmp_path / "faulty.py"
+    script.write_text(NAN_ON_RANK_1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        *COMMON,
+        "--batch-size",
+        "8",
+        "--output",
+        str(tmp_path / "run"),
+    ]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240)  # a deadlock would hang
+    assert result.returncode != 0
+    assert "the loss became nan at epoch 2" in result.stderr, result.stderr[-3000:]
+    from sknet.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert int(state["epoch"]) == 1 and all(
+        v.isfinite().all() for v in state["model"].values() if v.is_floating_point()
+    )
