@@ -19,6 +19,17 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path, title: str) -> Path:
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
 def _show_image(ax, image: torch.Tensor) -> None:
     """(C, H, W) normalised → displayed with its own min-max range."""
     img = image.float()
@@ -83,14 +94,7 @@ def plot_figure3(study: ScaleStudy, path: str | Path, units: Sequence[str] | Non
     ax.set_ylabel("mean attention difference\n(large − small kernel)", fontsize=8)
     ax.set_title(f"(c) all {study.num_images} images, mean ± std", fontsize=9)
     ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_figure4(study: ScaleStudy, path: str | Path, units: Sequence[str] | None = None, title: str = "") -> Path:
@@ -115,11 +119,4 @@ def plot_figure4(study: ScaleStudy, path: str | Path, units: Sequence[str] | Non
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(units) :]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)

@@ -57,6 +57,35 @@ class BlockConfig:
     def replace(self, **changes: object) -> BlockConfig:
         return replace(self, **changes)
 
+    def make_middle(
+        self,
+        channels: int,
+        stride: int = 1,
+        groups: int | None = None,
+        attn_dim: int | None = None,
+        act_layer: type[nn.Module] | None = nn.ReLU,
+    ) -> nn.Module:
+        """The 3×3 middle of a unit, (N, C, H, W) → (N, C, H/stride, W/stride): an SK convolution, or a plain
+        grouped conv + BN + `act_layer` (None: no activation). `groups` defaults to this config's; depthwise
+        families pass the channel count."""
+        groups = self.groups if groups is None else groups
+        if self.middle is Middle.SK:
+            return SKConv2d(
+                channels,
+                channels,
+                stride,
+                groups,
+                self.branches,
+                self.reduction,
+                self.min_dim,
+                self.aggregation,
+                attn_dim,
+            )
+        check_divisible("width", channels, groups)
+        if act_layer is None:
+            return ConvBNAct(channels, channels, 3, stride, groups=groups, act=False)
+        return ConvBNAct(channels, channels, 3, stride, groups=groups, act_layer=act_layer)
+
 
 class Bottleneck(nn.Module):
     """(N, in_channels, H, W) → (N, out_channels, ⌊(H − 1)/stride⌋ + 1, ⌊(W − 1)/stride⌋ + 1)."""
@@ -76,21 +105,7 @@ class Bottleneck(nn.Module):
         check_positive_int("stride", stride)
         self.in_channels = in_channels
         self.conv1 = ConvBNAct(in_channels, width, 1)
-        if config.middle is Middle.SK:
-            self.conv2: nn.Module = SKConv2d(
-                width,
-                width,
-                stride,
-                config.groups,
-                config.branches,
-                config.reduction,
-                config.min_dim,
-                config.aggregation,
-                attn_dim,
-            )
-        else:
-            check_divisible("width", width, config.groups)
-            self.conv2 = ConvBNAct(width, width, 3, stride, groups=config.groups)
+        self.conv2 = config.make_middle(width, stride, attn_dim=attn_dim)
         self.conv3 = ConvBNAct(width, out_channels, 1, act=False)
         self.se = SqueezeExcite(out_channels, config.se_reduction) if config.se_reduction else None
         self.downsample = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sknet.layers import BlockConfig, ConvBNAct, Middle, SKConv2d
+from sknet.layers import BlockConfig, ConvBNAct, Middle
 from sknet.layers.squeeze_excite import SqueezeExcite
 from sknet.models.base import BottleneckNet
 from sknet.models.registry import register_model
@@ -33,19 +33,7 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = in_channels * expansion
         self.expand = ConvBNAct(in_channels, hidden, 1, act_layer=nn.ReLU6) if expansion != 1 else nn.Identity()
-        if block.middle is Middle.SK:
-            self.depthwise = SKConv2d(
-                hidden,
-                hidden,
-                stride,
-                groups=hidden,
-                branches=block.branches,
-                reduction=block.reduction,
-                min_dim=block.min_dim,
-                aggregation=block.aggregation,
-            )
-        else:
-            self.depthwise = ConvBNAct(hidden, hidden, 3, stride, groups=hidden, act_layer=nn.ReLU6)
+        self.depthwise = block.make_middle(hidden, stride, groups=hidden, act_layer=nn.ReLU6)
         self.se = SqueezeExcite(hidden, block.se_reduction) if block.se_reduction else None
         self.project = ConvBNAct(hidden, out_channels, 1, act=False)
         self.use_residual = stride == 1 and in_channels == out_channels

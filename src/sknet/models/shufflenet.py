@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sknet.layers import Aggregation, BlockConfig, ConvBNAct, Middle, SKConv2d
+from sknet.layers import Aggregation, BlockConfig, ConvBNAct, Middle
 from sknet.layers.squeeze_excite import SqueezeExcite
 from sknet.models.base import BottleneckNet
 from sknet.models.registry import register_model
@@ -28,18 +28,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 def depthwise_middle(channels: int, stride: int, block: BlockConfig) -> nn.Module:
     """The 3×3 depthwise conv of a unit: plain (conv + BN, no ReLU, as ShuffleNetV2) or SK (groups = C)."""
-    if block.middle is Middle.SK:
-        return SKConv2d(
-            channels,
-            channels,
-            stride,
-            groups=channels,
-            branches=block.branches,
-            reduction=block.reduction,
-            min_dim=block.min_dim,
-            aggregation=block.aggregation,
-        )
-    return ConvBNAct(channels, channels, 3, stride, groups=channels, act=False)
+    return block.make_middle(channels, stride, groups=channels, act_layer=None)
 
 
 class ShuffleUnit(nn.Module):
