@@ -79,3 +79,12 @@ def test_convert_cli_errors_are_one_line(tmp_path, capsys):
     assert "no sknet model matches timm's 'vit_base'" in capsys.readouterr().err
     assert main(["convert", "--from", "timm", "resnext50_32x4d", "--out", str(tmp_path / "a.pt")]) == 2
     assert "--out must end in .safetensors" in capsys.readouterr().err
+
+
+def test_a_state_of_another_timm_model_is_a_clear_error():
+    from sknet.convert.timm import convert_timm_state
+
+    with torch.device("meta"):
+        state = timm.create_model("resnext50_32x4d").state_dict()
+    with pytest.raises(sknet.CheckpointError, match="timm's skresnext50_32x4d weights does not fit this model"):
+        convert_timm_state(state, "sknet50")

@@ -86,16 +86,12 @@ def convert_timm_model(model: nn.Module, name: str) -> nn.Module:
 def convert_timm_state(timm_state: Mapping[str, torch.Tensor], name: str) -> nn.Module:
     """Our `name` model holding a timm state dict (e.g. read from a downloaded file), in eval mode."""
     from sknet.models import create_model
+    from sknet.train.checkpoint import load_state_into
 
     state = from_timm_state(timm_state)
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else None
     ours = create_model(name, num_classes=num_classes)
-    missing, unexpected = ours.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"timm's weights do not fit {name}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
+    load_state_into(ours, state, f"timm's {TIMM_MODELS.get(name, 'model')} weights")
     return ours.eval()
 
 

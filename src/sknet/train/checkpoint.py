@@ -84,14 +84,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
     atomic_write(digest_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
 
 
-def _verify(path: Path) -> None:
+def _verify(path: Path, data: bytes) -> None:
     sidecar = digest_path(path)
     if not sidecar.is_file():
         return  # written before checksums, or the crash came between the file and its sidecar
     fields = sidecar.read_text().split()
     expected = fields[0] if fields else ""
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    if actual != expected:
+    if hashlib.sha256(data).hexdigest() != expected:
         raise CheckpointError(f"{path} fails its checksum ({sidecar.name}): the file is corrupt or truncated")
 
 
@@ -115,9 +114,10 @@ def load_checkpoint(path: str | Path, fallback: bool = False) -> dict[str, Any]:
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    _verify(path)
+    data = path.read_bytes()  # read once: checksummed, then unpickled from memory
+    _verify(path, data)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
         if "GLOBAL" in text or "global" in text:  # a pickle that names code to import and run
