@@ -77,3 +77,68 @@ def test_lean_path_not_used_in_eval_no_grad_or_autocast():
         assert not lean_path_ok(layer.paths, x)
     layer.eval()
     assert not lean_path_ok(layer.paths, x)
+
+
+def _grads(layer, x, grad, forward=None):
+    layer = copy.deepcopy(layer)
+    x = x.detach().clone().requires_grad_(True)
+    out = (forward or layer)(layer, x) if forward else layer(x)
+    out.backward(grad)
+    return out.detach(), [x.grad] + [p.grad for p in layer.parameters()]
+
+
+def _small_layer():
+    torch.manual_seed(1)
+    layer = SKConv2d(16, 32, groups=4, min_dim=8).double().train()
+    _randomise_bn(layer)
+    x = torch.randn(3, 16, 9, 9, dtype=torch.double)
+    grad = torch.randn(3, 32, 9, 9, dtype=torch.double)
+    return layer, x, grad
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_lean_path_under_activation_checkpointing(use_reentrant):
+    from torch.utils.checkpoint import checkpoint
+
+    layer, x, grad = _small_layer()
+    out, want = _grads(layer, x, grad)
+    got_out, got = _grads(layer, x, grad, lambda m, xi: checkpoint(m, xi, use_reentrant=use_reentrant))
+    torch.testing.assert_close(got_out, out, rtol=0, atol=0)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_lean_path_with_frozen_attention(monkeypatch):
+    layer, x, grad = _small_layer()
+    for p in [*layer.fuse.parameters(), *layer.select.parameters()]:
+        p.requires_grad_(False)
+    _, got = _grads(layer, x, grad)
+    with monkeypatch.context() as m:
+        _standard(m)
+        _, want = _grads(layer, x, grad)
+    # x and the paths still get gradients through the (frozen) attention; the frozen ones get none
+    for g, w in zip(got, want, strict=True):
+        if w is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    assert all(p.grad is None for p in [*layer.fuse.parameters(), *layer.select.parameters()])
+
+
+def test_lean_path_accumulates_into_grad_and_records_attention():
+    from sknet.analysis import record_attention
+
+    layer, x, grad = _small_layer()
+    layer = copy.deepcopy(layer)
+    with record_attention(layer) as recorder:
+        out = layer(x)
+    ((out * grad).sum() * 2).backward()
+    twice = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    layer(x).backward(grad)
+    layer(x).backward(grad)
+    for g, w in zip((p.grad for p in layer.parameters()), twice, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    (attention,) = next(iter(recorder.records.values()))
+    assert attention.shape == (3, 2, 32)
+    torch.testing.assert_close(attention.sum(1), torch.ones(3, 32, dtype=torch.double))

@@ -22,7 +22,7 @@ from sknet.errors import ConfigError, InputShapeError
 from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int, parse_enum
 from sknet.layers.conv_bn_act import ConvBNAct
 from sknet.layers.select import select_paths
-from sknet.layers.sk_recompute import lean_path_ok, lean_paths_forward
+from sknet.layers.sk_recompute import lean_path_ok, sk_train_forward
 
 
 class Aggregation(str, enum.Enum):
@@ -235,8 +235,7 @@ class SKConv2d(nn.Module):
                 )
             if lean_path_ok(self.paths, x):
                 # Keep only the path conv outputs for backward; ReLU(BN(·)) is recomputed (sk_recompute).
-                s, select = lean_paths_forward(self.paths, x)
-                return select(self.select(self.fuse(s)), True)
+                return sk_train_forward(self, x)
         outs = [path(x) for path in self.paths]
         if self.select is None:
             # Plain-sum baseline (Table 7): no stacking, just accumulate.

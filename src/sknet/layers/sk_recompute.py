@@ -1,11 +1,19 @@
-"""Memory-lean training path of the SK Split/Fuse/Select steps.
+"""Memory-lean, pass-lean training path of the SK Split/Fuse/Select steps (eager mode).
 
 A straightforward SK layer keeps, per path, the conv output (for BN's backward) *and* the ReLU output
 (for ReLU's and the weighted sum's backward): 2·M feature maps per unit where ResNeXt keeps 2. Here each
 path keeps only its conv output c_m and BN's per-channel batch statistics; u_m = ReLU(BN(c_m)) is computed
-once in forward and recomputed, one elementwise pass, in backward. Gradients are exactly those of
-BN → ReLU → (pool, weighted sum): BN's backward is linear in its incoming gradient, so each of the two
-consumers of u_m (the pooled descriptor and the weighted sum) applies it and autograd adds the results.
+once in forward and recomputed, one elementwise pass, in backward.
+
+Everything between the path convolutions and V — BN, ReLU, pooling, the Fuse/Select attention and the
+weighted sum — is one autograd node (:class:`_SKTail`), so backward is planned as a whole instead of
+node by node. Per path it makes one pass over the feature map fewer for each of:
+  - the pooled descriptor's gradient: dL/ds / HW is broadcast into the ReLU gradient inside the same
+    elementwise pass as a_m ⊙ dV (autograd would materialise it as a full map and then add it);
+  - u_m is recomputed once and serves both dA = Σ_HW dV ⊙ u_m and the ReLU mask.
+The small attention subgraph (Fuse: W, BN, ReLU; Select: A, softmax) is run through autograd inside the
+node (its parameters are the node's inputs, so their gradients arrive like any other, DDP included).
+Gradients are exactly those of the plain composition (tests compare both in float64).
 """
 
 from __future__ import annotations
@@ -34,100 +42,131 @@ def bn_train_forward(c: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor,
         return _BN_FORWARD(c, bn.weight, bn.bias, bn.running_mean, bn.running_var, True, momentum, bn.eps)
 
 
-def _preact(c: torch.Tensor, weight, bias, mean, invstd) -> torch.Tensor:
-    """BN(c) with batch statistics: (c − mean)·invstd·γ + β."""
+def _bn_relu(c: torch.Tensor, weight, bias, mean, invstd) -> torch.Tensor:
+    """ReLU(BN(c)) with given batch statistics: max((c − mean)·invstd·γ + β, 0), two passes, no autograd."""
     scale = (invstd * weight).view(1, -1, 1, 1)
     shift = (bias - mean * invstd * weight).view(1, -1, 1, 1)
-    return torch.addcmul(shift, c, scale)
+    return torch.addcmul(shift, c, scale).clamp_min_(0)
 
 
-class _BNReLU(torch.autograd.Function):
-    """u = ReLU(BN_train(c)); keeps c and the batch statistics, not u. Returns (u, mean, invstd)."""
+class _SKTail(torch.autograd.Function):
+    """(c_1..c_M, γ_m, β_m, attention parameters) → V = Σ_m a_m ⊙ ReLU(BN_m(c_m)), a = select(fuse(s)).
 
-    @staticmethod
-    def forward(ctx, c, weight, bias, bn: nn.BatchNorm2d):
-        out, mean, invstd = bn_train_forward(c, bn)
-        u = out.clamp_min_(0)
-        ctx.save_for_backward(c, weight, bias, mean, invstd)
-        ctx.eps = bn.eps
-        ctx.mark_non_differentiable(mean, invstd)
-        return u, mean, invstd
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_u, _grad_mean, _grad_invstd):
-        c, weight, bias, mean, invstd = ctx.saved_tensors
-        grad_z = _RELU_BACKWARD(grad_u, _preact(c, weight, bias, mean, invstd), 0)
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-        grad_c, grad_w, grad_b = _BN_BACKWARD(grad_z, c, weight, None, None, mean, invstd, True, ctx.eps, mask)
-        return grad_c, grad_w, grad_b, None
-
-
-class _SelectRecompute(torch.autograd.Function):
-    """V = Σ_m a_m ⊙ u_m. Takes u_m as inputs (their gradient a_m ⊙ dV flows to _BNReLU) but keeps
-    only c_m and BN statistics, recomputing u_m for the attention gradient Σ_HW dV ⊙ u_m."""
-
-    @staticmethod
-    def forward(ctx, attention, normalized, *tensors):
-        m = attention.shape[1]
-        us, cs, ws, bs, means, invstds = (tensors[i * m : (i + 1) * m] for i in range(6))
-        ctx.save_for_backward(attention, *cs, *ws, *bs, *means, *invstds)
-        ctx.m = m
-        return weighted_sum(tuple(us), attention, normalized)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_v):
-        m = ctx.m
-        attention, *rest = ctx.saved_tensors
-        cs, ws, bs, means, invstds = (rest[i * m : (i + 1) * m] for i in range(5))
-        if select_triton.use_triton(tuple(cs), attention):  # CUDA: dU and dA in one fused pass
-            us = tuple(_preact(cs[i], ws[i], bs[i], means[i], invstds[i]).clamp_min_(0) for i in range(m))
-            grad_a, grad_us = select_triton.select_backward(grad_v, us, attention)
-            return (grad_a, None, *grad_us, *([None] * (5 * m)))
-        grad_a = None
-        if ctx.needs_input_grad[0]:
-            grad_a = torch.stack(
-                [
-                    (grad_v * _preact(cs[i], ws[i], bs[i], means[i], invstds[i]).clamp_min_(0)).sum((2, 3))
-                    for i in range(m)
-                ],
-                dim=1,
-            )
-        grad_us = [grad_v * attention[:, i, :, None, None] if ctx.needs_input_grad[2 + i] else None for i in range(m)]
-        return (grad_a, None, *grad_us, *([None] * (5 * m)))
-
-
-def lean_paths_forward(paths: nn.ModuleList, x: torch.Tensor):
-    """Every path's conv → BN (training statistics) → ReLU, keeping only conv outputs for backward.
-
-    Returns (pooled descriptor s (N, C, 1, 1), a function V = select(attention, normalized)).
+    Saves c_m and the BN batch statistics; the attention subgraph (N·C-sized tensors) is kept as built.
     """
-    us, cs, ws, bs, means, invstds = [], [], [], [], [], []
-    s = None
-    for path in paths:
-        c = path.conv(x)
-        bn = path.bn
-        u, mean, invstd = _BNReLU.apply(c, bn.weight, bn.bias, bn)
-        # Fuse: mean(Σ U_m) = Σ mean(U_m); the mean's backward keeps nothing.
-        pooled = u.mean((2, 3), keepdim=True)
-        s = pooled if s is None else s + pooled
-        for store, value in zip(
-            (us, cs, ws, bs, means, invstds), (u, c, bn.weight, bn.bias, mean, invstd), strict=True
-        ):
-            store.append(value)
 
-    def select(attention: torch.Tensor, normalized: bool) -> torch.Tensor:
-        return _SelectRecompute.apply(attention, normalized, *us, *cs, *ws, *bs, *means, *invstds)
+    @staticmethod
+    def forward(ctx, sk: nn.Module, m: int, *tensors: torch.Tensor) -> torch.Tensor:
+        cs, weights, biases = tensors[:m], tensors[m : 2 * m], tensors[2 * m : 3 * m]
+        us, stats = [], []
+        s = None
+        for c, path in zip(cs, sk.paths, strict=True):
+            out, mean, invstd = bn_train_forward(c, path.bn)
+            u = out.clamp_min_(0)
+            us.append(u)
+            stats += [mean, invstd]
+            # Fuse: mean(Σ U_m) = Σ mean(U_m): pool each path, never materialise U.
+            pooled = u.mean((2, 3), keepdim=True)
+            s = pooled if s is None else s.add_(pooled)
+        # The attention subgraph runs through autograd, from a leaf standing in for s, so that backward
+        # can ask it for dL/ds and the attention parameters' gradients (forward hooks on sk.select fire).
+        with torch.enable_grad():
+            s_leaf = s.detach().requires_grad_(True)
+            attention = sk.select(sk.fuse(s_leaf))
+        ctx.save_for_backward(*cs, *weights, *biases, *stats, *tensors[3 * m :])
+        ctx.graph = (s_leaf, attention)
+        ctx.m = m
+        ctx.eps = [path.bn.eps for path in sk.paths]
+        return weighted_sum(tuple(us), attention.detach(), True)
 
-    return s, select
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_v: torch.Tensor):
+        m = ctx.m
+        saved = ctx.saved_tensors
+        cs, weights, biases = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m]
+        means, invstds, attn_params = saved[3 * m : 5 * m : 2], saved[3 * m + 1 : 5 * m : 2], saved[5 * m :]
+        need_c, need_w, need_b = (ctx.needs_input_grad[2 + k * m : 2 + (k + 1) * m] for k in range(3))
+        need_attn = ctx.needs_input_grad[2 + 3 * m :]
+        s_leaf, attention = ctx.graph
+        ctx.graph = None
+        a = attention.detach()
+        us = [_bn_relu(cs[i], weights[i], biases[i], means[i], invstds[i]) for i in range(m)]
+
+        # Select: dA_m = Σ_HW dV ⊙ u_m and a_m ⊙ dV (one fused pass on CUDA). On CPUs a fresh feature map
+        # costs more than a pass over one (page faults), so one scratch map serves every product below.
+        grad_us = scratch = None
+        if select_triton.use_triton(tuple(us), a):
+            grad_a, grad_us = select_triton.select_backward(grad_v, tuple(us), a)
+        else:
+            scratch = torch.empty_like(cs[0])
+            grad_a = torch.stack([torch.mul(grad_v, u, out=scratch).sum((2, 3)) for u in us], dim=1)
+
+        # Fuse/Select attention subgraph: dL/ds and the attention parameters' gradients.
+        wanted = [p for p, need in zip(attn_params, need_attn, strict=True) if need]
+        grad_s, grad_wanted = None, [None] * len(wanted)
+        if attention.requires_grad:
+            grad_s, *grad_wanted = torch.autograd.grad(attention, [s_leaf, *wanted], grad_a, allow_unused=True)
+        grad_wanted = iter(grad_wanted)
+        grad_attn = [next(grad_wanted) if need else None for need in need_attn]
+
+        grad_cs, grad_ws, grad_bs = [None] * m, [None] * m, [None] * m
+        pool_grad = None if grad_s is None else grad_s / (grad_v.shape[2] * grad_v.shape[3])
+        for i in range(m):
+            mask = [need_c[i], need_w[i], need_b[i]]
+            if not any(mask):
+                continue
+            # dL/du_m = a_m ⊙ dV + (dL/ds)/HW (the pooled descriptor's gradient, broadcast), one pass.
+            if grad_us is not None:
+                grad_u = grad_us[i] if pool_grad is None else grad_us[i].add_(pool_grad)
+            elif pool_grad is None:
+                grad_u = torch.mul(grad_v, a[:, i, :, None, None], out=scratch)
+            else:
+                grad_u = torch.addcmul(pool_grad, grad_v, a[:, i, :, None, None], out=scratch)
+            grad_z = _RELU_BACKWARD.grad_input(grad_u, us[i], 0, grad_input=grad_u)  # ReLU mask, in place
+            # dL/dc_m is written over the recomputed u_m, which is not needed any more.
+            grad_c, grad_w, grad_b = _BN_BACKWARD.out(
+                grad_z,
+                cs[i],
+                weights[i],
+                None,
+                None,
+                means[i],
+                invstds[i],
+                True,
+                ctx.eps[i],
+                mask,
+                out0=us[i],
+                out1=torch.empty_like(weights[i]),
+                out2=torch.empty_like(weights[i]),
+            )
+            us[i] = None
+            grad_cs[i] = grad_c if need_c[i] else None
+            grad_ws[i] = grad_w if need_w[i] else None
+            grad_bs[i] = grad_b if need_b[i] else None
+        return (None, None, *grad_cs, *grad_ws, *grad_bs, *grad_attn)
+
+
+def sk_train_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """V of an SK layer in training (eager autograd), keeping only the path conv outputs for backward.
+
+    `sk` is an SKConv2d with attention (its `paths`, `fuse`, `select`); check :func:`lean_path_ok` first.
+    """
+    cs = [path.conv(x) for path in sk.paths]
+    weights = [path.bn.weight for path in sk.paths]
+    biases = [path.bn.bias for path in sk.paths]
+    attn_params = [*sk.fuse.parameters(), *sk.select.parameters()]
+    return _SKTail.apply(sk, len(cs), *cs, *weights, *biases, *attn_params)
 
 
 def lean_path_ok(paths: nn.ModuleList, x: torch.Tensor) -> bool:
-    """The lean path applies to plain BatchNorm2d paths in training, fp32/fp64 without autocast, one eps."""
-    if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+    """The lean path applies to plain BatchNorm2d paths in eager training, fp32/fp64 without autocast.
+
+    Under torch.compile the plain composition is used instead: the compiler fuses its elementwise passes
+    and chooses what to recompute itself.
+    """
+    if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
         return False
-    eps = None
     for path in paths:
         bn = getattr(path, "bn", None)
         if type(bn) is not nn.BatchNorm2d or not bn.training or not bn.affine or not bn.track_running_stats:
@@ -136,7 +175,4 @@ def lean_path_ok(paths: nn.ModuleList, x: torch.Tensor) -> bool:
             return False
         if bn.weight.dtype != x.dtype or x.dtype not in (torch.float32, torch.float64):
             return False
-        if eps is not None and bn.eps != eps:
-            return False
-        eps = bn.eps
     return True
