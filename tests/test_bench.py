@@ -28,3 +28,18 @@ def test_saved_activation_memory_is_measured_and_ratios_computed():
     assert sk.saved_mib > plain.saved_mib > 0
     r = ratios(results)
     assert 1.0 < r["sk / plain (activation memory)"] < 2.5
+
+
+def test_sk_unit_benchmark_smoke(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sk_unit.py"
+    spec = importlib.util.spec_from_file_location("sk_unit_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--scale", "8", "--repeats", "1", "--batch-size", "2"])
+    out = capsys.readouterr().out
+    assert out.count("SK (sknet) / sum:") == 3
+    for name in ("grouped 3×3", "3×3 + 3×3 d2, sum", "SK, plain autograd", "SK (sknet)"):
+        assert out.count(name) >= 3
