@@ -3,7 +3,7 @@
     python benchmarks/run.py                      # both modes, CPU, fp32, 7 rounds
     python benchmarks/run.py --device cuda --repeats 20 -- --dtype bf16
 
-Writes benchmarks/results/<date>-<device>.json and prints the ratios.
+Writes benchmarks/results/<date>-<device>[-<run>].json and prints the ratios.
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ def main() -> int:
     report["date"] = datetime.date.today().isoformat()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{report['date']}-{args.device}.json"
+    index = 2
+    while path.exists():  # keep earlier reports of the same day: RESULTS.md cites them
+        path = args.out / f"{report['date']}-{args.device}-{index}.json"
+        index += 1
     path.write_text(json.dumps(report, indent=2))
     for run in report["runs"]:
         print(f"{run['mode']} (batch {run['batch']}, {run['resolution']} px, {run['dtype']}):")

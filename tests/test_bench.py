@@ -30,6 +30,17 @@ def test_saved_activation_memory_is_measured_and_ratios_computed():
     assert 1.0 < r["sk / plain (activation memory)"] < 2.5
 
 
+def test_two_baselines_give_a_noise_control_ratio():
+    from sknet.bench import BenchResult
+
+    def result(label, role, speed):
+        return BenchResult(label, role, "train", "nchw", speed, [1.0], None, None)
+
+    r = ratios([result("sk", "sk", 3.0), result("a", "baseline", 4.0), result("b", "baseline", 5.0)])
+    assert r["a / b (same network: run noise)"] == 0.8
+    assert r["sk / b (speed)"] == 0.6
+
+
 def test_sk_unit_benchmark_smoke(capsys):
     import importlib.util
     from pathlib import Path

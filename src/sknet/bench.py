@@ -241,6 +241,10 @@ def ratios(results: list[BenchResult]) -> dict[str, float]:
                 out[f"{r.label} / {ours.label} (activation memory)"] = r.saved_mib / ours.saved_mib
         for p in peers:
             out[f"{r.label} / {p.label} (speed)"] = r.images_per_s / p.images_per_s
+    if len(baselines) >= 2:
+        # Two builds of one network: any distance from 1.000× is this run's noise, read the others with it.
+        first, second = baselines[:2]
+        out[f"{first.label} / {second.label} (same network: run noise)"] = first.images_per_s / second.images_per_s
     for p in peers:
         if fastest is not None:
             out[f"{p.label} / {fastest.label} (speed)"] = p.images_per_s / fastest.images_per_s
