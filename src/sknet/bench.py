@@ -151,6 +151,9 @@ class _Runner:
         return torch.cuda.max_memory_allocated(self.device) - base
 
 
+_FORMAT_TRIALS = 3  # timed steps per memory format when choosing a model's format
+
+
 def run_bench(
     mode: str = "inference",
     batch: int = 8,
@@ -183,21 +186,23 @@ def run_bench(
     if mode == "train":
         candidates = [c for c in candidates if not c.fused]
 
-    # 1. Choose each model's faster memory format with a short trial.
+    # 1. Choose each model's faster memory format: the formats' trial steps alternate (a burst of noise on
+    #    a shared machine then hits both), the fastest of three steps per format decides.
     runners: list[_Runner] = []
     for cand in candidates:
-        best, best_time = None, float("inf")
-        for fmt in formats:
-            runner = _Runner(cand, mode, fmt, batch, size, dtypes[dtype], dev, compile_model)
+        trials = [_Runner(cand, mode, fmt, batch, size, dtypes[dtype], dev, compile_model) for fmt in formats]
+        for runner in trials:
             for _ in range(warmup + 1):
-                trial = runner.step()
-            trial = min(trial, runner.step())
-            say(f"{cand.label} [{mode}, {fmt}]: {1000 * trial:.0f} ms/step")
-            if trial < best_time:
-                best, best_time = runner, trial
-            else:
-                del runner
-        runners.append(best)
+                runner.step()
+        best_times = [float("inf")] * len(trials)
+        for _ in range(_FORMAT_TRIALS if len(trials) > 1 else 0):
+            for i, runner in enumerate(trials):
+                best_times[i] = min(best_times[i], runner.step())
+        for runner, trial in zip(trials, best_times, strict=True):
+            if len(trials) > 1:
+                say(f"{cand.label} [{mode}, {runner.fmt}]: {1000 * trial:.0f} ms/step")
+        runners.append(trials[best_times.index(min(best_times))])
+        del trials
 
     # 2. Interleaved rounds.
     times: list[list[float]] = [[] for _ in runners]
