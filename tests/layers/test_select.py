@@ -11,6 +11,14 @@ def test_select_paths_gradcheck(m):
     assert torch.autograd.gradcheck(lambda a, *p: select_paths(p, a), (attention, *paths))
 
 
+@pytest.mark.parametrize("m", [2, 3])
+def test_select_paths_second_order_gradients(m):
+    # Hessian-vector products and gradient penalties differentiate the backward itself.
+    paths = [torch.randn(2, 3, 2, 3, dtype=torch.double, requires_grad=True) for _ in range(m)]
+    attention = torch.rand(2, m, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a, *p: select_paths(p, a), (attention, *paths))
+
+
 def test_select_paths_value_and_no_grad_path():
     paths = [torch.randn(2, 3, 4, 4) for _ in range(3)]
     attention = torch.softmax(torch.randn(2, 3, 3), 1)

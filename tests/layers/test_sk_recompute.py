@@ -142,3 +142,54 @@ def test_lean_path_accumulates_into_grad_and_records_attention():
     (attention,) = next(iter(recorder.records.values()))
     assert attention.shape == (3, 2, 32)
     torch.testing.assert_close(attention.sum(1), torch.ones(3, 32, dtype=torch.double))
+
+
+def _hessian_vector_product(layer, x, grad):
+    """Gradient of Σ (dL/dθ)² with respect to x and θ, where L = <layer(x), grad> (needs create_graph)."""
+    x = x.detach().clone().requires_grad_(True)
+    params = list(layer.parameters())
+    first = torch.autograd.grad((layer(x) * grad).sum(), [x, *params], create_graph=True)
+    return torch.autograd.grad(sum((g * g).sum() for g in first), [x, *params])
+
+
+def test_lean_path_second_order_gradients_equal_standard_path(monkeypatch):
+    from sknet.analysis import record_attention
+
+    layer, x, grad = _small_layer()
+    lean, standard = copy.deepcopy(layer), copy.deepcopy(layer)
+    with record_attention(lean) as recorder:
+        got = _hessian_vector_product(lean, x, grad)
+    with monkeypatch.context() as m:
+        _standard(m)
+        want = _hessian_vector_product(standard, x, grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+    # The replay inside backward updates no running statistics and fires no forward hooks.
+    for a, b in zip(lean.buffers(), standard.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [len(r) for r in recorder.records.values()] == [1]
+
+
+def test_lean_path_gradgradcheck():
+    torch.manual_seed(2)
+    layer = SKConv2d(4, 8, groups=2, min_dim=4).double().train()
+    _randomise_bn(layer)
+    x = torch.randn(3, 4, 3, 3, dtype=torch.double, requires_grad=True)
+    select_weight = layer.select.fc.weight.detach().clone().requires_grad_(True)
+    bn_weight = layer.paths[1].bn.weight.detach().clone().requires_grad_(True)
+
+    def forward(xi, w_select, w_bn):
+        params = {"select.fc.weight": w_select, "paths.1.bn.weight": w_bn}
+        return torch.func.functional_call(layer, params, (xi,), strict=False)
+
+    assert torch.autograd.gradgradcheck(forward, (x, select_weight, bn_weight))
+
+
+def test_lean_path_backward_twice_with_retained_graph():
+    layer, x, grad = _small_layer()
+    out = layer(x)
+    out.backward(grad, retain_graph=True)
+    once = [p.grad.clone() for p in layer.parameters()]
+    out.backward(grad)
+    for p, g in zip(layer.parameters(), once, strict=True):
+        torch.testing.assert_close(p.grad, 2 * g, rtol=1e-12, atol=1e-12)

@@ -8,7 +8,6 @@ only what it needs: the path outputs (already kept by their ReLUs) and the small
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from sknet.kernels import select_triton
 
@@ -34,10 +33,11 @@ class _SelectPaths(torch.autograd.Function):
         return weighted_sum(paths, attention, normalized)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         attention, *paths = ctx.saved_tensors
-        if select_triton.use_triton(tuple(paths), attention):
+        # With create_graph=True grad mode is on here and the plain ops below are recorded, so higher-order
+        # gradients work; the Triton kernel is used only for first-order backward.
+        if not torch.is_grad_enabled() and select_triton.use_triton(tuple(paths), attention):
             grad_attention, grad_paths = select_triton.select_backward(grad_out, tuple(paths), attention)
             return (grad_attention, None, *grad_paths)
         weights = attention[..., None, None]

@@ -13,14 +13,16 @@ node by node. Per path it makes one pass over the feature map fewer for each of:
   - u_m is recomputed once and serves both dA = Σ_HW dV ⊙ u_m and the ReLU mask.
 The small attention subgraph (Fuse: W, BN, ReLU; Select: A, softmax) is run through autograd inside the
 node (its parameters are the node's inputs, so their gradients arrive like any other, DDP included).
-Gradients are exactly those of the plain composition (tests compare both in float64).
+Gradients are exactly those of the plain composition (tests compare both in float64). Higher-order
+gradients (``create_graph=True``: Hessian-vector products, gradient penalties) replay the plain composition
+inside backward, so they work too, at the plain path's cost; ``retain_graph=True`` works as usual.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from sknet.kernels import select_triton
 from sknet.layers.select import weighted_sum
@@ -75,21 +77,23 @@ class _SKTail(torch.autograd.Function):
             attention = sk.select(sk.fuse(s_leaf))
         ctx.save_for_backward(*cs, *weights, *biases, *stats, *tensors[3 * m :])
         ctx.graph = (s_leaf, attention)
+        ctx.sk = sk
         ctx.m = m
         ctx.eps = [path.bn.eps for path in sk.paths]
         return weighted_sum(tuple(us), attention.detach(), True)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_v: torch.Tensor):
         m = ctx.m
         saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: backward itself must be differentiable
+            return (None, None, *_replay_backward(ctx, saved, grad_v))
         cs, weights, biases = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m]
         means, invstds, attn_params = saved[3 * m : 5 * m : 2], saved[3 * m + 1 : 5 * m : 2], saved[5 * m :]
         need_c, need_w, need_b = (ctx.needs_input_grad[2 + k * m : 2 + (k + 1) * m] for k in range(3))
         need_attn = ctx.needs_input_grad[2 + 3 * m :]
+        # Kept (not cleared) so that a second backward through a retained graph works: it is N·C-sized.
         s_leaf, attention = ctx.graph
-        ctx.graph = None
         a = attention.detach()
         us = [_bn_relu(cs[i], weights[i], biases[i], means[i], invstds[i]) for i in range(m)]
 
@@ -106,7 +110,9 @@ class _SKTail(torch.autograd.Function):
         wanted = [p for p, need in zip(attn_params, need_attn, strict=True) if need]
         grad_s, grad_wanted = None, [None] * len(wanted)
         if attention.requires_grad:
-            grad_s, *grad_wanted = torch.autograd.grad(attention, [s_leaf, *wanted], grad_a, allow_unused=True)
+            grad_s, *grad_wanted = torch.autograd.grad(
+                attention, [s_leaf, *wanted], grad_a, retain_graph=True, allow_unused=True
+            )
         grad_wanted = iter(grad_wanted)
         grad_attn = [next(grad_wanted) if need else None for need in need_attn]
 
@@ -145,6 +151,29 @@ class _SKTail(torch.autograd.Function):
             grad_ws[i] = grad_w if need_w[i] else None
             grad_bs[i] = grad_b if need_b[i] else None
         return (None, None, *grad_cs, *grad_ws, *grad_bs, *grad_attn)
+
+
+def _replay_backward(ctx, saved: tuple[torch.Tensor, ...], grad_v: torch.Tensor) -> list[torch.Tensor | None]:
+    """Gradients of the tail through the plain, differentiable composition (for create_graph=True).
+
+    BN uses the batch statistics without touching the running ones (the fuse step updates copies), and
+    forward hooks on `select` (record_attention) do not see the batch twice.
+    """
+    m, sk = ctx.m, ctx.sk
+    cs, weights, biases, attn_params = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m], saved[5 * m :]
+    inputs = [*cs, *weights, *biases, *attn_params]
+    wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[2:], strict=True) if need]
+    us = [
+        F.batch_norm(c, None, None, w, b, training=True, eps=eps).relu()
+        for c, w, b, eps in zip(cs, weights, biases, ctx.eps, strict=True)
+    ]
+    s = sum(u.mean((2, 3), keepdim=True) for u in us)
+    # Running statistics go to copies; calling select's .forward skips its hooks.
+    buffers = {name: b.clone() for name, b in sk.fuse.named_buffers()}
+    attention = sk.select.forward(torch.func.functional_call(sk.fuse, buffers, (s,), strict=False))
+    v = sum(u * attention[:, i, :, None, None] for i, u in enumerate(us))
+    grads = iter(torch.autograd.grad(v, wanted, grad_v, create_graph=True, allow_unused=True))
+    return [next(grads) if need else None for need in ctx.needs_input_grad[2:]]
 
 
 def sk_train_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
