@@ -1,4 +1,5 @@
-"""Deployment export: the fused inference graph (every BN folded) as ONNX or TorchScript, dynamic batch."""
+"""Deployment export: the fused inference graph (every BN folded) as ONNX, a torch.export program (.pt2) or
+TorchScript, with a dynamic batch dimension."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sknet.layers.checks import parse_enum
 
 class ExportFormat(str, enum.Enum):
     ONNX = "onnx"
+    PT2 = "pt2"  # torch.export's ExportedProgram: the successor of TorchScript
     TORCHSCRIPT = "torchscript"
 
     @classmethod
@@ -34,7 +36,9 @@ def export_model(
     """Write `model` (a copy, BN folded, eval mode) for inputs (batch, *input_size), any batch size.
 
     ONNX: input "images", output "logits", dynamic axis 0 (needs the `onnx` and `onnxscript` packages).
-    TorchScript: a traced module for ``torch.jit.load``.
+    pt2: a ``torch.export`` ExportedProgram; ``torch.export.load(path).module()`` gives a callable module
+    that checks its input's channels and size (the batch is free).
+    TorchScript: a traced module for ``torch.jit.load`` (torch.jit is deprecated since torch 2.14).
     """
     fmt = ExportFormat.parse(fmt)
     if len(input_size) != 3 or any(int(v) < 1 for v in input_size):
@@ -57,6 +61,11 @@ def export_model(
     except ImportError:
         raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'sknet[export]'") from None
     batch = torch.export.Dim("batch", min=1)
+    if fmt is ExportFormat.PT2:
+        with torch.no_grad():
+            program = torch.export.export(fused, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
+        return path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -31,6 +31,19 @@ def test_onnx_export_matches_pytorch_with_a_dynamic_batch(model, tmp_path):
         assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+def test_pt2_export_matches_pytorch_with_a_dynamic_batch(model, tmp_path):
+    path = export_model(model, tmp_path / "m.pt2", "pt2", (1, 28, 28))
+    program = torch.export.load(str(path))
+    assert not any("batch_norm" in str(node.target) for node in program.graph.nodes)  # the fused graph
+    loaded = program.module()
+    for batch in (1, 5):
+        x = torch.randn(batch, 1, 28, 28)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="size"):  # the program guards its input's channels
+        loaded(torch.randn(2, 3, 28, 28))
+
+
 def test_torchscript_export(model, tmp_path):
     path = export_model(model, tmp_path / "m.pt", "torchscript", (1, 28, 28))
     loaded = torch.jit.load(str(path))
@@ -45,6 +58,9 @@ def test_export_cli(tmp_path, capsys):
         main(["export", "--model", "sknet_tiny", "--format", "torchscript", "--out", str(tmp_path / "a.pt"), "--check"])
         == 0
     )
+    assert "check: batch 3" in capsys.readouterr().out
+    pt2 = ["export", "--model", "sknet_tiny", "--format", "pt2", "--out", str(tmp_path / "a.pt2"), "--check"]
+    assert main(pt2) == 0
     assert "check: batch 3" in capsys.readouterr().out
     assert main(["export", "--format", "onnx", "--out", str(tmp_path / "a.onnx")]) == 2
     assert "give --weights" in capsys.readouterr().err

@@ -1,6 +1,7 @@
-"""`sknet export`: the fused inference graph as ONNX or TorchScript, with a dynamic batch dimension.
+"""`sknet export`: the fused inference graph as ONNX, a torch.export program or TorchScript, dynamic batch.
 
 sknet export --weights runs/x/model.safetensors --format onnx --out model.onnx
+sknet export --weights runs/x/model.safetensors --format pt2 --out model.pt2   (torch.export.load)
 sknet export --model sknet50 --format torchscript --out sknet50.pt      (random weights)
 """
 
@@ -15,17 +16,17 @@ from sknet.errors import ConfigError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "export",
-        help="ONNX / TorchScript export (BN folded, dynamic batch)",
+        help="ONNX / torch.export (.pt2) / TorchScript export (BN folded, dynamic batch)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--weights", help="model.safetensors or checkpoint.pt (default: random weights)")
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
-    parser.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    parser.add_argument("--format", choices=("onnx", "pt2", "torchscript"), required=True)
     parser.add_argument("--out", required=True, help="output file")
     parser.add_argument("--resolution", type=int, help="input side used to trace (default: the model's native)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
-    parser.add_argument("--check", action="store_true", help="run the export (onnxruntime / torch.jit) and compare")
+    parser.add_argument("--check", action="store_true", help="run the exported model and compare with PyTorch")
     parser.set_defaults(run=run)
 
 
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError("--check of ONNX needs onnxruntime: pip install onnxruntime") from None
             session = ort.InferenceSession(str(Path(path)), providers=["CPUExecutionProvider"])
             out = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        elif args.format == "pt2":
+            with torch.no_grad():
+                out = torch.export.load(str(path)).module()(x)
         else:
             out = torch.jit.load(str(path))(x)
         err = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
