@@ -116,3 +116,20 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     (tmp_path / "cut.pt").write_bytes((tmp_path / "evil.pt").read_bytes()[:50])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(tmp_path / "cut.pt")
+
+
+@pytest.mark.parametrize("progress", ["auto", "never"])
+def test_plain_progress_lines_without_a_terminal(tmp_path, capsys, monkeypatch, progress):
+    from sknet.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "PLAIN_PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    run = Trainer(tiny_config(tmp_path, epochs=1, progress=progress))
+    run.fit()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/1: batch")]
+    if progress == "never":
+        assert lines == []
+    else:
+        total = len(run.train_loader)
+        assert len(lines) == total - 1  # every batch but the last (the epoch line follows it)
+        assert lines[0].startswith(f"epoch 1/1: batch 1/{total} (") and "img/s, epoch ends in" in lines[0]

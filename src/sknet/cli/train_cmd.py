@@ -24,7 +24,7 @@ HELP = {
     "precision": "fp32, bf16 (autocast on CPU/CUDA) or fp16 (CUDA, with a gradient scaler)",
     "bad_images": "folder datasets: skip unreadable images (counted) or raise naming the file",
     "output": "run folder: config, logs, checkpoint.pt, model.safetensors, curves.png",
-    "progress": "progress bar: auto (on a terminal), always, never",
+    "progress": "progress bar: auto (a bar on a terminal, otherwise a plain line a minute), always, never",
     "max_steps": "stop after this many optimizer steps (smoke runs)",
 }
 

@@ -77,7 +77,7 @@ class TrainConfig:
     eval_every: int = 1
     checkpoint_every: int = 1
     tensorboard: bool = False
-    progress: str = "auto"  # "auto" (when attached to a terminal), "always", "never"
+    progress: str = "auto"  # "auto" (bar on a terminal, else a plain line a minute), "always", "never"
     step_log_every: int = 0  # > 0: append the (rank-averaged) loss of every n-th step to steps.jsonl
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
 

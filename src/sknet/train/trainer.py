@@ -29,6 +29,10 @@ from sknet.train.records import RunLog, plot_curves
 CHECKPOINT_FORMAT = "sknet-checkpoint-v1"
 
 
+# Without a terminal (progress "auto"), a plain progress line at most this often, in seconds.
+PLAIN_PROGRESS_EVERY_S = 60.0
+
+
 class TrainingDiverged(SKNetError):
     """The loss became NaN or infinite."""
 
@@ -264,6 +268,10 @@ class Trainer:
         mode = self.config.progress
         return self.dist.is_main and (mode == "always" or (mode == "auto" and sys.stderr.isatty()))
 
+    def _plain_progress(self) -> bool:
+        """Progress as plain lines (batch jobs, logs redirected to files): auto mode without a terminal."""
+        return self.dist.is_main and not self._show_progress() and self.config.progress == "auto"
+
     def train_epoch(self, log: RunLog | None) -> dict[str, float]:
         from tqdm import tqdm
 
@@ -290,6 +298,8 @@ class Trainer:
             leave=True,
         )
         t0, seen = time.perf_counter(), 0
+        plain = self._plain_progress()
+        last_line = t0
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(loader, start=start):
             x, y = batch[0], batch[1]
@@ -344,6 +354,17 @@ class Trainer:
                     refresh=False,
                 )
             bar.update(1)
+            now = time.perf_counter()
+            if plain and now - last_line >= PLAIN_PROGRESS_EVERY_S and i + 1 < total:
+                last_line = now
+                done = i + 1 - start
+                eta = (now - t0) / max(done, 1) * (total - i - 1)
+                print(
+                    f"epoch {self.epoch + 1}/{cfg.epochs}: batch {i + 1}/{total} ({100 * (i + 1) / total:.0f}%), "
+                    f"loss {sums[0] / sums[2]:.4f}, acc {100 * sums[1] / sums[2]:.2f}%, "
+                    f"{seen * self.dist.world_size / max(now - t0, 1e-9):.0f} img/s, epoch ends in {eta:.0f} s",
+                    flush=True,
+                )
         bar.close()
         elapsed = time.perf_counter() - t0
         loss_sum, correct, n = all_reduce_sum(sums.tolist(), self.dist)
