@@ -23,6 +23,7 @@ from sknet.analysis.attention import (
 )
 from sknet.analysis.scale import enlarge_center
 from sknet.errors import ConfigError
+from sknet.progress import Progress
 
 
 @dataclass
@@ -180,15 +181,14 @@ def run_scale_study(
     profile_unit: str | None = None,
     example_indices: Sequence[int] = (),
     device: str | torch.device = "cpu",
-    progress: bool = False,
+    progress: str = "never",
     total: int | None = None,
 ) -> ScaleStudy:
     """Run `model` (eval mode) on every batch of normalised images at every scale and record attention.
 
-    batches: (images (B, C, H, W), labels (B,), ...) tuples; `total` batches, for the progress bar.
+    batches: (images (B, C, H, W), labels (B,), ...) tuples; `total` batches, for the progress display
+    (`progress`: "auto", "always" or "never", see sknet.progress).
     """
-    from tqdm import tqdm
-
     scales = [float(s) for s in scales]
     if not scales:
         raise ConfigError("give at least one scale")
@@ -209,26 +209,31 @@ def run_scale_study(
     examples: dict[int, list[torch.Tensor]] = {}
     seen = 0
     num_classes = 0
-    for batch in tqdm(batches, total=total, desc="attention", unit="batch", disable=not progress):
-        x, y = batch[0], batch[1]  # folder loaders add a count of skipped (unreadable) images
-        if len(y) == 0:
-            continue
-        labels.append(y.cpu())
-        x = x.to(device)
-        for i, scale in enumerate(scales):
-            xs = enlarge_center(x, scale)
-            with recorder:
-                logits = model(xs)
-            attention = recorder.pop()
-            num_classes = logits.shape[1]
-            correct[i].append(logits.argmax(1).cpu() == y.cpu())
-            for unit in units:
-                diffs[unit][i].append(mean_attention_difference(attention[unit]))
-            profiles[i].append(channel_profile(attention[profile_unit]))
-            for j in range(len(x)):
-                if seen + j in wanted:
-                    examples.setdefault(seen + j, []).append(xs[j].cpu())
-        seen += len(x)
+    if total is None and hasattr(batches, "__len__"):
+        total = len(batches)
+    with Progress(total, "attention", progress) as bar:
+        for batch in batches:
+            x, y = batch[0], batch[1]  # folder loaders add a count of skipped (unreadable) images
+            if len(y) == 0:
+                bar.update()
+                continue
+            labels.append(y.cpu())
+            x = x.to(device)
+            for i, scale in enumerate(scales):
+                xs = enlarge_center(x, scale)
+                with recorder:
+                    logits = model(xs)
+                attention = recorder.pop()
+                num_classes = logits.shape[1]
+                correct[i].append(logits.argmax(1).cpu() == y.cpu())
+                for unit in units:
+                    diffs[unit][i].append(mean_attention_difference(attention[unit]))
+                profiles[i].append(channel_profile(attention[profile_unit]))
+                for j in range(len(x)):
+                    if seen + j in wanted:
+                        examples.setdefault(seen + j, []).append(xs[j].cpu())
+            seen += len(x)
+            bar.update()
     if not labels:
         raise ConfigError("no images to analyse")
     label_tensor = torch.cat(labels).long()

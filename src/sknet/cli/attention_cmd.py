@@ -17,6 +17,7 @@ import torch
 
 from sknet.cli.options import load_trained_model
 from sknet.errors import ConfigError
+from sknet.progress import PROGRESS_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", default="runs/attention", help="folder for figures and numbers")
-    parser.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--progress", choices=PROGRESS_MODES, default="auto")
     parser.set_defaults(run=run)
 
 
@@ -86,7 +87,6 @@ def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
 
     from sknet.analysis import run_scale_study, sk_units
     from sknet.analysis.plots import plot_figure3, plot_figure4
@@ -110,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     batches, total, count, classes = _batches(args, str(dataset), meta)
     gen = torch.Generator().manual_seed(args.seed)
     examples = torch.randperm(count, generator=gen)[: max(0, args.examples)].tolist()
-    progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     study = run_scale_study(
         model,
         batches,
@@ -120,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         profile_unit=args.profile_unit,
         example_indices=examples,
         device=device,
-        progress=progress,
+        progress=args.progress,
         total=total,
     )
     out = Path(args.output)

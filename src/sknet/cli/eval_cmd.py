@@ -9,6 +9,7 @@ import torch
 
 from sknet.cli.options import load_trained_model
 from sknet.errors import ConfigError
+from sknet.progress import PROGRESS_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="auto: a bar on a terminal, otherwise a plain line a minute",
+    )
     parser.set_defaults(run=run)
 
 
@@ -47,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     if spec.in_memory:
         loader = TensorBatchLoader(data, args.batch_size, pad=False)
-        results.append({"resolution": data.image_size[1], **evaluate(model, loader, device)})
+        results.append({"resolution": data.image_size[1], **evaluate(model, loader, device, progress=args.progress)})
     else:
         from sknet.data.folder import ImageFolderDataset, collate_skipping
         from sknet.data.transforms import eval_transform
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             loader = torch.utils.data.DataLoader(
                 ds, args.batch_size, num_workers=args.workers, collate_fn=collate_skipping
             )
-            results.append({"resolution": size, **evaluate(model, loader, device)})
+            results.append({"resolution": size, **evaluate(model, loader, device, progress=args.progress)})
     if args.json:
         print(json.dumps([{"model": name, "dataset": dataset, **r} for r in results], indent=2))
     else:

@@ -14,6 +14,7 @@ import yaml
 
 from sknet.errors import ConfigError
 from sknet.layers.checks import parse_enum
+from sknet.progress import check_progress_mode
 
 
 class Optimizer(str, enum.Enum):
@@ -110,8 +111,7 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be < 1, got {self.label_smoothing}")
         if self.bad_images not in ("skip", "raise"):
             raise ConfigError(f"bad_images must be 'skip' or 'raise', got {self.bad_images!r}")
-        if self.progress not in ("auto", "always", "never"):
-            raise ConfigError(f"progress must be 'auto', 'always' or 'never', got {self.progress!r}")
+        check_progress_mode(self.progress)
         if not isinstance(self.model_options, dict):
             raise ConfigError(f"model_options must be a mapping, got {self.model_options!r}")
 

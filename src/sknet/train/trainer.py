@@ -20,6 +20,7 @@ from sknet.data.datasets import Split, build_dataset, dataset_spec
 from sknet.data.loader import InMemoryImages, TensorBatchLoader, random_crop_flip
 from sknet.errors import CheckpointError, ConfigError, SKNetError
 from sknet.models import create_model, model_info
+from sknet.progress import Progress
 from sknet.train.checkpoint import load_checkpoint, load_state_into, save_checkpoint, save_weights
 from sknet.train.config import Precision, TrainConfig
 from sknet.train.distributed import DistInfo, all_reduce_sum, cleanup, init_distributed
@@ -27,10 +28,6 @@ from sknet.train.optim import build_optimizer, build_scheduler
 from sknet.train.records import RunLog, plot_curves
 
 CHECKPOINT_FORMAT = "sknet-checkpoint-v1"
-
-
-# Without a terminal (progress "auto"), a plain progress line at most this often, in seconds.
-PLAIN_PROGRESS_EVERY_S = 60.0
 
 
 class TrainingDiverged(SKNetError):
@@ -262,19 +259,7 @@ class Trainer:
         dtype = torch.bfloat16 if self.config.precision is Precision.BF16 else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _show_progress(self) -> bool:
-        import sys
-
-        mode = self.config.progress
-        return self.dist.is_main and (mode == "always" or (mode == "auto" and sys.stderr.isatty()))
-
-    def _plain_progress(self) -> bool:
-        """Progress as plain lines (batch jobs, logs redirected to files): auto mode without a terminal."""
-        return self.dist.is_main and not self._show_progress() and self.config.progress == "auto"
-
     def train_epoch(self, log: RunLog | None) -> dict[str, float]:
-        from tqdm import tqdm
-
         cfg, model = self.config, self.train_model
         model.train()
         loader = self.train_loader
@@ -288,18 +273,19 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
         skipped = 0
         non_finite = False  # any micro-batch of the current accumulation group
-        bar = tqdm(
-            total=total,
-            initial=start,
-            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-            unit="batch",
-            disable=not self._show_progress(),
-            dynamic_ncols=True,
-            leave=True,
+        progress = Progress(
+            total, f"epoch {self.epoch + 1}/{cfg.epochs}", cfg.progress, initial=start, enabled=self.dist.is_main
         )
         t0, seen = time.perf_counter(), 0
-        plain = self._plain_progress()
-        last_line = t0
+
+        def stats() -> dict[str, str]:
+            elapsed = time.perf_counter() - t0
+            return {
+                "loss": f"{sums[0] / sums[2]:.4f}",
+                "acc": f"{100 * sums[1] / sums[2]:.2f}%",
+                "img/s": f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}",
+            }
+
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(loader, start=start):
             x, y = batch[0], batch[1]
@@ -345,27 +331,8 @@ class Trainer:
                     self.on_step(self.epoch, i + 1)
                 if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
                     break
-            if bar.n % 10 == 0 or i + 1 == total:
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(
-                    loss=f"{sums[0] / sums[2]:.4f}",
-                    acc=f"{100 * sums[1] / sums[2]:.2f}%",
-                    img_s=f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}",
-                    refresh=False,
-                )
-            bar.update(1)
-            now = time.perf_counter()
-            if plain and now - last_line >= PLAIN_PROGRESS_EVERY_S and i + 1 < total:
-                last_line = now
-                done = i + 1 - start
-                eta = (now - t0) / max(done, 1) * (total - i - 1)
-                print(
-                    f"epoch {self.epoch + 1}/{cfg.epochs}: batch {i + 1}/{total} ({100 * (i + 1) / total:.0f}%), "
-                    f"loss {sums[0] / sums[2]:.4f}, acc {100 * sums[1] / sums[2]:.2f}%, "
-                    f"{seen * self.dist.world_size / max(now - t0, 1e-9):.0f} img/s, epoch ends in {eta:.0f} s",
-                    flush=True,
-                )
-        bar.close()
+            progress.update(postfix=stats)
+        progress.close()
         elapsed = time.perf_counter() - t0
         loss_sum, correct, n = all_reduce_sum(sums.tolist(), self.dist)
         skipped = int(all_reduce_sum([skipped], self.dist)[0])
@@ -411,7 +378,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.model, self.val_loader, self.device, self.dist, self._autocast)
+        return evaluate(
+            self.model,
+            self.val_loader,
+            self.device,
+            self.dist,
+            self._autocast,
+            self.config.progress if self.dist.is_main else "never",
+        )
 
     def fit(self) -> dict[str, Any]:
         """Train until `epochs`; evaluate and checkpoint as configured; return a summary."""
@@ -506,23 +480,29 @@ def evaluate(
     device: torch.device,
     dist_info: DistInfo | None = None,
     autocast=contextlib.nullcontext,
+    progress: str = "never",
 ) -> dict[str, float]:
-    """Loss, top-1 and top-5 accuracy over `loader` (summed across ranks)."""
+    """Loss, top-1 and top-5 accuracy over `loader` (summed across ranks); `progress`: see sknet.progress."""
     was_training = model.training
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # loss·n, top-1 correct, top-5 correct, n
-    for batch in loader:
-        x, y = batch[0].to(device), batch[1].to(device)
-        if len(y) == 0:
-            continue
-        with autocast():
-            logits = model(x).float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        sums[1] += (top[:, 0] == y).sum().item()
-        sums[2] += (top == y[:, None]).any(1).sum().item()
-        sums[3] += len(y)
+
+    def stats() -> dict[str, str]:
+        return {"top-1": f"{100 * sums[1] / max(sums[3], 1):.2f}%"}
+
+    with Progress(len(loader), "evaluating", progress) as bar:
+        for batch in loader:
+            x, y = batch[0].to(device), batch[1].to(device)
+            if len(y) > 0:
+                with autocast():
+                    logits = model(x).float()
+                k = min(5, logits.shape[1])
+                top = logits.topk(k, dim=1).indices
+                sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+                sums[1] += (top[:, 0] == y).sum().item()
+                sums[2] += (top == y[:, None]).any(1).sum().item()
+                sums[3] += len(y)
+            bar.update(postfix=stats)
     model.train(was_training)
     if dist_info is not None:
         sums = all_reduce_sum(sums, dist_info)
