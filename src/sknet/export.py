@@ -55,17 +55,17 @@ def export_model(
             traced = torch.jit.trace(fused, example, check_trace=False)
             traced.save(str(path))
         return path
+    batch = torch.export.Dim("batch", min=1)
+    if fmt is ExportFormat.PT2:  # plain torch: no extra packages
+        with torch.no_grad():
+            program = torch.export.export(fused, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
+        return path
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
         raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'sknet[export]'") from None
-    batch = torch.export.Dim("batch", min=1)
-    if fmt is ExportFormat.PT2:
-        with torch.no_grad():
-            program = torch.export.export(fused, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, str(path))
-        return path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

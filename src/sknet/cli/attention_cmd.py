@@ -87,7 +87,6 @@ def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from sknet.analysis import run_scale_study, sk_units
     from sknet.analysis.plots import plot_figure3, plot_figure4
     from sknet.train.distributed import resolve_device

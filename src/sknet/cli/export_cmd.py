@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from sknet.errors import ConfigError
+from sknet.export import ExportFormat
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--weights", help="model.safetensors or checkpoint.pt (default: random weights)")
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
-    parser.add_argument("--format", choices=("onnx", "pt2", "torchscript"), required=True)
+    parser.add_argument("--format", choices=[f.value for f in ExportFormat], required=True)
     parser.add_argument("--out", required=True, help="output file")
     parser.add_argument("--resolution", type=int, help="input side used to trace (default: the model's native)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
@@ -54,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
         x = torch.randn(3, channels, side, side)
         with torch.no_grad():
             ref = model.eval()(x)
-        if args.format == "onnx":
+        if args.format == ExportFormat.ONNX:
             try:
                 import onnxruntime as ort
             except ImportError:
                 raise ConfigError("--check of ONNX needs onnxruntime: pip install onnxruntime") from None
             session = ort.InferenceSession(str(Path(path)), providers=["CPUExecutionProvider"])
             out = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
-        elif args.format == "pt2":
+        elif args.format == ExportFormat.PT2:
             with torch.no_grad():
                 out = torch.export.load(str(path)).module()(x)
         else:
