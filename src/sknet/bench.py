@@ -195,11 +195,11 @@ def run_bench(
             for _ in range(warmup + 1):
                 runner.step()
         best_times = [float("inf")] * len(trials)
-        for _ in range(_FORMAT_TRIALS if len(trials) > 1 else 0):
-            for i, runner in enumerate(trials):
-                best_times[i] = min(best_times[i], runner.step())
-        for runner, trial in zip(trials, best_times, strict=True):
-            if len(trials) > 1:
+        if len(trials) > 1:  # one format: nothing to choose
+            for _ in range(_FORMAT_TRIALS):
+                for i, runner in enumerate(trials):
+                    best_times[i] = min(best_times[i], runner.step())
+            for runner, trial in zip(trials, best_times, strict=True):
                 say(f"{cand.label} [{mode}, {runner.fmt}]: {1000 * trial:.0f} ms/step")
         runners.append(trials[best_times.index(min(best_times))])
         del trials
