@@ -20,6 +20,8 @@ TRAIN = [
     "never",
     "--threads",
     "1",
+    "--device",
+    "cpu",
 ]
 
 
@@ -69,6 +71,10 @@ def test_predict_images(trained, tmp_path, capsys):
         ),
         (["train", "--dataset", "imagefolder", "--data-dir", "{tmp}", "--output", "{tmp}/o"], "no images in"),
         (["train", "--model", "sknet_tinyy"], "did you mean sknet_tiny"),
+        # Checked before the data: a typo is named even where the data set is missing.
+        (["train", "--model", "sknet_tinyy", "--dataset", "fashion_mnist", "--data-dir", "{tmp}"], "did you mean"),
+        (["train", "--dataset", "fashion_mnistt", "--data-dir", "{tmp}"], "unknown dataset 'fashion_mnistt'"),
+        ([*TRAIN, "--set", "colour=2", "--output", "{tmp}/o"], "model 'sknet_tiny' has no option 'colour'"),
         (["train", "--config", "{tmp}/missing.yaml"], "config file"),
         ([*TRAIN, "--sync-bn", "--output", "{tmp}/o"], "sync_bn needs CUDA"),
         ([*TRAIN, "--precision", "fp16", "--output", "{tmp}/o"], "fp16 needs a CUDA device"),

@@ -25,6 +25,8 @@ COMMON = [
     "never",
     "--threads",
     "1",
+    "--device",
+    "cpu",  # gloo on CPUs, also on a machine with GPUs
     "--set",
     "min_dim=8",
 ]

@@ -37,6 +37,8 @@ def train_argv(out, *extra):
         "never",
         "--threads",
         "1",
+        "--device",
+        "cpu",
         "--seed",
         "5",
         "--deterministic",

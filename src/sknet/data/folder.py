@@ -77,7 +77,7 @@ def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
     good = [item for item in batch if item is not None]
     skipped = len(batch) - len(good)
     if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped
     images, labels = default_collate(good)
     return images, labels, skipped
 
@@ -111,3 +111,24 @@ class ShardedSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._indices()) - self.start
+
+
+class FolderBatches:
+    """A DataLoader over a :class:`ShardedSampler` with the in-memory loaders' interface: `set_epoch(epoch,
+    start_step)` and `len` = batches of the whole epoch (also after a mid-epoch start)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader) -> None:
+        self.loader = loader
+        self.sampler: ShardedSampler = loader.sampler
+        self.batch_size = loader.batch_size
+        self.start_step = 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.start_step = start_step
+        self.sampler.set_epoch(epoch, start_step * self.batch_size)
+
+    def __len__(self) -> int:
+        return self.start_step + len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)

@@ -10,14 +10,18 @@ from torchvision import transforms as T
 EVAL_CROP_FRACTION = 224 / 256
 
 
-def train_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+def _to_tensor(mean: Sequence[float], std: Sequence[float], normalize: bool) -> list:
+    # normalize=False: uint8 tensors, 4× less to collate and copy; the trainer normalises on the device.
+    return [T.ToTensor(), T.Normalize(mean, std)] if normalize else [T.PILToTensor()]
+
+
+def train_transform(size: int, mean: Sequence[float], std: Sequence[float], normalize: bool = True) -> T.Compose:
     """Random-size crop (8–100 % of the area, aspect 3/4–4/3) + horizontal flip (paper section 4.1)."""
     return T.Compose(
         [
             T.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
             T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
+            *_to_tensor(mean, std, normalize),
         ]
     )
 
@@ -28,6 +32,7 @@ def eval_transform(
     std: Sequence[float],
     crop_fraction: float = EVAL_CROP_FRACTION,
     channels: int = 3,
+    normalize: bool = True,
 ) -> T.Compose:
     """Resize the shorter side to size / crop_fraction, centre-crop `size` (single-crop protocol).
 
@@ -38,5 +43,5 @@ def eval_transform(
         steps.append(T.Resize((size, size)))
     else:
         steps += [T.Resize(round(size / crop_fraction)), T.CenterCrop(size)]
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    steps += _to_tensor(mean, std, normalize)
     return T.Compose(steps)

@@ -22,6 +22,7 @@ from sknet.errors import ConfigError, InputShapeError
 from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int, parse_enum
 from sknet.layers.conv_bn_act import ConvBNAct
 from sknet.layers.select import select_paths
+from sknet.layers.sk_fused import fused_tail_ok, sk_fused_forward
 from sknet.layers.sk_recompute import lean_path_ok, sk_train_forward
 
 
@@ -227,15 +228,18 @@ class SKConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, self.in_channels, type(self).__name__)
-        if self.select is not None and self.training:
-            if x.shape[0] == 1:
-                raise InputShapeError(
-                    "SKConv2d in training mode needs a batch of at least 2: the fuse-step BatchNorm "
-                    "normalises the pooled descriptor over the batch (use eval() or a larger batch)"
-                )
-            if lean_path_ok(self.paths, x):
-                # Keep only the path conv outputs for backward; ReLU(BN(·)) is recomputed (sk_recompute).
-                return sk_train_forward(self, x)
+        if self.select is not None and self.training and x.shape[0] == 1:
+            raise InputShapeError(
+                "SKConv2d in training mode needs a batch of at least 2: the fuse-step BatchNorm "
+                "normalises the pooled descriptor over the batch (use eval() or a larger batch)"
+            )
+        # Three implementations of the same equations, chosen here and only here:
+        if fused_tail_ok(self, x):  # CUDA: fused Triton kernels for everything after the path convs
+            return sk_fused_forward(self, x)
+        if self.select is not None and self.training and lean_path_ok(self.paths, x):
+            # CPU training: keep only the path conv outputs; ReLU(BN(·)) is recomputed (sk_recompute).
+            return sk_train_forward(self, x)
+        # The plain composition (the readable reference; what torch.compile traces and fuses).
         outs = [path(x) for path in self.paths]
         if self.select is None:
             # Plain-sum baseline (Table 7): no stacking, just accumulate.

@@ -1,4 +1,4 @@
-"""torchrun support: process-group set-up (NCCL on GPUs, gloo on CPUs) and rank helpers."""
+"""torchrun support: process-group set-up (NCCL on GPUs, gloo on CPUs), device mapping and rank helpers."""
 
 from __future__ import annotations
 
@@ -27,37 +27,84 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+@dataclass(frozen=True)
+class Launch:
+    """What torchrun (or nothing) says about this process: its ranks and how many share the node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Launch:
+        def read(name: str, default: int) -> int:
+            value = os.environ.get(name, str(default))
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+        world_size = read("WORLD_SIZE", 1)
+        local_world_size = read("LOCAL_WORLD_SIZE", world_size)
+        return cls(read("RANK", 0), world_size, read("LOCAL_RANK", 0), local_world_size)
+
+
+def resolve_device(name: str, local_rank: int = 0, local_world_size: int = 1) -> torch.device:
+    """The torch.device for `name` ('auto', 'cpu', 'cuda', 'cuda:N') in the process `local_rank` of a node.
+
+    'auto' and 'cuda' map local rank r to cuda:r; more processes on a node than visible GPUs is a
+    ConfigError naming both numbers (checked before any process group or CUDA context is created).
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if name != "cpu":
+    if name == "cpu":
+        return torch.device("cpu")
+    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}")
-    return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
+    count = torch.cuda.device_count()
+    if name == "cuda":
+        if local_world_size > count or local_rank >= count:
+            raise ConfigError(
+                f"{max(local_world_size, local_rank + 1)} processes on this node but {count} visible GPU(s): "
+                f"start at most {count} (torchrun --nproc_per_node {count}) or train on CPUs with --device cpu"
+            )
+        return torch.device(f"cuda:{local_rank}")
+    index = int(name[5:])
+    if index >= count:
+        raise ConfigError(f"device {name!r} requested but only {count} GPU(s) are visible (cuda:0..cuda:{count - 1})")
+    return torch.device(name)
 
 
 def init_distributed(device_name: str) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    launch = Launch.from_env()
+    device = resolve_device(device_name, launch.local_rank, launch.local_world_size)
+    if launch.world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank, world_size, local_rank, device)
+    return DistInfo(launch.rank, launch.world_size, launch.local_rank, device)
 
 
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
+    """Sum plain numbers over ranks (a collective and a host read: for per-epoch totals, not per step)."""
     if not info.enabled:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_reduce_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a device tensor over ranks in place; no host read (NCCL queues it on the current stream)."""
+    if info.enabled:
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def cleanup(info: DistInfo) -> None:

@@ -20,11 +20,21 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _fused_ok(model: nn.Module) -> bool:
+    """Fused kernels: one launch per step on GPUs, and an update that can be skipped on the device
+    (``found_inf``) without a host read; they need floating-point parameters on a supported device."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    supported = _get_fused_kernels_supported_devices()
+    return all(p.is_floating_point() and p.device.type in supported for p in model.parameters())
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, config.weight_decay, config.no_decay_bn_bias)
+    fused = _fused_ok(model)
     if config.optimizer is Optimizer.ADAMW:
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+        return torch.optim.AdamW(groups, lr=config.lr, fused=fused)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, fused=fused)
 
 
 class LRFactor:

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from sknet.data.datasets import Split, build_dataset, dataset_spec
+from sknet.data.device import DeviceLoader, Normalizer
 from sknet.data.loader import InMemoryImages, TensorBatchLoader, random_crop_flip
 from sknet.errors import CheckpointError, ConfigError, SKNetError
 from sknet.models import create_model, model_info
@@ -24,10 +25,15 @@ from sknet.progress import Progress
 from sknet.train.checkpoint import load_checkpoint, load_state_into, save_checkpoint, save_weights
 from sknet.train.config import Precision, TrainConfig
 from sknet.train.distributed import DistInfo, all_reduce_sum, cleanup, init_distributed
+from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
+from sknet.train.preflight import check_config, check_device
 from sknet.train.records import RunLog, plot_curves
+from sknet.train.step import OptimizerStep
 
 CHECKPOINT_FORMAT = "sknet-checkpoint-v1"
+# Optimizer steps between host reads of the divergence flag (each read waits for the GPU to drain).
+HOST_READ_EVERY = 50
 
 
 class TrainingDiverged(SKNetError):
@@ -75,16 +81,16 @@ class Trainer:
         on_step=None,
     ) -> None:
         self.config = config
+        check_config(config, resume)  # everything cheap is checked before any data is read
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
+        check_device(config, self.device)
         self.out = Path(config.output)
         self.on_step = on_step  # test hook: called with (epoch, batch) after every optimizer step
         if config.threads:
             torch.set_num_threads(config.threads)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        if config.precision is Precision.FP16 and self.device.type != "cuda":
-            raise ConfigError("precision fp16 needs a CUDA device; use bf16 on CPUs")
         _seed_all(config.seed)  # identical initial weights on every rank
 
         self._build_data()
@@ -93,6 +99,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accum_steps)
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision is Precision.FP16 else None
+        self.guard = NonFiniteGuard(self.device, self.dist)
+        self.optimizer_step = OptimizerStep(self.model, self.optimizer, self.scheduler, self.scaler, config.grad_clip)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         if resume is not None:
@@ -118,7 +126,7 @@ class Trainer:
             self.classes, self.mean, self.std = train.classes, train.mean, train.std
             self.in_chans, self.input_size, self.crop_fraction = train.image_size[0], train.image_size[1], 1.0
             padding = spec.crop_padding if cfg.crop_padding is None else cfg.crop_padding
-            self.train_loader = TensorBatchLoader(
+            train_batches = TensorBatchLoader(
                 train,
                 cfg.batch_size,
                 shuffle=True,
@@ -127,43 +135,49 @@ class Trainer:
                 seed=cfg.seed,
                 rank=d.rank,
                 world_size=d.world_size,
-                channels_last=cfg.channels_last,
+                normalize=False,
             )
-            self.val_loader = TensorBatchLoader(
-                val,
-                max(cfg.batch_size, 256),
-                rank=d.rank,
-                world_size=d.world_size,
-                channels_last=cfg.channels_last,
-                pad=False,
+            val_batches = TensorBatchLoader(
+                val, max(cfg.batch_size, 256), rank=d.rank, world_size=d.world_size, pad=False, normalize=False
             )
+            self._device_loaders(train_batches, val_batches)
             return
-        from sknet.data.folder import ImageFolderDataset, ShardedSampler, collate_skipping
+        from sknet.data.folder import FolderBatches, ImageFolderDataset, ShardedSampler, collate_skipping
         from sknet.data.transforms import EVAL_CROP_FRACTION, eval_transform, train_transform
 
         probe = ImageFolderDataset(train, lambda img: img)
         self.classes, self.mean, self.std = probe.classes, probe.mean, probe.std
         self.in_chans, self.input_size, self.crop_fraction = 3, cfg.image_size, EVAL_CROP_FRACTION
-        train_ds = ImageFolderDataset(train, train_transform(cfg.image_size, self.mean, self.std), cfg.bad_images)
-        val_ds = ImageFolderDataset(val, eval_transform(cfg.image_size, self.mean, self.std), cfg.bad_images)
+        # uint8 out of the workers; normalised on the device (DeviceLoader).
+        train_tf = train_transform(cfg.image_size, self.mean, self.std, normalize=False)
+        val_tf = eval_transform(cfg.image_size, self.mean, self.std, normalize=False)
+        train_ds = ImageFolderDataset(train, train_tf, cfg.bad_images)
+        val_ds = ImageFolderDataset(val, val_tf, cfg.bad_images)
         if val_ds.classes != train_ds.classes:
             raise ConfigError(f"the class folders of {val} differ from those of {train}")
 
-        def loader(ds, shuffle: bool, pad: bool):
+        def loader(ds, shuffle: bool, pad: bool) -> FolderBatches:
             sampler = ShardedSampler(len(ds), shuffle, cfg.seed, d.rank, d.world_size, pad=pad)
-            return torch.utils.data.DataLoader(
-                ds,
-                cfg.batch_size,
-                sampler=sampler,
-                num_workers=cfg.workers,
-                collate_fn=collate_skipping,
-                pin_memory=self.device.type == "cuda",
-                drop_last=shuffle,
-                persistent_workers=cfg.workers > 0,
+            return FolderBatches(
+                torch.utils.data.DataLoader(
+                    ds,
+                    cfg.batch_size,
+                    sampler=sampler,
+                    num_workers=cfg.workers,
+                    collate_fn=collate_skipping,
+                    pin_memory=self.device.type == "cuda",
+                    drop_last=shuffle,
+                    persistent_workers=cfg.workers > 0,
+                )
             )
 
-        self.train_loader = loader(train_ds, True, True)
-        self.val_loader = loader(val_ds, False, False)
+        self._device_loaders(loader(train_ds, True, True), loader(val_ds, False, False))
+
+    def _device_loaders(self, train_batches, val_batches) -> None:
+        """Both kinds of data end the same way: uint8 batches normalised and laid out on the device."""
+        normalizer = Normalizer(self.mean, self.std, self.config.channels_last)
+        self.train_loader = DeviceLoader(train_batches, self.device, normalizer)
+        self.val_loader = DeviceLoader(val_batches, self.device, normalizer)
 
     def _build_model(self) -> nn.Module:
         cfg = self.config
@@ -176,8 +190,6 @@ class Trainer:
                 options[key] = value
         model = create_model(cfg.model, **options)
         self.model_options = {k: v for k, v in options.items() if k not in ("num_classes", "in_chans")}
-        if cfg.sync_bn and self.device.type != "cuda":
-            raise ConfigError("sync_bn needs CUDA devices (torch's SyncBatchNorm does not run on CPUs)")
         if cfg.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
@@ -260,41 +272,31 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def train_epoch(self, log: RunLog | None) -> dict[str, float]:
+        """One epoch (or its rest after a mid-epoch resume). The step makes no host read: statistics stay
+        on the device and are read at log intervals (see sknet.train.metrics)."""
         cfg, model = self.config, self.train_model
         model.train()
         loader = self.train_loader
         start = self.batch_in_epoch
-        if isinstance(loader, TensorBatchLoader):
-            loader.set_epoch(self.epoch, start)
-        else:
-            loader.sampler.set_epoch(self.epoch, start * cfg.batch_size)
-        total = len(loader) if isinstance(loader, TensorBatchLoader) else start + len(loader)
+        loader.set_epoch(self.epoch, start)
+        total = len(loader)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        sums = torch.zeros(3, dtype=torch.float64)  # loss·n, correct, n
-        skipped = 0
-        non_finite = False  # any micro-batch of the current accumulation group
+        metrics = EpochMetrics(self.device)
         progress = Progress(
             total, f"epoch {self.epoch + 1}/{cfg.epochs}", cfg.progress, initial=start, enabled=self.dist.is_main
         )
-        t0, seen = time.perf_counter(), 0
+        t0 = time.perf_counter()
 
-        def stats() -> dict[str, str]:
-            elapsed = time.perf_counter() - t0
-            return {
-                "loss": f"{sums[0] / sums[2]:.4f}",
-                "acc": f"{100 * sums[1] / sums[2]:.2f}%",
-                "img/s": f"{seen * self.dist.world_size / max(elapsed, 1e-9):.0f}",
-            }
+        def stats() -> dict[str, str]:  # called only when progress is shown
+            running = metrics.running()
+            rate = metrics.images * self.dist.world_size / max(time.perf_counter() - t0, 1e-9)
+            return {"loss": f"{running['loss']:.4f}", "acc": f"{100 * running['acc']:.2f}%", "img/s": f"{rate:.0f}"}
 
         self.optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(loader, start=start):
-            x, y = batch[0], batch[1]
-            if len(batch) == 3:
-                skipped += batch[2]
+        for i, (x, y, skipped) in enumerate(loader, start=start):
+            metrics.skipped += skipped
             if len(y) == 0:
                 continue
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
             # Divide by the size of this accumulation group (the last one of an epoch may be short).
             group_start = (i // cfg.accum_steps) * cfg.accum_steps
             group = min(cfg.accum_steps, total - group_start)
@@ -307,45 +309,49 @@ class Trainer:
                     logits = model(x)
                     loss = criterion(logits.float(), y)
                 (self.scaler.scale(loss / group) if self.scaler else loss / group).backward()
-            with torch.no_grad():
-                sums += torch.tensor(
-                    [loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64
-                )
-            seen += len(y)
-            non_finite = non_finite or not math.isfinite(loss.item())
+            metrics.add(loss, logits, y)
+            self.guard.add(loss)
             if last_micro:
-                # Decided by every rank together (one collective, also when only one rank saw it) and before
-                # the optimizer step, so the weights in memory stay those of the last good step.
-                if self._any_rank(non_finite):
-                    raise TrainingDiverged(
-                        f"the loss became {loss.item()} at epoch {self.epoch + 1}, batch {i + 1}; training stopped "
-                        f"and the last good checkpoint ({self.out / 'checkpoint.pt'}) was kept. Lower --lr, add "
-                        "--warmup-epochs or --grad-clip"
-                    )
-                self._optimizer_step()
+                # Every rank skips a group whose loss was not finite on any rank (one collective, on the
+                # device); the weights stay those of the last good step. Acted on at the next host read.
+                self.optimizer_step(self.guard.close_group(i + 1))
                 self.batch_in_epoch = i + 1
                 self.global_step += 1
                 if cfg.step_log_every and self.global_step % cfg.step_log_every == 0:
                     self._log_step(log, loss)
+                if self.global_step % HOST_READ_EVERY == 0:
+                    self._stop_if_diverged()
                 if self.on_step is not None:
                     self.on_step(self.epoch, i + 1)
                 if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
                     break
             progress.update(postfix=stats)
         progress.close()
+        self._stop_if_diverged()
         elapsed = time.perf_counter() - t0
-        loss_sum, correct, n = all_reduce_sum(sums.tolist(), self.dist)
-        skipped = int(all_reduce_sum([skipped], self.dist)[0])
+        loss_sum, correct, n, skipped = metrics.totals(self.dist)
         return {
             "train_loss": loss_sum / max(n, 1),
             "train_acc": correct / max(n, 1),
-            "images_per_s": seen * self.dist.world_size / max(elapsed, 1e-9),
+            "images_per_s": n / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
             "skipped_images": skipped,
         }
 
+    def _stop_if_diverged(self) -> None:
+        """Raise TrainingDiverged if a step was skipped for a non-finite loss (a host read; every rank reads
+        the same all-reduced flag at the same step, so every rank stops)."""
+        bad = self.guard.first_bad()
+        if bad is not None:
+            batch, value = bad
+            raise TrainingDiverged(
+                f"the loss became {value} at epoch {self.epoch + 1}, batch {batch}; no update was applied from it, "
+                f"training stopped and the last good checkpoint ({self.out / 'checkpoint.pt'}) was kept. Lower "
+                "--lr, add --warmup-epochs or --grad-clip"
+            )
+
     def _log_step(self, log: RunLog | None, loss: torch.Tensor) -> None:
-        """Append the loss of this optimizer step, averaged over ranks, to steps.jsonl."""
+        """Append the loss of this optimizer step, averaged over ranks, to steps.jsonl (a host read)."""
         mean_loss = all_reduce_sum([loss.item()], self.dist)[0] / self.dist.world_size
         if log is not None:
             log.step(
@@ -356,25 +362,6 @@ class Trainer:
                     "lr": self.optimizer.param_groups[0]["lr"],
                 }
             )
-
-    def _any_rank(self, flag: bool) -> bool:
-        """True if `flag` is set on any rank (a collective under DDP: every rank must call it)."""
-        return all_reduce_sum([float(flag)], self.dist)[0] > 0
-
-    def _optimizer_step(self) -> None:
-        clip = self.config.grad_clip
-        if self.scaler is not None:
-            if clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            if clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -432,6 +419,7 @@ class Trainer:
                 if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
                     self.save()
         except KeyboardInterrupt:
+            self._stop_if_diverged()  # a skipped (non-finite) step since the last read: keep the last good one
             path = self.out / "checkpoint.pt"
             if self.dist.is_main:  # no collectives here: the other ranks are being interrupted too
                 save_checkpoint(path, self.state_dict(gather=False))
@@ -485,25 +473,32 @@ def evaluate(
     """Loss, top-1 and top-5 accuracy over `loader` (summed across ranks); `progress`: see sknet.progress."""
     was_training = model.training
     model.eval()
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss·n, top-1 correct, top-5 correct, n
+    # loss·n, top-1 correct, top-5 correct on the device (no host read per batch); n on the host.
+    device_sums = torch.zeros(3, dtype=torch.float64, device=device)
+    images = 0
 
     def stats() -> dict[str, str]:
-        return {"top-1": f"{100 * sums[1] / max(sums[3], 1):.2f}%"}
+        return {"top-1": f"{100 * device_sums[1].item() / max(images, 1):.2f}%"}
 
     with Progress(len(loader), "evaluating", progress) as bar:
         for batch in loader:
-            x, y = batch[0].to(device), batch[1].to(device)
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             if len(y) > 0:
                 with autocast():
                     logits = model(x).float()
                 k = min(5, logits.shape[1])
                 top = logits.topk(k, dim=1).indices
-                sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-                sums[1] += (top[:, 0] == y).sum().item()
-                sums[2] += (top == y[:, None]).any(1).sum().item()
-                sums[3] += len(y)
+                device_sums += torch.stack(
+                    [
+                        nn.functional.cross_entropy(logits, y, reduction="sum").double(),
+                        (top[:, 0] == y).sum().double(),
+                        (top == y[:, None]).any(1).sum().double(),
+                    ]
+                )
+                images += len(y)
             bar.update(postfix=stats)
     model.train(was_training)
+    sums = [*device_sums.tolist(), float(images)]
     if dist_info is not None:
         sums = all_reduce_sum(sums, dist_info)
     n = max(sums[3], 1)

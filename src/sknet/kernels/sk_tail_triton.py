@@ -1,0 +1,374 @@
+"""Fused Triton kernels for the SK tail: everything between the path convolutions c_m and V.
+
+    u_m = ReLU(BN_m(c_m)),  s = mean_HW(Σ_m u_m),  a = select(fuse(s)),  V = Σ_m a_m ⊙ u_m
+
+u_m is never written to memory: every kernel recomputes it from c_m and the per-channel BN
+statistics. Per SK layer and training step, each c_m is read
+
+    forward:  stats (batch mean and variance) → pool (s) → select (V)        3 reads, V written
+    backward: reduce (per-(n, c) sums) → apply (dL/dc_m)                     2 reads, dL/dc_m written
+
+and the attention subgraph in between (Fuse: W, BN, ReLU; Select: A, softmax) is N·C-sized and runs in
+PyTorch. Backward needs only four sums per (n, c, m) over H×W, because with x̂ = (c − μ)·σ⁻¹,
+mask = [γx̂ + β > 0] and g = dL/dV:
+
+    dL/da_m        = Σ g·u_m = γ·P2 + β·P1            P1 = Σ mask·g,  P2 = Σ mask·g·x̂
+    dL/dβ_m        = Σ_n (a_m·P1 + k·P3)               P3 = Σ mask,    P4 = Σ mask·x̂
+    dL/dγ_m        = Σ_n (a_m·P2 + k·P4)               k  = (dL/ds) / HW
+    dL/dc_m        = γσ⁻¹·(mask·(a_m·g + k) − dβ/(N·HW) − x̂·dγ/(N·HW))
+
+Accumulation is in fp32 (fp64 for fp64 inputs); inputs and outputs in fp32, bf16 or fp16; NCHW or
+channels_last (one set of strides, H×W walked as one axis, which both layouts allow); M = 1..3.
+On CPUs the kernels run in Triton's interpreter (TRITON_INTERPRET=1), which is how CI checks them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
+    triton = None
+
+MAX_PATHS = 3
+# Rows of the per-path, per-channel table `chan` (MAX_PATHS, ROWS, C) the kernels read (unused paths: 0).
+MEAN, INVSTD, GAMMA, BETA, DBETA_MEAN, DGAMMA_MEAN = range(6)
+ROWS = 6
+
+
+def _blocks(channels_last: bool) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_HW): the contiguous axis gets the long side of the tile."""
+    return (64, 32) if channels_last else (16, 128)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: fp32, or fp64 for fp64 maps."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def available(t: torch.Tensor) -> bool:
+    """Whether the kernels can run on `t`'s device: CUDA with triton, or Triton's interpreter when forced
+    (TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1: how the CPU tests run them)."""
+    if triton is None:
+        return False
+    if t.is_cuda:
+        return True
+    return os.environ.get("SKNET_FORCE_TRITON") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _tile(base, n, cs, hw, C, HW, sn, sc, shw):
+        """Offsets and mask of the (BLOCK_HW, BLOCK_C) tile of sample n."""
+        offs = n * sn + hw[:, None] * shw + cs[None, :] * sc
+        mask = (hw[:, None] < HW) & (cs[None, :] < C)
+        return base + offs, mask
+
+    @triton.jit
+    def _path_moments(c_ptr, n, cs, C, HW, sn, sc, shw, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """Mean and sum of squared deviations over H×W of sample n, channels cs (Chan's parallel update)."""
+        mean = tl.zeros((BLOCK_C,), dtype=ACC)
+        m2 = tl.zeros((BLOCK_C,), dtype=ACC)
+        for start in range(0, HW, BLOCK_HW):
+            hw = start + tl.arange(0, BLOCK_HW)
+            ptrs, mask = _tile(c_ptr, n, cs, hw, C, HW, sn, sc, shw)
+            x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+            count = tl.cast(start, ACC)  # elements already combined (every earlier block was full)
+            nb = tl.cast(tl.minimum(HW - start, BLOCK_HW), ACC)
+            block_mean = tl.sum(x, axis=0) / nb
+            dev = tl.where(mask, x - block_mean[None, :], 0.0)
+            block_m2 = tl.sum(dev * dev, axis=0)
+            total = count + nb
+            delta = block_mean - mean
+            mean += delta * (nb / total)
+            m2 += block_m2 + delta * delta * (count * nb / total)
+        return mean, m2
+
+    @triton.jit
+    def _stats_kernel(
+        c0, c1, c2, out, C, HW, sn, sc, shw,
+        M: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):  # fmt: skip
+        """out[n, m, 0, c], out[n, m, 1, c]: mean and M2 of c_m over H×W."""
+        n = tl.program_id(0)
+        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = cs < C
+        row = out + n * (M * 2 * C) + cs
+        mean, m2 = _path_moments(c0, n, cs, C, HW, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
+        tl.store(row, mean, mask=c_ok)
+        tl.store(row + C, m2, mask=c_ok)
+        if M > 1:
+            mean, m2 = _path_moments(c1, n, cs, C, HW, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
+            tl.store(row + 2 * C, mean, mask=c_ok)
+            tl.store(row + 3 * C, m2, mask=c_ok)
+        if M > 2:
+            mean, m2 = _path_moments(c2, n, cs, C, HW, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
+            tl.store(row + 4 * C, mean, mask=c_ok)
+            tl.store(row + 5 * C, m2, mask=c_ok)
+
+    @triton.jit
+    def _affine(chan, m, cs, C, ACC: tl.constexpr):
+        """Per-channel (scale, shift) of u = ReLU(scale·c + shift) for path m, and (mean, invstd, γ, β)."""
+        base = chan + m * (6 * C) + cs
+        c_ok = cs < C
+        mean = tl.load(base, mask=c_ok, other=0.0).to(ACC)
+        invstd = tl.load(base + C, mask=c_ok, other=0.0).to(ACC)
+        gamma = tl.load(base + 2 * C, mask=c_ok, other=0.0).to(ACC)
+        beta = tl.load(base + 3 * C, mask=c_ok, other=0.0).to(ACC)
+        scale = gamma * invstd
+        return scale, beta - mean * scale, mean, invstd, gamma, beta
+
+    @triton.jit
+    def _pool_kernel(
+        c0, c1, c2, chan, s, C, HW, sn, sc, shw,
+        M: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):  # fmt: skip
+        """s[n, c] = Σ_m mean_HW ReLU(scale_m·c_m + shift_m)."""
+        n = tl.program_id(0)
+        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        sc0, sh0, _, _, _, _ = _affine(chan, 0, cs, C, ACC)
+        sc1, sh1, _, _, _, _ = _affine(chan, 1, cs, C, ACC)  # `chan` always has MAX_PATHS rows
+        sc2, sh2, _, _, _, _ = _affine(chan, 2, cs, C, ACC)
+        acc = tl.zeros((BLOCK_C,), dtype=ACC)
+        for start in range(0, HW, BLOCK_HW):
+            hw = start + tl.arange(0, BLOCK_HW)
+            ptrs, mask = _tile(c0, n, cs, hw, C, HW, sn, sc, shw)
+            x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+            u = tl.where(mask, tl.maximum(x * sc0[None, :] + sh0[None, :], 0.0), 0.0)
+            if M > 1:
+                ptrs, _ = _tile(c1, n, cs, hw, C, HW, sn, sc, shw)
+                x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+                u += tl.where(mask, tl.maximum(x * sc1[None, :] + sh1[None, :], 0.0), 0.0)
+            if M > 2:
+                ptrs, _ = _tile(c2, n, cs, hw, C, HW, sn, sc, shw)
+                x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+                u += tl.where(mask, tl.maximum(x * sc2[None, :] + sh2[None, :], 0.0), 0.0)
+            acc += tl.sum(u, axis=0)
+        tl.store(s + n * C + cs, acc / HW, mask=cs < C)
+
+    @triton.jit
+    def _select_kernel(
+        c0, c1, c2, chan, a, v, C, HW, sn, sc, shw,
+        M: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):  # fmt: skip
+        """V = Σ_m a[n, m, c]·ReLU(scale_m·c_m + shift_m), one tile of one sample."""
+        n = tl.program_id(0)
+        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        hw = tl.program_id(2) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        c_ok = cs < C
+        a_row = a + n * (M * C) + cs
+        ptrs, mask = _tile(c0, n, cs, hw, C, HW, sn, sc, shw)
+        scale, shift, _, _, _, _ = _affine(chan, 0, cs, C, ACC)
+        weight = tl.load(a_row, mask=c_ok, other=0.0).to(ACC)
+        x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+        acc = tl.maximum(x * scale[None, :] + shift[None, :], 0.0) * weight[None, :]
+        if M > 1:
+            ptrs, _ = _tile(c1, n, cs, hw, C, HW, sn, sc, shw)
+            scale, shift, _, _, _, _ = _affine(chan, 1, cs, C, ACC)
+            weight = tl.load(a_row + C, mask=c_ok, other=0.0).to(ACC)
+            x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+            acc += tl.maximum(x * scale[None, :] + shift[None, :], 0.0) * weight[None, :]
+        if M > 2:
+            ptrs, _ = _tile(c2, n, cs, hw, C, HW, sn, sc, shw)
+            scale, shift, _, _, _, _ = _affine(chan, 2, cs, C, ACC)
+            weight = tl.load(a_row + 2 * C, mask=c_ok, other=0.0).to(ACC)
+            x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+            acc += tl.maximum(x * scale[None, :] + shift[None, :], 0.0) * weight[None, :]
+        out, _ = _tile(v, n, cs, hw, C, HW, sn, sc, shw)
+        tl.store(out, acc.to(v.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _path_sums(c_ptr, g, chan, m, n, cs, hw, C, HW, sn, sc, shw, ACC: tl.constexpr):
+        """Tile sums over H×W of mask·g, mask·g·x̂, mask, mask·x̂ for path m."""
+        ptrs, mask = _tile(c_ptr, n, cs, hw, C, HW, sn, sc, shw)
+        _, _, mean, invstd, gamma, beta = _affine(chan, m, cs, C, ACC)
+        x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+        xhat = (x - mean[None, :]) * invstd[None, :]
+        on = mask & (xhat * gamma[None, :] + beta[None, :] > 0)
+        gm = tl.where(on, g, 0.0)
+        xm = tl.where(on, xhat, 0.0)
+        return tl.sum(gm, axis=0), tl.sum(gm * xhat, axis=0), tl.sum(on.to(ACC), axis=0), tl.sum(xm, axis=0)
+
+    @triton.jit
+    def _bwd_reduce_kernel(
+        g_ptr, c0, c1, c2, chan, out, C, HW, sn, sc, shw,
+        M: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):  # fmt: skip
+        """out[n, m, 0..3, c] = P1..P4 (see the module docstring)."""
+        n = tl.program_id(0)
+        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = cs < C
+        p10 = tl.zeros((BLOCK_C,), dtype=ACC)
+        p20, p30, p40 = p10, p10, p10
+        p11, p21, p31, p41 = p10, p10, p10, p10
+        p12, p22, p32, p42 = p10, p10, p10, p10
+        for start in range(0, HW, BLOCK_HW):
+            hw = start + tl.arange(0, BLOCK_HW)
+            ptrs, mask = _tile(g_ptr, n, cs, hw, C, HW, sn, sc, shw)
+            g = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+            q1, q2, q3, q4 = _path_sums(c0, g, chan, 0, n, cs, hw, C, HW, sn, sc, shw, ACC)
+            p10 += q1
+            p20 += q2
+            p30 += q3
+            p40 += q4
+            if M > 1:
+                q1, q2, q3, q4 = _path_sums(c1, g, chan, 1, n, cs, hw, C, HW, sn, sc, shw, ACC)
+                p11 += q1
+                p21 += q2
+                p31 += q3
+                p41 += q4
+            if M > 2:
+                q1, q2, q3, q4 = _path_sums(c2, g, chan, 2, n, cs, hw, C, HW, sn, sc, shw, ACC)
+                p12 += q1
+                p22 += q2
+                p32 += q3
+                p42 += q4
+        row = out + n * (M * 4 * C) + cs
+        tl.store(row, p10, mask=c_ok)
+        tl.store(row + C, p20, mask=c_ok)
+        tl.store(row + 2 * C, p30, mask=c_ok)
+        tl.store(row + 3 * C, p40, mask=c_ok)
+        if M > 1:
+            tl.store(row + 4 * C, p11, mask=c_ok)
+            tl.store(row + 5 * C, p21, mask=c_ok)
+            tl.store(row + 6 * C, p31, mask=c_ok)
+            tl.store(row + 7 * C, p41, mask=c_ok)
+        if M > 2:
+            tl.store(row + 8 * C, p12, mask=c_ok)
+            tl.store(row + 9 * C, p22, mask=c_ok)
+            tl.store(row + 10 * C, p32, mask=c_ok)
+            tl.store(row + 11 * C, p42, mask=c_ok)
+
+    @triton.jit
+    def _path_grad(c_ptr, dc_ptr, g, k, a_row, chan, m, n, cs, hw, C, HW, sn, sc, shw, ACC: tl.constexpr):
+        """dL/dc_m of one tile: γσ⁻¹·(mask·(a_m·g + k) − dβ/(N·HW) − x̂·dγ/(N·HW))."""
+        ptrs, mask = _tile(c_ptr, n, cs, hw, C, HW, sn, sc, shw)
+        c_ok = cs < C
+        _, _, mean, invstd, gamma, beta = _affine(chan, m, cs, C, ACC)
+        base = chan + m * (6 * C) + cs
+        dbeta_mean = tl.load(base + 4 * C, mask=c_ok, other=0.0).to(ACC)
+        dgamma_mean = tl.load(base + 5 * C, mask=c_ok, other=0.0).to(ACC)
+        weight = tl.load(a_row + m * C, mask=c_ok, other=0.0).to(ACC)
+        x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+        xhat = (x - mean[None, :]) * invstd[None, :]
+        on = xhat * gamma[None, :] + beta[None, :] > 0
+        dz = tl.where(on, g * weight[None, :] + k[None, :], 0.0)
+        dc = (gamma * invstd)[None, :] * (dz - dbeta_mean[None, :] - xhat * dgamma_mean[None, :])
+        out, _ = _tile(dc_ptr, n, cs, hw, C, HW, sn, sc, shw)
+        tl.store(out, dc.to(dc_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _bwd_apply_kernel(
+        g_ptr, c0, c1, c2, d0, d1, d2, chan, a, k_ptr, C, HW, sn, sc, shw,
+        M: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):  # fmt: skip
+        n = tl.program_id(0)
+        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        hw = tl.program_id(2) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        ptrs, mask = _tile(g_ptr, n, cs, hw, C, HW, sn, sc, shw)
+        g = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+        k = tl.load(k_ptr + n * C + cs, mask=cs < C, other=0.0).to(ACC)
+        a_row = a + n * (M * C) + cs
+        _path_grad(c0, d0, g, k, a_row, chan, 0, n, cs, hw, C, HW, sn, sc, shw, ACC)
+        if M > 1:
+            _path_grad(c1, d1, g, k, a_row, chan, 1, n, cs, hw, C, HW, sn, sc, shw, ACC)
+        if M > 2:
+            _path_grad(c2, d2, g, k, a_row, chan, 2, n, cs, hw, C, HW, sn, sc, shw, ACC)
+
+
+# ----------------------------------------------------------------------------------------- launchers
+def _tl_acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _geometry(ref: torch.Tensor) -> tuple[int, int, int, int, int, int, int, bool]:
+    n, c, h, w = ref.shape
+    channels_last = ref.stride(1) == 1 and c > 1
+    return n, c, h * w, ref.stride(0), ref.stride(1), ref.stride(3), w, channels_last
+
+
+def _padded(ts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(ts) + (ts[0],) * (MAX_PATHS - len(ts))  # unused slots are never read
+
+
+def like(ref: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`t` with exactly the strides of `ref` (the kernels take one set of strides for all maps)."""
+    if t.stride() == ref.stride() and t.dtype == ref.dtype:
+        return t
+    return torch.empty_like(ref).copy_(t)
+
+
+def dense_ok(t: torch.Tensor) -> bool:
+    """NCHW-contiguous or channels_last-contiguous: H×W can be walked as one axis."""
+    return t.dim() == 4 and (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last))
+
+
+def moments(cs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """(N, M, 2, C): per sample, path and channel, the mean and M2 (Σ squared deviations) over H×W."""
+    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
+    acc = acc_dtype(cs[0].dtype)
+    out = torch.empty(n, len(cs), 2, c, device=cs[0].device, dtype=acc)
+    block_c, block_hw = _blocks(channels_last)
+    _stats_kernel[(n, triton.cdiv(c, block_c))](
+        *_padded(cs), out, c, hw, sn, sc, shw,
+        M=len(cs), ACC=_tl_acc(acc), BLOCK_C=block_c, BLOCK_HW=block_hw,
+    )  # fmt: skip
+    return out
+
+
+def pool(cs: tuple[torch.Tensor, ...], chan: torch.Tensor) -> torch.Tensor:
+    """s (N, C) = Σ_m mean_HW u_m, in the accumulation dtype."""
+    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
+    s = torch.empty(n, c, device=cs[0].device, dtype=chan.dtype)
+    block_c, block_hw = _blocks(channels_last)
+    _pool_kernel[(n, triton.cdiv(c, block_c))](
+        *_padded(cs), chan, s, c, hw, sn, sc, shw,
+        M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+    )  # fmt: skip
+    return s
+
+
+def select(cs: tuple[torch.Tensor, ...], chan: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """V = Σ_m a_m ⊙ u_m in the layout and dtype of c_1."""
+    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
+    v = torch.empty_like(cs[0])
+    a = attention.to(chan.dtype).contiguous()
+    block_c, block_hw = _blocks(channels_last)
+    _select_kernel[(n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw))](
+        *_padded(cs), chan, a, v, c, hw, sn, sc, shw,
+        M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+    )  # fmt: skip
+    return v
+
+
+def backward_sums(grad_v: torch.Tensor, cs: tuple[torch.Tensor, ...], chan: torch.Tensor) -> torch.Tensor:
+    """(N, M, 4, C): P1..P4 of the module docstring."""
+    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
+    out = torch.empty(n, len(cs), 4, c, device=cs[0].device, dtype=chan.dtype)
+    block_c, block_hw = _blocks(channels_last)
+    _bwd_reduce_kernel[(n, triton.cdiv(c, block_c))](
+        like(cs[0], grad_v), *_padded(cs), chan, out, c, hw, sn, sc, shw,
+        M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+    )  # fmt: skip
+    return out
+
+
+def backward_apply(
+    grad_v: torch.Tensor, cs: tuple[torch.Tensor, ...], chan: torch.Tensor, attention: torch.Tensor, k: torch.Tensor
+) -> list[torch.Tensor]:
+    """[dL/dc_m] in the layout and dtype of c_1; `chan` holds dβ/(N·HW) and dγ/(N·HW) in its last rows."""
+    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
+    grads = [torch.empty_like(cs[0]) for _ in cs]
+    a = attention.to(chan.dtype).contiguous()
+    block_c, block_hw = _blocks(channels_last)
+    _bwd_apply_kernel[(n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw))](
+        like(cs[0], grad_v), *_padded(cs), *_padded(tuple(grads)), chan, a, k.to(chan.dtype).contiguous(),
+        c, hw, sn, sc, shw,
+        M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+    )  # fmt: skip
+    return grads

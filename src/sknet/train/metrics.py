@@ -1,0 +1,79 @@
+"""Training statistics and the non-finite-loss guard, kept on the device.
+
+Every step adds to device tensors; nothing is read back to the host per step (a host read waits for the
+GPU to finish all queued work). The host reads them on demand: at a log interval, a progress refresh,
+the end of an epoch, before a checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sknet.train.distributed import DistInfo, all_reduce_, all_reduce_sum
+
+
+class EpochMetrics:
+    """Sums of loss·n and correct predictions on the device; the image count on the host (known there)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.images = 0
+        self.skipped = 0  # unreadable images skipped by the loader
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.shape[0]
+        self.loss_sum += loss.detach().double() * n
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.images += n
+
+    def running(self) -> dict[str, float]:
+        """This rank's loss and accuracy so far (a host read)."""
+        n = max(self.images, 1)
+        return {"loss": self.loss_sum.item() / n, "acc": self.correct.item() / n}
+
+    def totals(self, dist_info: DistInfo) -> tuple[float, float, float, int]:
+        """(loss·n, correct, n, skipped) summed over ranks (a collective: every rank calls it)."""
+        loss_sum, correct, n, skipped = all_reduce_sum(
+            [self.loss_sum.item(), float(self.correct.item()), float(self.images), float(self.skipped)], dist_info
+        )
+        return loss_sum, correct, n, int(skipped)
+
+
+class NonFiniteGuard:
+    """Flags an accumulation group whose loss is NaN or infinite, on every rank, without a host read.
+
+    `close_group` gives the flag for the optimizer step (a (1,) float tensor, > 0: skip the update, as
+    AMP's scaler skips an overflow) after summing it over ranks, so every rank skips together; from the
+    first bad step on, every step is skipped. That step is recorded on the device; `first_bad` reads it
+    (a host read, done at log intervals).
+    """
+
+    def __init__(self, device: torch.device, dist_info: DistInfo) -> None:
+        self.dist = dist_info
+        self.group = torch.zeros(1, dtype=torch.float32, device=device)
+        self.batch = torch.full((), -1, dtype=torch.int64, device=device)  # batch (1-based) of the first bad step
+        self.loss = torch.zeros((), dtype=torch.float32, device=device)  # this rank's loss there
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss.detach().float())
+        self.group = torch.maximum(self.group, bad.float().reshape(1))
+        # This rank's first non-finite value (NaN or inf) is what the message shows.
+        first_here = bad & (self.loss == 0)
+        self.loss = torch.where(first_here, loss.detach().float(), self.loss)
+
+    @torch.no_grad()
+    def close_group(self, batch: int) -> torch.Tensor:
+        flag = all_reduce_(self.group, self.dist)
+        self.batch = torch.where((self.batch < 0) & (flag[0] > 0), batch, self.batch)
+        self.group = torch.zeros_like(self.group)
+        # Sticky: once a step was skipped, every later one is too, so that when the host reads the flag the
+        # model is exactly as after the last good step (as if training had stopped right there).
+        return (self.batch >= 0).float().reshape(1)
+
+    def first_bad(self) -> tuple[int, float] | None:
+        """(batch, this rank's loss) of the first skipped step, or None (a host read)."""
+        batch = int(self.batch.item())
+        return None if batch < 0 else (batch, float(self.loss.item()))

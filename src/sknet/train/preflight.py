@@ -1,0 +1,44 @@
+"""Checks of a training configuration that cost nothing, run before any data is read or model built.
+
+A typo in a model name must not wait for (or be hidden behind) a data set that is missing, and a
+precision the device cannot run must not wait for the data to load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sknet.data.datasets import dataset_spec
+from sknet.errors import CheckpointError, ConfigError
+from sknet.models import model_info
+from sknet.train.checkpoint import previous_path
+from sknet.train.config import Precision, TrainConfig
+
+# Options the trainer sets from the data; the rest must be options of the model's builder.
+DATA_OPTIONS = ("num_classes", "in_chans")
+
+
+def check_config(config: TrainConfig, resume: str | Path | None = None) -> None:
+    """Device-independent checks: model name and options, dataset name, the resume file's presence."""
+    info = model_info(config.model)  # UnknownModelError with close matches
+    unknown = sorted(set(config.model_options) - set(info.options))
+    if unknown:
+        raise ConfigError(
+            f"model {config.model!r} has no option {', '.join(map(repr, unknown))}; "
+            f"its options are: {', '.join(info.options)}"
+        )
+    dataset_spec(config.dataset)
+    if resume is not None and not Path(resume).exists() and not previous_path(Path(resume)).is_file():
+        raise CheckpointError(f"checkpoint {resume} does not exist")
+
+
+def check_device(config: TrainConfig, device: torch.device) -> None:
+    """Checks that depend on the resolved device: precisions and BatchNorm synchronisation."""
+    if config.precision is Precision.FP16 and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 on CPUs")
+    if config.sync_bn and device.type != "cuda":
+        raise ConfigError(
+            f"sync_bn needs CUDA devices (this run is on {device}; torch's SyncBatchNorm does not run on CPUs)"
+        )

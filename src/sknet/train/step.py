@@ -1,0 +1,52 @@
+"""The optimizer update of one accumulation group, skipped on the device when its loss was not finite.
+
+The decision needs no host read: fused optimizers (``fused=True``) take a ``found_inf`` tensor and leave
+parameters and optimizer state untouched when it is non-zero, the mechanism AMP's gradient scaler uses
+for overflows. With a scaler (fp16), a non-finite loss poisons one gradient so that the scaler's own
+overflow check skips the step. An optimizer without that support falls back to a host read.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class OptimizerStep:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler,
+        scaler: torch.amp.GradScaler | None,
+        grad_clip: float | None,
+    ) -> None:
+        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.grad_clip = grad_clip
+        self.skips_on_device = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+    def __call__(self, skip: torch.Tensor) -> None:
+        """Apply the gradients unless `skip` ((1,) float tensor) is > 0; then clear them and step the schedule."""
+        if self.scaler is not None:
+            self._scaled_step(skip)
+        else:
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            if self.skips_on_device:
+                self.optimizer.found_inf = skip
+                self.optimizer.step()
+            elif not skip.item():  # pragma: no cover - our optimizers are fused
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _scaled_step(self, skip: torch.Tensor) -> None:
+        # Before unscale_, which is where the scaler looks for non-finite gradients.
+        grad = next((p.grad for p in self.model.parameters() if p.grad is not None), None)
+        if grad is not None:
+            grad.add_(torch.where(skip > 0, float("nan"), 0.0).to(grad.dtype))
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
