@@ -1,14 +1,12 @@
 """Parity of the Triton select kernels with PyTorch, on the CPU through Triton's interpreter."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 
 from sknet.kernels.select_triton import use_triton
+from tests.kernels.interpreter import run_interpreted
 
 SCRIPT = textwrap.dedent(
     """
@@ -38,10 +36,7 @@ SCRIPT = textwrap.dedent(
 
 def _run_interpreted(script: str, marker: str) -> None:
     """Run `script` in a fresh interpreter with TRITON_INTERPRET=1 (kernels on CPU tensors)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert marker in result.stdout
+    run_interpreted(["-c", script], marker)
 
 
 @pytest.mark.slow
@@ -59,6 +54,8 @@ LAYER_SCRIPT = textwrap.dedent(
     import copy, os
     import torch
     from sknet import SKConv2d
+
+    os.environ["SKNET_FUSED"] = "0"  # the select kernels inside the plain composition (not the fused tail)
 
     torch.manual_seed(0)
     for branches in ((3,), (3, 5), (3, 5, 7)):

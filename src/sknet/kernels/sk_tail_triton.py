@@ -52,8 +52,9 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def available(t: torch.Tensor) -> bool:
     """Whether the kernels can run on `t`'s device: CUDA with triton, or Triton's interpreter when forced
-    (TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1: how the CPU tests run them)."""
-    if triton is None:
+    (TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1: how the CPU tests run them). SKNET_FUSED=0 turns
+    them off (the plain composition runs instead: for comparisons and debugging)."""
+    if triton is None or os.environ.get("SKNET_FUSED") == "0":
         return False
     if t.is_cuda:
         return True
@@ -70,7 +71,9 @@ if triton is not None:
         return base + offs, mask
 
     @triton.jit
-    def _path_moments(c_ptr, n, cs, C, HW, sn, sc, shw, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    def _path_moments(
+        c_ptr, n, cs, C, HW, sn, sc, shw, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr
+    ):
         """Mean and sum of squared deviations over H×W of sample n, channels cs (Chan's parallel update)."""
         mean = tl.zeros((BLOCK_C,), dtype=ACC)
         m2 = tl.zeros((BLOCK_C,), dtype=ACC)

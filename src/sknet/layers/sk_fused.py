@@ -105,7 +105,9 @@ class _FusedSKTail(torch.autograd.Function):
             s_leaf = s.to(cs[0].dtype if cs[0].dtype == torch.float64 else torch.float32).detach()
             s_leaf.requires_grad_(True)
             attention = sk.select(sk.fuse(s_leaf))
-        ctx.save_for_backward(*cs, *gammas, *betas, *[t for pair in zip(means, invstds) for t in pair], *tensors[3 * m :])
+        ctx.save_for_backward(
+            *cs, *gammas, *betas, *[t for pair in zip(means, invstds, strict=True) for t in pair], *tensors[3 * m :]
+        )
         ctx.graph = (s_leaf, attention)
         ctx.sk, ctx.m, ctx.chan = sk, m, chan
         ctx.eps = [path.bn.eps for path in sk.paths]
@@ -180,7 +182,7 @@ def _eval_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
             continue
         mean, var = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)
         means.append(mean)
-        invstds.append(torch.rsqrt(var.float() + bn.eps))
+        invstds.append(torch.rsqrt(var + bn.eps))
         gammas.append(bn.weight)
         betas.append(bn.bias)
     chan = _chan_table(cs, means, invstds, gammas, betas)

@@ -1,0 +1,73 @@
+"""The fused SK tail (Triton kernels) against tests/reference.py: forward, every gradient, BN running
+statistics, evaluation and folded BN; M = 1, 2, 3, strides 1 and 2, NCHW and channels_last.
+
+On CPUs in Triton's interpreter (fp64, fp32, bf16 autocast); on CUDA, where there is one, on the GPU.
+The cases themselves are in tests/kernels/sk_tail_parity.py.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sknet import SKConv2d
+from sknet.layers.sk_fused import fused_tail_ok
+from tests.kernels.interpreter import ROOT, run_interpreted
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+def test_fused_tail_matches_reference_in_interpreter(dtype):
+    run_interpreted(["-m", "tests.kernels.sk_tail_parity", "cpu", dtype], "parity ok")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+def test_fused_tail_matches_reference_on_cuda(dtype):
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SKNET_FORCE_TRITON", "SKNET_FUSED")}
+    env["NVIDIA_TF32_OVERRIDE"] = "0"  # fp32 means fp32 here: no TF32 in the reference's convolutions
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.kernels.sk_tail_parity", "cuda", dtype],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0 and "parity ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_the_fused_tail_is_chosen_only_where_its_kernels_run(monkeypatch):
+    layer = SKConv2d(16, 16, groups=4, min_dim=8).train()
+    x = torch.randn(2, 16, 5, 5)
+    monkeypatch.delenv("SKNET_FORCE_TRITON", raising=False)
+    assert not fused_tail_ok(layer, x)  # CPU tensors: the lean CPU path
+    monkeypatch.setenv("SKNET_FORCE_TRITON", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert fused_tail_ok(layer, x)
+    assert not fused_tail_ok(SKConv2d(16, 16, groups=4, branches=(3, 5, 7, 9), min_dim=8).train(), x)  # M > 3
+    assert not fused_tail_ok(SKConv2d(16, 16, groups=4, aggregation="sum"), x)
+    layer.paths[0].bn.eval()  # frozen BN inside a training layer: the plain path
+    assert not fused_tail_ok(layer, x)
+    layer.eval()
+    with torch.no_grad():
+        assert fused_tail_ok(layer, x)
+    assert not fused_tail_ok(layer, x.requires_grad_(True))  # gradients through an eval layer: plain
+    monkeypatch.setenv("SKNET_FUSED", "0")
+    assert not fused_tail_ok(layer.train(), x.detach())
+
+
+@needs_cuda
+def test_fused_tail_under_autocast_and_compile_on_cuda():
+    """Eager autocast takes the fused tail; torch.compile traces the layer without graph breaks."""
+    layer = SKConv2d(64, 64, groups=8).cuda().train().to(memory_format=torch.channels_last)
+    x = torch.randn(8, 64, 14, 14, device="cuda").to(memory_format=torch.channels_last)
+    assert fused_tail_ok(layer, x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        layer(x).float().square().mean().backward()
+    compiled = torch.compile(layer, fullgraph=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        compiled(x).float().square().mean().backward()
