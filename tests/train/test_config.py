@@ -61,3 +61,24 @@ def test_unparsable_or_missing_file(tmp_path):
         TrainConfig.load(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         TrainConfig.load(tmp_path / "none.yaml")
+
+
+def test_config_module_works_without_tomllib():
+    """Python 3.10 has no tomllib: the config module falls back to tomli (a dependency there). Checked in a
+    fresh interpreter where `import tomllib` fails, with a stand-in tomli."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, types\n"
+        "sys.modules['tomllib'] = None\n"
+        "tomli = types.ModuleType('tomli')\n"
+        "tomli.loads = lambda text: {'epochs': 7}\n"
+        "tomli.TOMLDecodeError = ValueError\n"
+        "sys.modules['tomli'] = tomli\n"
+        "import sknet.train.config as config\n"
+        "assert config.tomllib is tomli\n"
+        "print('fallback ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "fallback ok" in result.stdout, result.stderr[-2000:]

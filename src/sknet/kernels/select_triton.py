@@ -33,8 +33,8 @@ def _layout(t: torch.Tensor) -> bool | None:
 
 def use_triton(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> bool:
     """Whether the fused kernels apply: CUDA tensors, M ≤ 3, one dense layout, triton importable."""
-    if triton is None or len(paths) > MAX_PATHS:
-        return False
+    if triton is None or len(paths) > MAX_PATHS or torch.compiler.is_compiling():
+        return False  # compiled graphs: inductor generates the fused elementwise code itself
     # Testing hook: with TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1, CPU tensors take the kernel path too.
     forced = os.environ.get("SKNET_FORCE_TRITON") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
     if not (paths[0].is_cuda or forced):

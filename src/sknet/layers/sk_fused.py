@@ -25,9 +25,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 def fused_tail_ok(sk: nn.Module, x: torch.Tensor) -> bool:
     """The fused tail applies to SK attention layers with ≤ 3 paths of conv → BatchNorm2d (or folded) →
     ReLU, on a device the kernels run on, in eager mode (torch.compile fuses the plain composition itself)."""
-    if sk.select is None or len(sk.paths) > kernels.MAX_PATHS or not kernels.available(x):
+    if torch.compiler.is_compiling():  # first: nothing below needs tracing
         return False
-    if torch.compiler.is_compiling() or x.dtype not in SUPPORTED_DTYPES:
+    if sk.select is None or len(sk.paths) > kernels.MAX_PATHS or x.dtype not in SUPPORTED_DTYPES:
+        return False
+    if not kernels.available(x):
         return False
     for path in sk.paths:
         if type(getattr(path, "act", None)) is not nn.ReLU:

@@ -1,0 +1,152 @@
+"""SKNet-50 on one CUDA GPU, side by side with ResNeXt-50 (ours, timm's) and timm's skresnext50_32x4d.
+
+Run by benchmarks/gpu.sh after the CUDA parity tests. Every configuration is one `sknet.bench.run_bench`
+call: its models run interleaved in one process, so each ratio is measured side by side. Prints the
+ratio table against the targets of the "Fast SK on GPUs" issue and writes
+benchmarks/results/<date>-<gpu>.json. Needs only torch (≥ 2.11) with CUDA; timm is used when present.
+
+    python benchmarks/gpu.py [--quick] [--no-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sknet.bench import Candidate, ratios, run_bench, timm_available
+from sknet.fuse import fuse_for_inference
+from sknet.models import create_model
+
+# (name, mode, dtype, batch, compiled, target ratio SKNet-50 / ResNeXt-50, higher is better)
+CONFIGS = [
+    ("train bf16 eager", "train", "bf16", 128, False),
+    ("train fp32 (TF32) eager", "train", "fp32", 64, False),
+    ("inference bf16 eager", "inference", "bf16", 256, False),
+    ("inference fp32 (TF32) eager", "inference", "fp32", 256, False),
+    ("train bf16 compiled", "train", "bf16", 128, True),
+]
+TARGETS = {
+    "train bf16 eager": 0.80,
+    "train bf16 compiled": 0.78,
+    "train fp32 (TF32) eager": 0.75,
+    "inference bf16 eager": 0.85,
+}
+MEMORY_TARGET = 1.15  # activation memory SKNet-50 / ResNeXt-50, bf16 training
+TIMM_TARGET = 1.6  # training speed SKNet-50 / timm skresnext50_32x4d, bf16
+
+
+def candidates(mode: str, compiled: bool) -> list[Candidate]:
+    cands = [
+        Candidate("sknet50", lambda: create_model("sknet50"), "sk"),
+        Candidate("resnext50", lambda: create_model("resnext50"), "baseline"),
+    ]
+    if mode == "inference":
+        cands.append(Candidate("sknet50 fused", lambda: fuse_for_inference(create_model("sknet50")), "sk", True))
+        cands.append(
+            Candidate("resnext50 fused", lambda: fuse_for_inference(create_model("resnext50")), "baseline", True)
+        )
+    if timm_available() and not compiled:  # compiling timm's models too would not fit the time budget
+        import timm
+
+        cands.append(Candidate("timm skresnext50_32x4d", lambda: timm.create_model("skresnext50_32x4d"), "peer"))
+    return cands
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per configuration (median)")
+    parser.add_argument("--quick", action="store_true", help="small batches and 3 rounds (a smoke run)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile configuration")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu.py: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True  # "fp32" on a GPU means TF32 matmuls and convolutions
+    torch.backends.cudnn.allow_tf32 = True
+    gpu = torch.cuda.get_device_name()
+    report: dict = {
+        "date": datetime.date.today().isoformat(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "timm": timm_available(),
+        "runs": [],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
+    path = args.out / f"{report['date']}-{slug}.json"
+    index = 2
+    while path.exists():  # keep earlier reports of the same day
+        path = args.out / f"{report['date']}-{slug}-{index}.json"
+        index += 1
+    table = []
+    for name, mode, dtype, batch, compiled in CONFIGS:
+        if compiled and args.no_compile:
+            continue
+        if args.quick:
+            batch = min(batch, 16)
+        start = time.perf_counter()
+        results = run_bench(
+            mode,
+            batch,
+            224,
+            dtype,
+            "cuda",
+            3 if args.quick else args.repeats,
+            3,
+            compiled,
+            ("channels_last",),
+            candidates(mode, compiled),
+        )
+        found = ratios(results)
+        report["runs"].append(
+            {
+                "name": name,
+                "mode": mode,
+                "dtype": dtype,
+                "batch": batch,
+                "compiled": compiled,
+                "memory_format": "channels_last",
+                "seconds": round(time.perf_counter() - start, 1),
+                "results": [r.to_dict() for r in results],
+                "ratios": found,
+            }
+        )
+        path.write_text(json.dumps(report, indent=2))  # after every configuration: a time-out keeps the rest
+        speeds = {r.label: r.images_per_s for r in results}
+        for key, value in found.items():
+            target = None
+            if key == "sknet50 / resnext50 (speed)" or key.startswith("sknet50 / timm resnext50"):
+                target = TARGETS.get(name)
+            elif key == "sknet50 / resnext50 (activation memory)" and name == "train bf16 eager":
+                target = -MEMORY_TARGET  # at most
+            elif key == "sknet50 / timm skresnext50_32x4d (speed)" and name == "train bf16 eager":
+                target = TIMM_TARGET
+            table.append((name, key, value, target))
+        print(f"{name}: batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s" for k, v in speeds.items()), flush=True)
+
+    print(f"\nSKNet-50 on {gpu} (torch {torch.__version__}, channels_last, ratios from one process each)")
+    print(f"  {'configuration':<28} {'ratio':<58} {'value':>8}  target")
+    for name, key, value, target in table:
+        if target is None:
+            verdict = ""
+        elif target < 0:
+            verdict = f"≤ {-target:.2f}  {'met' if value <= -target else 'NOT met'}"
+        else:
+            verdict = f"≥ {target:.2f}  {'met' if value >= target else 'NOT met'}"
+        print(f"  {name:<28} {key:<58} {value:7.3f}×  {verdict}")
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
