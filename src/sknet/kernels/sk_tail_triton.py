@@ -299,6 +299,13 @@ def _padded(ts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return tuple(ts) + (ts[0],) * (MAX_PATHS - len(ts))  # unused slots are never read
 
 
+def walkable(t: torch.Tensor) -> torch.Tensor:
+    """`t` if its H×W can be walked as one axis of stride stride(3) (dense NCHW or channels_last), else a
+    contiguous copy."""
+    _, _, h, w = t.shape
+    return t if h == 1 or t.stride(2) == w * t.stride(3) else t.contiguous()
+
+
 def like(ref: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """`t` with exactly the strides of `ref` (the kernels take one set of strides for all maps)."""
     if t.stride() == ref.stride() and t.dtype == ref.dtype:

@@ -96,7 +96,8 @@ class _FusedSKTail(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sk: nn.Module, m: int, *tensors: torch.Tensor) -> torch.Tensor:
-        cs = tuple(kernels.like(tensors[0], c) for c in tensors[:m])
+        first = kernels.walkable(tensors[0])
+        cs = tuple(kernels.like(first, c) for c in tensors[:m])
         gammas, betas = tensors[m : 2 * m], tensors[2 * m : 3 * m]
         means, invstds = _batch_stats(sk, cs)
         chan = _chan_table(cs, means, invstds, gammas, betas)
@@ -174,7 +175,8 @@ def sk_fused_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _eval_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     cs = [path.conv(x) for path in sk.paths]
-    cs = tuple(kernels.like(cs[0], c) for c in cs)
+    first = kernels.walkable(cs[0])
+    cs = tuple(kernels.like(first, c) for c in cs)
     means, invstds, gammas, betas = [], [], [], []
     for path, c in zip(sk.paths, cs, strict=True):
         bn = path.bn
