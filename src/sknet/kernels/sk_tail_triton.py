@@ -313,11 +313,6 @@ def like(ref: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(ref).copy_(t)
 
 
-def dense_ok(t: torch.Tensor) -> bool:
-    """NCHW-contiguous or channels_last-contiguous: H×W can be walked as one axis."""
-    return t.dim() == 4 and (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last))
-
-
 def moments(cs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """(N, M, 2, C): per sample, path and channel, the mean and M2 (Σ squared deviations) over H×W."""
     n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
