@@ -30,6 +30,7 @@ CONFIGS = [
     ("train fp32 (TF32) eager", "train", "fp32", 64, False),
     ("inference bf16 eager", "inference", "bf16", 256, False),
     ("inference fp32 (TF32) eager", "inference", "fp32", 256, False),
+    ("sknet train bf16", "trainer", "bf16", 128, False),  # the trainer against the bare step (train_vs_step.py)
     ("train bf16 compiled", "train", "bf16", 128, True),
 ]
 TARGETS = {
@@ -38,6 +39,7 @@ TARGETS = {
     "train fp32 (TF32) eager": 0.75,
     "inference bf16 eager": 0.85,
 }
+TRAINER_TARGET = 0.95  # `sknet train` images/s / the bare training step's, same model, batch, precision, layout
 MEMORY_TARGET = 1.15  # activation memory SKNet-50 / ResNeXt-50, bf16 training
 TIMM_TARGET = 1.6  # training speed SKNet-50 / timm skresnext50_32x4d, bf16
 
@@ -57,6 +59,17 @@ def candidates(mode: str, compiled: bool) -> list[Candidate]:
 
         cands.append(Candidate("timm skresnext50_32x4d", lambda: timm.create_model("skresnext50_32x4d"), "peer"))
     return cands
+
+
+def trainer_vs_step(dtype: str, batch: int, quick: bool) -> dict:
+    """`sknet train` (in-memory 224² images, and an ImageFolder of JPEGs) against the bare step."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import train_vs_step
+
+    args = train_vs_step.parser().parse_args(["--dtype", dtype, "--batch", str(batch), "--device", "cuda"])
+    if quick:
+        args.warmup, args.steps = 3, 5
+    return train_vs_step.measure(args)
 
 
 def main() -> int:
@@ -95,6 +108,18 @@ def main() -> int:
         if args.quick:
             batch = min(batch, 16)
         start = time.perf_counter()
+        if mode == "trainer":
+            found = trainer_vs_step(dtype, batch, args.quick)
+            report["runs"].append({"name": name, "seconds": round(time.perf_counter() - start, 1), **found})
+            path.write_text(json.dumps(report, indent=2))
+            for key in ("train_in_memory / step", "train_folder / step"):
+                table.append((name, f"sknet50 {key} (speed)", found[key], TRAINER_TARGET))
+            print(
+                f"{name}: batch {batch}: step {found['step_images_per_s']:.0f} img/s, in memory "
+                f"{found['train_in_memory_images_per_s']:.0f}, ImageFolder {found['train_folder_images_per_s']:.0f}",
+                flush=True,
+            )
+            continue
         results = run_bench(
             mode,
             batch,

@@ -29,4 +29,4 @@ else
     done
 fi
 echo "== speed and memory =="
-timeout 420 "$PY" benchmarks/gpu.py "$@"
+timeout 450 "$PY" benchmarks/gpu.py "$@"

@@ -41,8 +41,15 @@ def test_missing_and_empty_directories(tmp_path):
     with pytest.raises(DataError, match="needs --data-dir"):
         find_split_dir(None, Split.TRAIN)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no images in"):
+    with pytest.raises(DataError, match=r"no images in .*no class sub-folders"):
         ImageFolderDataset(tmp_path / "empty", lambda x: x)
+    for name in ("a", *(f"empty{i}" for i in range(5))):
+        (tmp_path / "empty" / name).mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "empty" / "a" / "x.jpg")
+    with pytest.raises(DataError) as err:  # one short line, not every class name
+        ImageFolderDataset(tmp_path / "empty", lambda x: x)
+    assert "no images in 5 of the 6 class folders" in str(err.value) and "and 2 more" in str(err.value)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
 
 
 def test_sharded_sampler_partitions_and_resumes():

@@ -131,3 +131,15 @@ def test_plain_progress_lines_without_a_terminal(tmp_path, capsys, monkeypatch, 
         total = len(run.train_loader)
         assert len(lines) == total - 1  # every batch but the last (the epoch line follows it)
         assert lines[0].startswith(f"epoch 1/1: batch 1/{total} (") and ", img/s " in lines[0] and "ends in" in lines[0]
+
+
+def test_own_in_memory_images_replace_the_config_dataset(tmp_path):
+    # Trainer(datasets=...) trains on the caller's tensors (3 channels, 5 classes, 12×12 here).
+    from sknet.data.datasets import Split, make_synthetic
+
+    train, test = (make_synthetic(s, num_classes=5, size=12, channels=3, count=64) for s in (Split.TRAIN, Split.TEST))
+    trainer = Trainer(tiny_config(tmp_path, epochs=1), datasets=(train, test))
+    summary = trainer.fit()
+    meta = trainer.weights_metadata()
+    assert meta["num_classes"] == 5 and meta["in_chans"] == 3 and meta["input_size"] == 12
+    assert trainer.model.state_dict()["fc.weight"].shape[0] == 5 and 0 <= summary["val_acc1"] <= 1

@@ -31,6 +31,17 @@ def find_split_dir(root: str | Path | None, split: Split) -> Path:
     return root
 
 
+def _missing_images(root: Path) -> str:
+    """One line on what an image folder lacks: class sub-folders, or images in some of them."""
+    expected = f"expected one sub-folder per class holding images ({', '.join(IMG_EXTENSIONS[:4])}, ...)"
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        return f"no images in {root}: it has no class sub-folders; {expected}"
+    empty = [p.name for p in folders if not any(f.suffix.lower() in IMG_EXTENSIONS for f in p.rglob("*"))]
+    shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+    return f"no images in {len(empty)} of the {len(folders)} class folders of {root} ({shown}); {expected}"
+
+
 class ImageFolderDataset(Dataset):
     """(image tensor, label) pairs from DIR/CLASS/IMAGE.
 
@@ -46,11 +57,8 @@ class ImageFolderDataset(Dataset):
         try:
             self.classes, self.class_to_idx = find_classes(str(root))
             self.samples = make_dataset(str(root), self.class_to_idx, IMG_EXTENSIONS)
-        except FileNotFoundError as err:
-            raise DataError(
-                f"no images in {root}: {err}. Expected one sub-folder per class holding images "
-                f"({', '.join(IMG_EXTENSIONS[:4])}, ...)"
-            ) from None
+        except FileNotFoundError:
+            raise DataError(_missing_images(root)) from None
         self.root = root
         self.transform = transform
         self.on_error = on_error

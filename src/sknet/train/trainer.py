@@ -79,8 +79,11 @@ class Trainer:
         resume: str | Path | None = None,
         dist_info: DistInfo | None = None,
         on_step=None,
+        datasets: tuple[InMemoryImages, InMemoryImages] | None = None,
     ) -> None:
+        """`datasets`: your own (train, test) images in memory, used instead of `config.dataset`'s."""
         self.config = config
+        self._given_datasets = datasets
         check_config(config, resume)  # everything cheap is checked before any data is read
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
@@ -91,6 +94,8 @@ class Trainer:
             torch.set_num_threads(config.threads)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         _seed_all(config.seed)  # identical initial weights on every rank
 
         self._build_data()
@@ -119,9 +124,12 @@ class Trainer:
     def _build_data(self) -> None:
         cfg, d = self.config, self.dist
         spec = dataset_spec(cfg.dataset)
-        train = build_dataset(cfg.dataset, cfg.data_dir, Split.TRAIN, cfg.download)
-        val = build_dataset(cfg.dataset, cfg.data_dir, Split.TEST, cfg.download)
-        if spec.in_memory:
+        if self._given_datasets is not None:
+            train, val = self._given_datasets
+        else:
+            train = build_dataset(cfg.dataset, cfg.data_dir, Split.TRAIN, cfg.download)
+            val = build_dataset(cfg.dataset, cfg.data_dir, Split.TEST, cfg.download)
+        if isinstance(train, InMemoryImages):
             assert isinstance(train, InMemoryImages) and isinstance(val, InMemoryImages)
             self.classes, self.mean, self.std = train.classes, train.mean, train.std
             self.in_chans, self.input_size, self.crop_fraction = train.image_size[0], train.image_size[1], 1.0
