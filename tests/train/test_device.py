@@ -79,7 +79,7 @@ def test_a_non_finite_loss_applies_no_update_and_stops_at_the_next_read(tmp_path
     after_step: dict[int, dict[str, torch.Tensor]] = {}
 
     def poison(module, inputs, output):
-        return output * float("nan") if trainer.batch_in_epoch == 4 and module.training else None
+        return output * float("nan") if trainer.run.batch == 4 and module.training else None
 
     trainer.model.register_forward_hook(poison)
 

@@ -75,11 +75,11 @@ NAN_ON_RANK_1 = """
 import os, sys
 from sknet.train import trainer
 
-build = trainer.Trainer._build_model
+build = trainer.build_model
 
 
-def build_with_fault(self):
-    model = build(self)
+def build_with_fault(config, data, dist):
+    model, options = build(config, data, dist)
     if int(os.environ.get("RANK", "0")) == 1:  # only this rank's loss turns NaN, from its 20th training step
         calls = {"n": 0}
 
@@ -91,10 +91,10 @@ def build_with_fault(self):
             return None
 
         model.register_forward_hook(poison)
-    return model
+    return model, options
 
 
-trainer.Trainer._build_model = build_with_fault
+trainer.build_model = build_with_fault
 from sknet.cli.main import main
 
 sys.exit(main(sys.argv[1:]))

@@ -102,7 +102,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_pa
         load_checkpoint(path)
     with pytest.warns(UserWarning, match="previous checkpoint"):
         resumed = Trainer(tiny_config(tmp_path / "a", epochs=3), resume=path)
-    assert resumed.epoch == 1
+    assert resumed.run.epoch == 1
 
     path.write_bytes(path.read_bytes()[:1000])  # truncated, sidecar removed: torch.load itself fails
     digest_path(path).unlink()

@@ -110,3 +110,20 @@ def all_reduce_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_rng(info: DistInfo | None) -> list[dict]:
+    """Every rank's RNG state (a collective under torchrun), or this process's alone when `info` is None."""
+    import io
+
+    from sknet.train.state import rng_state
+
+    rng = rng_state()
+    if info is None or not info.enabled:
+        return [rng]
+    # Gather serialized bytes: all_gather_object cannot pickle the RNG tensors themselves.
+    buffer = io.BytesIO()
+    torch.save(rng, buffer)
+    gathered: list[bytes | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, buffer.getvalue())
+    return [torch.load(io.BytesIO(b), weights_only=True) for b in gathered]

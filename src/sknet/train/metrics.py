@@ -7,19 +7,27 @@ the end of an epoch, before a checkpoint.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from sknet.errors import TrainingDiverged
 from sknet.train.distributed import DistInfo, all_reduce_, all_reduce_sum
 
 
 class EpochMetrics:
-    """Sums of loss·n and correct predictions on the device; the image count on the host (known there)."""
+    """Sums of loss·n and correct predictions on the device; the image count on the host (known there).
 
-    def __init__(self, device: torch.device) -> None:
+    `resumed`: the epoch's totals before an interruption, [loss·n, correct, n, skipped, seconds] (given to
+    one process only, so that summing over processes counts them once).
+    """
+
+    def __init__(self, device: torch.device, resumed: list[float] | None = None) -> None:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.images = 0
         self.skipped = 0  # unreadable images skipped by the loader
+        self.resumed = list(resumed) if resumed is not None else [0.0] * 5
 
     @torch.no_grad()
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -28,17 +36,16 @@ class EpochMetrics:
         self.correct += (logits.detach().argmax(1) == labels).sum()
         self.images += n
 
-    def running(self) -> dict[str, float]:
-        """This rank's loss and accuracy so far (a host read)."""
+    def running(self) -> tuple[float, float]:
+        """This rank's loss and accuracy in this session of the epoch (a host read)."""
         n = max(self.images, 1)
-        return {"loss": self.loss_sum.item() / n, "acc": self.correct.item() / n}
+        return self.loss_sum.item() / n, self.correct.item() / n
 
-    def totals(self, dist_info: DistInfo) -> tuple[float, float, float, int]:
-        """(loss·n, correct, n, skipped) summed over ranks (a collective: every rank calls it)."""
-        loss_sum, correct, n, skipped = all_reduce_sum(
-            [self.loss_sum.item(), float(self.correct.item()), float(self.images), float(self.skipped)], dist_info
-        )
-        return loss_sum, correct, n, int(skipped)
+    def totals(self, dist_info: DistInfo, seconds: float) -> list[float]:
+        """[loss·n, correct, n, skipped, seconds] of the epoch so far, summed over ranks (a collective)."""
+        here = [self.loss_sum.item(), float(self.correct.item()), float(self.images), float(self.skipped)]
+        summed = all_reduce_sum([a + b for a, b in zip(here, self.resumed, strict=False)], dist_info)
+        return [*summed, self.resumed[4] + seconds]
 
 
 class NonFiniteGuard:
@@ -77,3 +84,15 @@ class NonFiniteGuard:
         """(batch, this rank's loss) of the first skipped step, or None (a host read)."""
         batch = int(self.batch.item())
         return None if batch < 0 else (batch, float(self.loss.item()))
+
+    def raise_if_diverged(self, epoch: int, checkpoint: Path) -> None:
+        """TrainingDiverged if a step was skipped for a non-finite loss (a host read; every rank reads the same
+        all-reduced flag at the same step, so every rank stops)."""
+        bad = self.first_bad()
+        if bad is not None:
+            batch, value = bad
+            raise TrainingDiverged(
+                f"the loss became {value} at epoch {epoch + 1}, batch {batch}; no update was applied from it, "
+                f"training stopped and the last good checkpoint ({checkpoint}) was kept. Lower --lr, add "
+                "--warmup-epochs or --grad-clip"
+            )

@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from sknet.errors import storage_error
+
 
 class RunLog:
     """Appends one row per epoch to metrics.jsonl and metrics.csv (rank 0 only)."""
@@ -87,3 +91,31 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """The line printed after each epoch."""
+    text = (
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f}  acc {100 * row['train_acc']:.2f}%  "
+        f"{row['images_per_s']:.0f} img/s  lr {row['lr']:.4g}"
+    )
+    if row.get("val_acc1") is not None:
+        text += f"  | test loss {row['val_loss']:.4f}  top-1 {100 * row['val_acc1']:.2f}%"
+    if row.get("skipped_images"):
+        text += f"  ({row['skipped_images']} unreadable images skipped)"
+    return text
+
+
+def write_outputs(
+    folder: Path, model: nn.Module, meta: dict[str, Any], history: list[dict[str, Any]], summary: dict, title: str
+) -> None:
+    """The run's results: model.safetensors, curves.png (and .csv/.jsonl already written), summary.json."""
+    from sknet.train.checkpoint import save_weights
+
+    try:
+        save_weights(folder / "model.safetensors", model, meta)
+        if history:
+            plot_curves(history, folder / "curves.png", title=title)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    except OSError as err:
+        raise storage_error(err, f"the results in {folder}") from None

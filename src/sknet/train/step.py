@@ -8,8 +8,20 @@ overflow check skips the step. An optimizer without that support falls back to a
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+from sknet.train.config import Precision
+
+
+def autocast(precision: Precision, device: torch.device):
+    """The autocast context of a precision (fp32: none)."""
+    if precision is Precision.FP32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class OptimizerStep:

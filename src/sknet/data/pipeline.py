@@ -1,0 +1,124 @@
+"""One entry point to data for training, evaluation and the attention study: :func:`build_loader`.
+
+Whatever the source (tensors held in memory, or an ImageFolder tree decoded by worker processes), the
+result is one :class:`~sknet.data.device.DeviceLoader`: it yields (images float on the device, normalised
+and in the requested layout, labels, images skipped), has one meaning of `len` (batches in a full epoch)
+and of `set_epoch(epoch, start_step)` (exact mid-epoch resume), and carries a :class:`DataInfo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sknet.data.datasets import Split, build_dataset, dataset_spec
+from sknet.data.device import DeviceLoader, Normalizer
+from sknet.data.loader import InMemoryImages, TensorBatchLoader, random_crop_flip
+from sknet.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model trained on this data must know about its input."""
+
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    in_chans: int
+    input_size: int  # the side of the (square) images the model sees
+    crop_fraction: float  # evaluation: centre crop of this fraction of the resized shorter side
+    images: int  # in this split (before sharding)
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How to read one split. Augmentation, shuffling and dropping the last partial batch go with `train`."""
+
+    batch_size: int
+    train: bool = False
+    image_size: int = 224  # folder data: crop size; in-memory data keep their native size
+    crop_padding: int | None = None  # in-memory training: random-crop padding (None: the dataset's recipe)
+    hflip: bool = True
+    workers: int = 4
+    bad_images: str = "skip"
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    channels_last: bool = False
+    limit: int | None = None  # the first `limit` images only (evaluation and analysis)
+    mean: Sequence[float] | None = None  # folder data: normalisation (default ImageNet's; e.g. a model's own)
+    std: Sequence[float] | None = None
+
+
+def build_loader(
+    dataset: str,
+    split: str | Split,
+    options: LoaderOptions,
+    device: torch.device | str = "cpu",
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    images: InMemoryImages | None = None,
+) -> DeviceLoader:
+    """A loader over `split` of `dataset` (or over `images`, the caller's own tensors)."""
+    split = Split(split)
+    if options.batch_size < 1:
+        raise ConfigError(f"batch size must be ≥ 1, got {options.batch_size}")
+    if options.limit is not None and options.limit < 1:
+        raise ConfigError(f"the image limit must be ≥ 1, got {options.limit}")
+    source = images if images is not None else build_dataset(dataset, data_dir, split, download)
+    if isinstance(source, InMemoryImages):
+        batches, info = _in_memory(source, options, dataset_spec(dataset).crop_padding)
+    else:
+        batches, info = _folder(Path(source), options, torch.device(device).type == "cuda")
+    normalizer = Normalizer(info.mean, info.std, options.channels_last)
+    loader = DeviceLoader(batches, torch.device(device), normalizer)
+    loader.info = info
+    return loader
+
+
+def _in_memory(data: InMemoryImages, opt: LoaderOptions, recipe_padding: int):
+    if opt.limit is not None:
+        data = InMemoryImages(data.images[: opt.limit], data.labels[: opt.limit], data.classes, data.mean, data.std)
+    padding = recipe_padding if opt.crop_padding is None else opt.crop_padding
+    common = dict(rank=opt.rank, world_size=opt.world_size, normalize=False)
+    if opt.train:
+        augment = random_crop_flip(padding, opt.hflip)
+        batches = TensorBatchLoader(
+            data, opt.batch_size, shuffle=True, drop_last=True, augment=augment, seed=opt.seed, **common
+        )
+    else:
+        batches = TensorBatchLoader(data, opt.batch_size, pad=False, **common)
+    channels, size = data.image_size[0], data.image_size[1]
+    info = DataInfo(tuple(data.classes), tuple(data.mean), tuple(data.std), channels, size, 1.0, len(data))
+    return batches, info
+
+
+def _folder(root: Path, opt: LoaderOptions, pin: bool):
+    from sknet.data.folder import FolderBatches, ImageFolderDataset, ShardedSampler, collate_skipping
+    from sknet.data.transforms import EVAL_CROP_FRACTION, eval_transform, train_transform
+
+    probe = ImageFolderDataset(root, lambda img: img, opt.bad_images)
+    mean = tuple(opt.mean) if opt.mean is not None else probe.mean
+    std = tuple(opt.std) if opt.std is not None else probe.std
+    # uint8 out of the workers; normalised on the device (DeviceLoader).
+    make = train_transform if opt.train else eval_transform
+    dataset = ImageFolderDataset(root, make(opt.image_size, mean, std, normalize=False), opt.bad_images)
+    count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
+    if count < len(dataset):
+        dataset.samples = dataset.samples[:count]
+    sampler = ShardedSampler(count, opt.train, opt.seed, opt.rank, opt.world_size, pad=opt.train)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        opt.batch_size,
+        sampler=sampler,
+        num_workers=opt.workers,
+        collate_fn=collate_skipping,
+        pin_memory=pin,
+        drop_last=opt.train,
+        persistent_workers=opt.train and opt.workers > 0,
+    )
+    info = DataInfo(tuple(probe.classes), mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, count)
+    return FolderBatches(loader), info

@@ -1,0 +1,110 @@
+"""The run folder: never silently overwritten, written by one process at a time.
+
+- A folder that already holds a run (its config, checkpoint, weights, logs or summary) is refused unless
+  the run is being resumed, or `overwrite` is asked for: then the old run's files are moved, not deleted,
+  to a sibling folder ``<name>.replaced-<time>``.
+- While a run writes to it, the folder is locked (``.lock``, an advisory ``flock``): a second process is
+  refused with the first one's pid. The operating system drops the lock when its process ends, however
+  it ends, so a crashed run never leaves the folder stuck.
+- Temporary files of a checkpoint write that a killed process left behind are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from sknet.errors import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks; the overwrite check still holds
+    fcntl = None
+
+# A folder holding any of these holds a run.
+RUN_FILES = (
+    "config.yaml",
+    "checkpoint.pt",
+    "checkpoint.prev.pt",
+    "model.safetensors",
+    "metrics.jsonl",
+    "metrics.csv",
+    "steps.jsonl",
+    "summary.json",
+    "curves.png",
+)
+LOCK_NAME = ".lock"
+
+
+def holds_run(folder: Path) -> bool:
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def check_output(folder: Path, resuming_here: bool, overwrite: bool) -> None:
+    """Refuse (before any work) to start a new run in a folder that holds one, unless asked to replace it."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output {folder} exists and is not a folder")
+    if resuming_here or overwrite or not holds_run(folder):
+        return
+    raise ConfigError(
+        f"{folder} already holds a run: continue it with --resume {folder}, choose another --output, or pass "
+        f"--overwrite to move the old run to {folder.name}.replaced-<time>/ first"
+    )
+
+
+class RunFolder:
+    """The lock on an output folder, held from :meth:`claim` to :meth:`release`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = None
+
+    def claim(self, overwrite_existing: bool) -> Path | None:
+        """Lock the folder; with `overwrite_existing`, move a run found there aside (returns where to)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        for stale in self.folder.glob(".*.tmp"):  # a checkpoint write cut short by kill -9
+            stale.unlink(missing_ok=True)
+        if overwrite_existing and holds_run(self.folder):
+            return self._move_aside()
+        return None
+
+    def _take_lock(self) -> None:
+        if fcntl is None:
+            return
+        handle = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the run
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise ConfigError(
+                f"another process (pid {owner}) is writing a run to {self.folder}; wait for it to end or choose "
+                "another --output"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.folder.with_name(f"{self.folder.name}.replaced-{stamp}")
+        index = 2
+        while target.exists():
+            target = self.folder.with_name(f"{self.folder.name}.replaced-{stamp}-{index}")
+            index += 1
+        target.mkdir()
+        for entry in self.folder.iterdir():
+            if entry.name != LOCK_NAME:
+                shutil.move(str(entry), str(target / entry.name))
+        return target
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor drops the flock
+            self._lock = None

@@ -1,0 +1,81 @@
+"""What a training run is built from: its loaders, its model, and the metadata its weights carry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from sknet.data.device import DeviceLoader
+from sknet.data.loader import InMemoryImages
+from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
+from sknet.errors import ConfigError
+from sknet.models import create_model, model_info
+from sknet.train.config import TrainConfig
+from sknet.train.distributed import DistInfo
+from sknet.train.preflight import DATA_OPTIONS
+
+
+def build_loaders(
+    config: TrainConfig, dist: DistInfo, datasets: tuple[InMemoryImages, InMemoryImages] | None = None
+) -> tuple[DeviceLoader, DeviceLoader]:
+    """(train, test) loaders of this process's shard; `datasets`: the caller's own images instead."""
+    own = datasets or (None, None)
+    loaders = []
+    for split, train, images in (("train", True, own[0]), ("test", False, own[1])):
+        options = LoaderOptions(
+            config.batch_size if train else max(config.batch_size, 256),
+            train=train,
+            image_size=config.image_size,
+            crop_padding=config.crop_padding,
+            hflip=config.hflip,
+            workers=config.workers,
+            bad_images=config.bad_images,
+            seed=config.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            channels_last=config.channels_last,
+        )
+        loaders.append(
+            build_loader(config.dataset, split, options, dist.device, config.data_dir, config.download, images)
+        )
+    train_loader, test_loader = loaders
+    if test_loader.info.classes != train_loader.info.classes:
+        raise ConfigError(f"the test classes of {config.dataset} differ from its training classes")
+    return train_loader, test_loader
+
+
+def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn.Module, dict[str, Any]]:
+    """The model on the device, sized for `data`; and its options other than those taken from the data."""
+    info = model_info(config.model)
+    options = dict(config.model_options)
+    for key, value in zip(DATA_OPTIONS, (len(data.classes), data.in_chans), strict=True):
+        if key in options and options[key] != value:
+            raise ConfigError(f"model option {key}={options[key]} does not match the data ({value})")
+        if key in info.options:
+            options[key] = value
+    model = create_model(config.model, **options)
+    if config.sync_bn and dist.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(dist.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, {k: v for k, v in options.items() if k not in DATA_OPTIONS}
+
+
+def weights_metadata(config: TrainConfig, model_options: dict[str, Any], data: DataInfo) -> dict[str, Any]:
+    """What `create_model(..., weights=)`, `sknet eval` and `sknet predict` read back from the weights."""
+    return {
+        "model": config.model,
+        "model_options": json.loads(json.dumps(model_options, default=str)),
+        "num_classes": len(data.classes),
+        "in_chans": data.in_chans,
+        "classes": list(data.classes),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "input_size": data.input_size,
+        "crop_fraction": data.crop_fraction,
+        "dataset": config.dataset,
+    }
