@@ -19,8 +19,10 @@ data:
 	  || ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)
 
 # The main job: train the compact SKNet on Fashion-MNIST, evaluate the saved weights, show the summary.
+# A second `make demo` continues the run in $(RUN) (or says it is finished) instead of replacing it.
 demo: setup data
-	$(BIN)/sknet train --config configs/fashion_mnist.yaml --output $(RUN)
+	if [ -e $(RUN)/checkpoint.pt ]; then $(BIN)/sknet train --resume $(RUN); \
+	else $(BIN)/sknet train --config configs/fashion_mnist.yaml --output $(RUN); fi
 	$(BIN)/sknet eval --weights $(RUN)/model.safetensors
 	@echo "checkpoint: $(RUN)/checkpoint.pt  weights: $(RUN)/model.safetensors  curves: $(RUN)/curves.png"
 

@@ -1,4 +1,5 @@
-"""Every subcommand, given bad input, exits 2 with one line naming the problem and no traceback."""
+"""Every subcommand, given bad input, exits with one line naming the problem, no traceback, and the exit
+code of its kind (2 usage or configuration, 3 data, 4 checkpoint or weights file; see sknet.errors)."""
 
 import pytest
 import torch
@@ -24,13 +25,17 @@ def files(tmp_path_factory):
 
 CASES = [
     # missing paths
-    (["eval", "--weights", "{d}/missing.safetensors"], "does not exist"),
-    (["predict", "{d}/missing.png", "--weights", "{d}/tiny.safetensors"], "missing.png"),
-    (["attention", "--weights", "{d}/missing.safetensors"], "does not exist"),
-    (["export", "--weights", "{d}/missing.safetensors", "--format", "onnx", "--out", "{d}/x.onnx"], "does not exist"),
+    (["eval", "--weights", "{d}/missing.safetensors"], "does not exist", 4),
+    (["predict", "{d}/missing.png", "--weights", "{d}/tiny.safetensors"], "missing.png", 3),
+    (["attention", "--weights", "{d}/missing.safetensors"], "does not exist", 4),
+    (
+        ["export", "--weights", "{d}/missing.safetensors", "--format", "onnx", "--out", "{d}/x.onnx"],
+        "does not exist",
+        4,
+    ),
     (["convert", "--from", "caffe", "{d}/missing.caffemodel", "--out", "{d}/x.safetensors"], "missing.caffemodel"),
     (["train", "--config", "{d}/missing.yaml"], "missing.yaml"),
-    (["train", "--resume", "{d}/missing.pt", "--dataset", "synthetic", "--output", "{d}/o"], "does not exist"),
+    (["train", "--resume", "{d}/missing.pt", "--dataset", "synthetic", "--output", "{d}/o"], "does not exist", 4),
     # wrong types and values
     (["train", "--epochs", "x"], "invalid int value: 'x'"),
     (["train", "--epochs", "0", "--dataset", "synthetic", "--output", "{d}/o"], "epochs"),
@@ -48,14 +53,14 @@ CASES = [
     (["export", "--model", "sknet51", "--format", "torchscript", "--out", "{d}/x.pt"], "unknown model"),
     (["convert", "--from", "timm", "resnet50", "--out", "{d}/x.safetensors"], "no sknet model matches"),
     # incompatible weights
-    (["eval", "--weights", "{d}/tiny.safetensors", "--model", "resnext_tiny"], "holds weights of model"),
-    (["predict", "{d}/bad.png", "--weights", "{d}/tiny.safetensors", "--model", "sknet50"], "holds weights"),
-    (["eval", "--weights", "{d}/other.pt", "--model", "sknet_tiny", "--dataset", "synthetic"], "other.pt"),
-    (["eval", "--weights", "{d}/text.safetensors"], "safetensors"),
-    (["convert", "--from", "caffe", "{d}/empty.caffemodel", "--out", "{d}/x.safetensors"], "caffemodel"),
-    (["convert", "--from", "caffe", "{d}/junk.caffemodel", "--out", "{d}/x.safetensors"], "caffemodel"),
+    (["eval", "--weights", "{d}/tiny.safetensors", "--model", "resnext_tiny"], "holds weights of model", 4),
+    (["predict", "{d}/bad.png", "--weights", "{d}/tiny.safetensors", "--model", "sknet50"], "holds weights", 4),
+    (["eval", "--weights", "{d}/other.pt", "--model", "sknet_tiny", "--dataset", "synthetic"], "other.pt", 4),
+    (["eval", "--weights", "{d}/text.safetensors"], "safetensors", 4),
+    (["convert", "--from", "caffe", "{d}/empty.caffemodel", "--out", "{d}/x.safetensors"], "caffemodel", 4),
+    (["convert", "--from", "caffe", "{d}/junk.caffemodel", "--out", "{d}/x.safetensors"], "caffemodel", 4),
     # unreadable images
-    (["predict", "{d}/bad.png", "--weights", "{d}/tiny.safetensors"], "cannot read image"),
+    (["predict", "{d}/bad.png", "--weights", "{d}/tiny.safetensors"], "cannot read image", 3),
     # unknown subcommands and options
     (["fly"], "invalid choice: 'fly'"),
     (["eval"], "required: --weights"),
@@ -63,10 +68,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "message"), CASES, ids=[" ".join(c[0][:3]) for c in CASES])
-def test_bad_input_exits_2_with_one_line(files, capsys, argv, message):
+@pytest.mark.parametrize("case", CASES, ids=[" ".join(c[0][:3]) for c in CASES])
+def test_bad_input_exits_with_one_line_and_its_code(files, capsys, case):
+    argv, message, *code = case
     argv = [a.format(d=files) for a in argv]
-    assert main(argv) == 2
+    assert main(argv) == (code[0] if code else 2)
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1, err
     assert message in err, err

@@ -59,17 +59,19 @@ def test_predict_images(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    "case",
     [
         (
             ["train", "--dataset", "fashion_mnist", "--data-dir", "{tmp}", "--output", "{tmp}/o"],
             "apt-get install dataset-fashion-mnist",
+            3,
         ),
         (
             ["train", "--dataset", "imagefolder", "--data-dir", "{tmp}/none", "--output", "{tmp}/o"],
             "does not exist",
+            3,
         ),
-        (["train", "--dataset", "imagefolder", "--data-dir", "{tmp}", "--output", "{tmp}/o"], "no images in"),
+        (["train", "--dataset", "imagefolder", "--data-dir", "{tmp}", "--output", "{tmp}/o"], "no images in", 3),
         (["train", "--model", "sknet_tinyy"], "did you mean sknet_tiny"),
         # Checked before the data: a typo is named even where the data set is missing.
         (["train", "--model", "sknet_tinyy", "--dataset", "fashion_mnist", "--data-dir", "{tmp}"], "did you mean"),
@@ -78,19 +80,20 @@ def test_predict_images(trained, tmp_path, capsys):
         (["train", "--config", "{tmp}/missing.yaml"], "config file"),
         ([*TRAIN, "--sync-bn", "--output", "{tmp}/o"], "sync_bn needs CUDA"),
         ([*TRAIN, "--precision", "fp16", "--output", "{tmp}/o"], "fp16 needs a CUDA device"),
-        (["train", "--resume", "{tmp}/nope.pt", *TRAIN[1:], "--output", "{tmp}/o"], "does not exist"),
-        (["eval", "--weights", "{tmp}/nope.safetensors"], "does not exist"),
-        (["predict", "{tmp}/nope.png", "--weights", "{run}/model.safetensors"], "does not exist"),
-        (["predict", "{tmp}/bad.png", "--weights", "{run}/model.safetensors"], "cannot read image"),
-        (["eval", "--weights", "{tmp}/bad.png"], "corrupt or truncated"),
-        (["eval", "--weights", "{tmp}/fake.safetensors"], "not a valid safetensors file"),
+        (["train", "--resume", "{tmp}/nope.pt", *TRAIN[1:], "--output", "{tmp}/o"], "does not exist", 4),
+        (["eval", "--weights", "{tmp}/nope.safetensors"], "does not exist", 4),
+        (["predict", "{tmp}/nope.png", "--weights", "{run}/model.safetensors"], "does not exist", 3),
+        (["predict", "{tmp}/bad.png", "--weights", "{run}/model.safetensors"], "cannot read image", 3),
+        (["eval", "--weights", "{tmp}/bad.png"], "corrupt or truncated", 4),
+        (["eval", "--weights", "{tmp}/fake.safetensors"], "not a valid safetensors file", 4),
     ],
 )
-def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, argv, message):
+def test_bad_input_is_one_clear_line(trained, tmp_path, capsys, case):
+    argv, message, *code = case  # exit code: 2 usage or configuration, 3 data, 4 checkpoint or weights
     (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
     (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 20)
     argv = [a.format(tmp=tmp_path, run=trained) for a in argv]
-    assert main(argv) == 2
+    assert main(argv) == (code[0] if code else 2)
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
 
@@ -137,6 +140,6 @@ def test_imagefolder_training_counts_unreadable_images(tmp_path, capsys):
     assert [r["resolution"] for r in results] == [32, 40] and all(r["images"] == 8 for r in results)
     assert results[0]["acc1"] == pytest.approx(row["val_acc1"])
     capsys.readouterr()
-    assert main([*argv, "--bad-images", "raise", "--output", str(tmp_path / "run2")]) == 2
+    assert main([*argv, "--bad-images", "raise", "--output", str(tmp_path / "run2")]) == 3  # a data error
     err = capsys.readouterr().err
     assert "unreadable image" in err and "broken.jpg" in err

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 from pathlib import Path
 
 import torch
@@ -46,31 +45,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _batches(args: argparse.Namespace, dataset: str, meta: dict[str, object]):
-    """(iterable of (images, labels), number of batches, number of images, class names)."""
-    from sknet.data.datasets import build_dataset, dataset_spec
-    from sknet.data.loader import InMemoryImages, TensorBatchLoader
+def _batches(args: argparse.Namespace, dataset: str, meta: dict[str, object], device):
+    """(loader, number of batches, number of images, class names)."""
+    from sknet.data.pipeline import LoaderOptions, build_loader
 
-    spec = dataset_spec(dataset)
-    data = build_dataset(dataset, args.data_dir, args.split)
-    limit = args.max_images
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--max-images must be ≥ 1, got {limit}")
-    if spec.in_memory:
-        if limit is not None:
-            data = InMemoryImages(data.images[:limit], data.labels[:limit], data.classes, data.mean, data.std)
-        loader = TensorBatchLoader(data, args.batch_size, pad=False)
-        return loader, len(loader), len(data), data.classes
-    from sknet.data.folder import ImageFolderDataset, collate_skipping
-    from sknet.data.transforms import eval_transform
-
-    mean = meta.get("mean", (0.485, 0.456, 0.406))
-    std = meta.get("std", (0.229, 0.224, 0.225))
-    folder = ImageFolderDataset(data, eval_transform(args.resolution, mean, std))
-    n = len(folder) if limit is None else min(limit, len(folder))
-    ds = folder if n == len(folder) else torch.utils.data.Subset(folder, range(n))
-    loader = torch.utils.data.DataLoader(ds, args.batch_size, num_workers=args.workers, collate_fn=collate_skipping)
-    return loader, math.ceil(n / args.batch_size), n, list(folder.classes)
+    if args.max_images is not None and args.max_images < 1:
+        raise ConfigError(f"--max-images must be ≥ 1, got {args.max_images}")
+    options = LoaderOptions(
+        args.batch_size,
+        image_size=args.resolution,
+        workers=args.workers,
+        limit=args.max_images,
+        mean=meta.get("mean"),
+        std=meta.get("std"),
+    )
+    loader = build_loader(dataset, args.split, options, device, args.data_dir)
+    return loader, len(loader), loader.info.images, list(loader.info.classes)
 
 
 def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
@@ -106,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
     device = resolve_device(args.device)
     model = model.to(device)
-    batches, total, count, classes = _batches(args, str(dataset), meta)
+    batches, total, count, classes = _batches(args, str(dataset), meta, device)
     gen = torch.Generator().manual_seed(args.seed)
     examples = torch.randperm(count, generator=gen)[: max(0, args.examples)].tolist()
     study = run_scale_study(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
 from sknet.cli.options import load_trained_model
 from sknet.errors import ConfigError
 from sknet.progress import PROGRESS_MODES
@@ -38,36 +36,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sknet.data.datasets import Split, build_dataset, dataset_spec
-    from sknet.data.loader import TensorBatchLoader
+    from sknet.data.pipeline import LoaderOptions, build_loader
+    from sknet.evaluate import evaluate
     from sknet.train.distributed import resolve_device
-    from sknet.train.trainer import evaluate
 
+    for name in ("batch_size", "workers"):
+        if getattr(args, name) < (1 if name == "batch_size" else 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be ≥ {1 if name == 'batch_size' else 0}")
+    for size in args.resolution or []:
+        if not 8 <= size <= 4096:
+            raise ConfigError(f"--resolution must be between 8 and 4096 pixels, got {size}")
     model, name, meta = load_trained_model(args.weights, args.model)
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
     device = resolve_device(args.device)
     model = model.to(device)
-    spec = dataset_spec(dataset)
-    data = build_dataset(dataset, args.data_dir, Split.TEST)
     results = []
-    if spec.in_memory:
-        loader = TensorBatchLoader(data, args.batch_size, pad=False)
-        results.append({"resolution": data.image_size[1], **evaluate(model, loader, device, progress=args.progress)})
-    else:
-        from sknet.data.folder import ImageFolderDataset, collate_skipping
-        from sknet.data.transforms import eval_transform
-
-        for size in args.resolution or [224]:
-            ds = ImageFolderDataset(
-                data,
-                eval_transform(size, meta.get("mean", (0.485, 0.456, 0.406)), meta.get("std", (0.229, 0.224, 0.225))),
-            )
-            loader = torch.utils.data.DataLoader(
-                ds, args.batch_size, num_workers=args.workers, collate_fn=collate_skipping
-            )
-            results.append({"resolution": size, **evaluate(model, loader, device, progress=args.progress)})
+    for size in args.resolution or [int(meta.get("input_size") or 224)]:
+        # Folder data are normalised with the statistics the model was trained with.
+        options = LoaderOptions(
+            args.batch_size, image_size=size, workers=args.workers, mean=meta.get("mean"), std=meta.get("std")
+        )
+        loader = build_loader(dataset, "test", options, device, args.data_dir)
+        result = evaluate(model, loader, device, progress=args.progress)
+        results.append({"resolution": loader.info.input_size, **result})
+        if not loader.info.resizable:  # images held as tensors have one size
+            break
     if args.json:
         print(json.dumps([{"model": name, "dataset": dataset, **r} for r in results], indent=2))
     else:

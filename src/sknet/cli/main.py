@@ -1,5 +1,6 @@
-"""Entry point of `sknet`. A user error exits with status 2 and one line on stderr; `--debug` adds the
-traceback."""
+"""Entry point of `sknet`. A user error prints one line on stderr and exits with its kind's status (see
+sknet.errors: 2 usage or configuration, 3 data, 4 checkpoint or weights, 5 diverged, 6 storage, 75
+interrupted with a resumable checkpoint, 130 interrupted); `--debug` adds the traceback."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
+from sknet import __version__
 from sknet.cli import (
     attention_cmd,
     bench_cmd,
@@ -19,7 +21,7 @@ from sknet.cli import (
     profile_cmd,
     train_cmd,
 )
-from sknet.errors import SKNetError
+from sknet.errors import STORAGE_ERRNOS, SKNetError, StorageError, TrainingInterrupted
 
 COMMANDS = [train_cmd, eval_cmd, predict_cmd, attention_cmd, profile_cmd, bench_cmd, convert_cmd, export_cmd]
 
@@ -37,6 +39,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="sknet", description="Selective Kernel Networks in PyTorch.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"sknet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -59,14 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, OSError) as err:
+        storage = isinstance(err, OSError) and (isinstance(err, StorageError) or err.errno in STORAGE_ERRNOS)
+        if not isinstance(err, USER_ERRORS) and not storage:
+            raise  # an OSError that is neither the user's nor the storage's: a bug, with its traceback
         if args.debug:
             traceback.print_exc()
         message = str(err) or type(err).__name__
-        if isinstance(err, OSError) and err.filename is not None:
+        if isinstance(err, OSError) and not isinstance(err, SKNetError) and err.filename is not None:
             message = f"{err.strerror or type(err).__name__}: {err.filename}"
-        print(f"sknet {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        kind = "interrupted" if isinstance(err, TrainingInterrupted) else "error"
+        print(f"sknet {args.command}: {kind}: {message}", file=sys.stderr)
+        if storage:
+            return StorageError.exit_code
+        return getattr(err, "exit_code", 2)
 
 
 if __name__ == "__main__":

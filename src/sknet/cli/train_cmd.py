@@ -7,9 +7,13 @@ import enum
 import types
 import typing
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from sknet.cli.options import add_model_override_args, model_overrides
-from sknet.train.config import TrainConfig, read_config_file
+from sknet.errors import CheckpointError, ConfigError
+from sknet.train.checkpoint import previous_path
+from sknet.train.config import RESUME_CHANGEABLE, TrainConfig, read_config_file
+from sknet.train.state import read_training_checkpoint
 
 HELP = {
     "model": "registered model name (see `sknet profile` / sknet.list_models())",
@@ -39,7 +43,17 @@ def _field_type(annotation: object) -> type:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train a model (the main job)", description=__doc__)
     parser.add_argument("--config", help="YAML or TOML file of options; flags given here override it")
-    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue exactly from a checkpoint.pt")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a run exactly: its folder or its checkpoint.pt; the run's saved configuration is used "
+        f"(options that may change: {', '.join(sorted(RESUME_CHANGEABLE))})",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run even if --output holds one: the old run is moved to OUTPUT.replaced-<time>/",
+    )
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         if f.name == "model_options":
@@ -49,7 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default = f.default if f.default is not MISSING else None
         help_text = HELP.get(f.name, "") + (f" (default: {getattr(default, 'value', default)})")
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            # --x sets True and --no-x False; for a field named no_x, --no-x sets True and --x False.
+            negative = "--" + f.name[3:].replace("_", "-") if f.name.startswith("no_") else "--no-" + flag[2:]
+            parser.add_argument(flag, dest=f.name, action="store_const", const=True, default=None, help=help_text)
+            parser.add_argument(negative, dest=f.name, action="store_const", const=False, help=f"turn {flag} off")
         elif isinstance(kind, type) and issubclass(kind, enum.Enum):
             parser.add_argument(flag, dest=f.name, choices=[e.value for e in kind], default=None, help=help_text)
         else:
@@ -59,22 +76,58 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The configuration: the file's values, then the flags'; when resuming, the run's own configuration."""
     values = read_config_file(args.config) if args.config else {}
     for f in fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None and f.name != "model_options":
             values[f.name] = value
-    options = dict(values.get("model_options") or {})
-    options.update(model_overrides(args))
-    values["model_options"] = options
+    options = model_overrides(args)
+    if args.resume:
+        return resumed_config(Path(args.resume), values, options)
+    values["model_options"] = {**(values.get("model_options") or {}), **options}
     return TrainConfig.from_dict(values, source=args.config or "command line")
+
+
+def checkpoint_of(run: Path) -> Path:
+    """RUN or RUN/checkpoint.pt → the checkpoint file (checked to exist)."""
+    path = run / "checkpoint.pt" if run.is_dir() else run
+    if not path.exists() and not previous_path(path).is_file():
+        raise CheckpointError(f"no checkpoint to resume: {run} does not exist")
+    return path
+
+
+def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
+    """The run's saved configuration (config.yaml beside the checkpoint, else the one inside it), with the
+    given values that may change on resume; any other value that differs is refused, naming it."""
+    path = checkpoint_of(run)
+    saved_file = path.parent / "config.yaml"
+    if saved_file.is_file():
+        saved = read_config_file(saved_file)
+    else:
+        saved = dict(read_training_checkpoint(path).get("config") or {})
+    saved["output"] = str(path.parent)  # the run continues where its checkpoint is, wherever it moved
+    if model_options:
+        given["model_options"] = {**(given.get("model_options") or saved.get("model_options") or {}), **model_options}
+    reference = TrainConfig.from_dict(saved, source=str(saved_file)).to_dict()
+    requested = TrainConfig.from_dict({**saved, **given}, source="command line").to_dict()
+    changed = sorted(k for k in given if k in requested and requested[k] != reference.get(k))
+    refused = [k for k in changed if k not in RESUME_CHANGEABLE]
+    if refused:
+        shown = ", ".join(f"--{k.replace('_', '-')} ({reference.get(k)!r} → {requested[k]!r})" for k in refused)
+        raise ConfigError(
+            f"cannot change {shown} when resuming {path}: the run was trained with its saved configuration; "
+            "start a new run (another --output) to change it"
+        )
+    return TrainConfig.from_dict({**saved, **given}, source="command line")
 
 
 def run(args: argparse.Namespace) -> int:
     from sknet.train.trainer import train
 
     config = config_from_args(args)
-    summary = train(config, resume=args.resume)
+    resume = checkpoint_of(Path(args.resume)) if args.resume else None
+    summary = train(config, resume=resume, overwrite=args.overwrite)
     if "val_acc1" in summary:
         print(
             f"done: {summary['epochs']} epochs in {summary['train_seconds']:.0f} s; test top-1 accuracy "

@@ -31,6 +31,7 @@ class DataInfo:
     input_size: int  # the side of the (square) images the model sees
     crop_fraction: float  # evaluation: centre crop of this fraction of the resized shorter side
     images: int  # in this split (before sharding)
+    resizable: bool  # read at any --resolution (decoded images), or only at their stored size (tensors)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _in_memory(data: InMemoryImages, opt: LoaderOptions, recipe_padding: int):
     else:
         batches = TensorBatchLoader(data, opt.batch_size, pad=False, **common)
     channels, size = data.image_size[0], data.image_size[1]
-    info = DataInfo(tuple(data.classes), tuple(data.mean), tuple(data.std), channels, size, 1.0, len(data))
+    info = DataInfo(tuple(data.classes), tuple(data.mean), tuple(data.std), channels, size, 1.0, len(data), False)
     return batches, info
 
 
@@ -120,5 +121,5 @@ def _folder(root: Path, opt: LoaderOptions, pin: bool):
         drop_last=opt.train,
         persistent_workers=opt.train and opt.workers > 0,
     )
-    info = DataInfo(tuple(probe.classes), mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, count)
+    info = DataInfo(tuple(probe.classes), mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, count, True)
     return FolderBatches(loader), info

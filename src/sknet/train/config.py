@@ -38,6 +38,29 @@ class Precision(str, enum.Enum):
     FP16 = "fp16"  # autocast with a gradient scaler; CUDA only
 
 
+# What a resumed run may change: how long it runs, where and how it reads data and reports, and on which
+# device. Everything else (model, data, optimisation, precision, seed) is the run's and stays as saved.
+RESUME_CHANGEABLE = frozenset(
+    {
+        "epochs",
+        "max_steps",
+        "output",
+        "data_dir",
+        "workers",
+        "device",
+        "threads",
+        "compile",
+        "progress",
+        "tensorboard",
+        "step_log_every",
+        "eval_every",
+        "checkpoint_every",
+        "bad_images",
+        "download",
+    }
+)
+
+
 @dataclass
 class TrainConfig:
     # model

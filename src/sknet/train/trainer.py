@@ -48,14 +48,30 @@ class Trainer:
         """`resume`: a checkpoint to continue; `on_step(epoch, batch)`: called after every optimizer step;
         `datasets`: your own (train, test) :class:`InMemoryImages` instead of `config.dataset`'s;
         `overwrite`: move a run found in the output folder aside instead of refusing."""
-        self.config, self.on_step, self.overwrite = config, on_step, overwrite
+        self.config, self.on_step = config, on_step
         self.out = Path(config.output)
         resume = Path(resume) if resume is not None else None
+        resuming_here = resume is not None and resume.parent.resolve() == self.out.resolve()
         check_config(config, resume)  # everything cheap is checked before any data is read
-        check_output(self.out, resume is not None and resume.parent.resolve() == self.out.resolve(), overwrite)
+        check_output(self.out, resuming_here, overwrite)
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         check_device(config, self.device)
+        # One writer per run folder, from here until fit() ends (a second process is refused now, before
+        # any data is read); with `overwrite`, a run found there is moved aside.
+        self.folder = RunFolder(self.out)
+        if self.dist.is_main:
+            moved = self.folder.claim(overwrite and not resuming_here)
+            if moved is not None:
+                print(f"moved the run that was in {self.out} to {moved}", flush=True)
+        try:
+            self._build(resume, datasets)
+        except BaseException:
+            self.folder.release()
+            raise
+
+    def _build(self, resume: Path | None, datasets) -> None:
+        config = self.config
         if config.threads:
             torch.set_num_threads(config.threads)
         if config.deterministic:
@@ -63,7 +79,6 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         seed_all(config.seed)  # identical initial weights on every rank
-
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
         self.model, self.model_options = build_model(config, self.data, self.dist)
@@ -72,9 +87,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if config.precision is Precision.FP16 else None
         self.guard = NonFiniteGuard(self.device, self.dist)
         self.optimizer_step = OptimizerStep(self.model, self.optimizer, self.scheduler, self.scaler, config.grad_clip)
-        self.run = RunProgress()
         self.stop = StopSignals(announce=self.dist.is_main)  # its handlers are installed by fit()
-        self.resumed_from = resume
+        self.run = RunProgress()
         if resume is not None:
             self.run = restore(read_training_checkpoint(resume), str(resume), self, config.model, self.dist.rank)
         else:
@@ -107,14 +121,14 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
         """Train until `epochs`, evaluating and checkpointing as configured; return the run's summary."""
-        cfg, folder = self.config, RunFolder(self.out)
+        cfg = self.config
         if self.run.epoch >= cfg.epochs and self.run.pending_epoch is None:
-            return self._already_finished()
+            try:
+                return self._already_finished()
+            finally:
+                self.folder.release()
         log = None
         if self.dist.is_main:
-            moved = folder.claim(self.overwrite and self.resumed_from is None)
-            if moved is not None:
-                print(f"moved the run that was in {self.out} to {moved}", flush=True)
             cfg.save(self.out / "config.yaml")
             log = RunLog(self.out, cfg.tensorboard)
             log.restart(self.run.history)
@@ -128,13 +142,14 @@ class Trainer:
                         if not self._train_epoch(log):  # stopped inside the epoch, at a step boundary
                             break
                     self._close_epoch(log)
+                # Still under the handlers: a signal now lets the outputs be written (seconds) first.
+                return self._finish(time.perf_counter() - start_time)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint on disk stays as it is
             raise TrainingInterrupted(f"stopped without saving; {self._resume_hint()}") from None
         finally:
             if log is not None:
                 log.close()
-            folder.release()
-        return self._finish(time.perf_counter() - start_time)
+            self.folder.release()
 
     def _train_epoch(self, log: RunLog | None) -> bool:
         """Train the (rest of the) epoch; False when stopped inside it (max_steps, a signal), after saving."""
@@ -271,14 +286,17 @@ class Trainer:
             log.step({"step": self.run.global_step, "epoch": self.run.epoch, "loss": mean_loss, "lr": lr})
 
     def _already_finished(self) -> dict[str, Any]:
+        """Resuming a finished run changes nothing, except writing outputs a kill cut short."""
+        saved = self.out / "summary.json"
+        complete = saved.is_file() and (self.out / "model.safetensors").is_file()
         if self.dist.is_main:
+            note = "nothing to do" if complete else "wrote its missing outputs"
             print(
-                f"the run in {self.out} is finished ({self.run.epoch} of {self.config.epochs} epochs); nothing "
-                "to do (raise --epochs to train longer)",
+                f"the run in {self.out} is finished ({self.run.epoch} of {self.config.epochs} epochs); {note} "
+                "(raise --epochs to train longer)",
                 flush=True,
             )
-        saved = self.out / "summary.json"
-        return json.loads(saved.read_text()) if saved.is_file() else self._summary(0.0)
+        return json.loads(saved.read_text()) if complete else self._finish(0.0)
 
     def _summary(self, seconds: float) -> dict[str, Any]:
         last = self.run.history[-1] if self.run.history else {}
