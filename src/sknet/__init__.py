@@ -10,6 +10,17 @@ from sknet.errors import (
 )
 from sknet.layers import Aggregation, BlockConfig, Bottleneck, Branch, SKConv2d, parse_branches
 from sknet.models import ResNeXt, create_model, list_models, model_info
+from sknet.models.registry import register_pretrained
+from sknet.weights import DataConfig, data_config, transforms
+
+
+def _timm_pretrained(name, num_classes):
+    from sknet.convert.timm import load_timm_pretrained  # needs timm: imported only when asked for
+
+    return load_timm_pretrained(name, num_classes)
+
+
+register_pretrained("timm", _timm_pretrained)
 
 __version__ = "0.1.0"
 
@@ -20,6 +31,7 @@ __all__ = [
     "Branch",
     "CheckpointError",
     "ConfigError",
+    "DataConfig",
     "DataError",
     "InputShapeError",
     "ResNeXt",
@@ -28,7 +40,9 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "create_model",
+    "data_config",
     "list_models",
     "model_info",
     "parse_branches",
+    "transforms",
 ]

@@ -1,10 +1,16 @@
 """Deployment export: the fused inference graph (every BN folded) as ONNX, a torch.export program (.pt2) or
-TorchScript, with a dynamic batch dimension."""
+TorchScript, with a dynamic batch dimension, each carrying the model's input record (DataConfig: size,
+crop, interpolation, mean/std, classes, channel order) so that the file alone says how to feed it.
+
+Where the record goes: ONNX ``metadata_props`` (one key per field, JSON values, plus ``sknet`` with the
+whole record); pt2 and TorchScript an extra file ``sknet.json`` (``torch.export.load(path,
+extra_files={"sknet.json": ""})``, ``torch.jit.load(path, _extra_files=...)``)."""
 
 from __future__ import annotations
 
 import copy
 import enum
+import json
 import warnings
 from pathlib import Path
 
@@ -14,6 +20,9 @@ from torch import nn
 from sknet.errors import ConfigError
 from sknet.fuse import fuse_for_inference
 from sknet.layers.checks import parse_enum
+from sknet.weights import DataConfig, data_config
+
+ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: above, external data
 
 
 class ExportFormat(str, enum.Enum):
@@ -32,9 +41,12 @@ def export_model(
     fmt: str | ExportFormat,
     input_size: tuple[int, int, int],
     opset: int = 18,
-) -> Path:
-    """Write `model` (a copy, BN folded, eval mode) for inputs (batch, *input_size), any batch size.
+    record: DataConfig | None = None,
+) -> list[Path]:
+    """Write `model` (a copy, BN folded, eval mode) for inputs (batch, *input_size), any batch size; returns
+    every file written. `record`: the input record to embed (default: ``sknet.data_config(model)``).
 
+    ONNX is one self-contained file unless the weights exceed 2 GB (then ``<path>.data`` beside it).
     ONNX: input "images", output "logits", dynamic axis 0 (needs the `onnx` and `onnxscript` packages).
     pt2: a ``torch.export`` ExportedProgram; ``torch.export.load(path).module()`` gives a callable module
     that checks its input's channels and size (the batch is free).
@@ -46,6 +58,9 @@ def export_model(
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(2, "No such directory", str(path.parent))
+    record = record or data_config(model)
+    meta = {"model": getattr(model, "weights_meta", {}).get("model"), **record.to_metadata()}
+    extra = {"sknet.json": json.dumps(meta)}
     fused = fuse_for_inference(copy.deepcopy(model).cpu().float())
     example = torch.randn(2, *input_size)
     if fmt is ExportFormat.TORCHSCRIPT:
@@ -53,25 +68,26 @@ def export_model(
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks are constants in a trace
             warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 marks torch.jit deprecated; still loads
             traced = torch.jit.trace(fused, example, check_trace=False)
-            traced.save(str(path))
-        return path
+            traced.save(str(path), _extra_files=extra)
+        return [path]
     batch = torch.export.Dim("batch", min=1)
     if fmt is ExportFormat.PT2:  # plain torch: no extra packages
         with torch.no_grad():
             program = torch.export.export(fused, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, str(path))
-        return path
+        torch.export.save(program, str(path), extra_files=extra)
+        return [path]
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
         raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'sknet[export]'") from None
+    weight_bytes = sum(t.numel() * t.element_size() for t in fused.state_dict().values())
+    external = weight_bytes > ONNX_SINGLE_FILE_LIMIT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        program = torch.onnx.export(
             fused,
             (example,),
-            str(path),
             input_names=["images"],
             output_names=["logits"],
             dynamic_shapes=({0: batch},),
@@ -79,4 +95,10 @@ def export_model(
             dynamo=True,
             verbose=False,
         )
-    return path
+    props = {key: json.dumps(value) for key, value in meta.items()}
+    props["sknet"] = extra["sknet.json"]
+    program.model.metadata_props.update(props)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # a stale one from an earlier export would mislead
+    program.save(str(path), external_data=external)
+    return [path, data] if external else [path]

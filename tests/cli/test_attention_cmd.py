@@ -54,7 +54,7 @@ def test_attention_on_an_image_folder(tmp_path, capsys):
     from PIL import Image
 
     import sknet
-    from sknet.train.checkpoint import save_weights
+    from sknet.weights import save_weights
 
     for k, cls in enumerate(("cat", "dog")):
         folder = tmp_path / "data" / "val" / cls

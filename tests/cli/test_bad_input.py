@@ -6,7 +6,7 @@ import torch
 
 import sknet
 from sknet.cli import main
-from sknet.train.checkpoint import save_weights
+from sknet.weights import save_weights
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +15,9 @@ def files(tmp_path_factory):
     tiny = sknet.create_model("sknet_tiny")
     meta = {"model": "sknet_tiny", "model_options": {}, "num_classes": 10, "in_chans": 1, "dataset": "synthetic"}
     save_weights(root / "tiny.safetensors", tiny, meta)
+    # Hostile metadata: sizing the input from it would allocate ~24 GB (100000² pixels × 3 × 4 bytes).
+    save_weights(root / "absurd.safetensors", tiny, {**meta, "input_size": 100000})
+    save_weights(root / "nan.safetensors", tiny, {**meta, "in_chans": 1, "mean": [float("nan")]})
     (root / "bad.png").write_bytes(b"\x89PNG not really")
     (root / "text.safetensors").write_text("hello")
     (root / "empty.caffemodel").write_bytes(b"")
@@ -59,6 +62,10 @@ CASES = [
     (["eval", "--weights", "{d}/text.safetensors"], "safetensors", 4),
     (["convert", "--from", "caffe", "{d}/empty.caffemodel", "--out", "{d}/x.safetensors"], "caffemodel", 4),
     (["convert", "--from", "caffe", "{d}/junk.caffemodel", "--out", "{d}/x.safetensors"], "caffemodel", 4),
+    # hostile metadata, refused before anything is sized from it
+    (["predict", "{d}/bad.png", "--weights", "{d}/absurd.safetensors"], "input_size=100000 is out of range", 4),
+    (["eval", "--weights", "{d}/absurd.safetensors"], "input_size=100000 is out of range", 4),
+    (["export", "--weights", "{d}/nan.safetensors", "--format", "pt2", "--out", "{d}/x.pt2"], "finite numbers", 4),
     # unreadable images
     (["predict", "{d}/bad.png", "--weights", "{d}/tiny.safetensors"], "cannot read image", 3),
     # unknown subcommands and options
@@ -76,3 +83,12 @@ def test_bad_input_exits_with_one_line_and_its_code(files, capsys, case):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1, err
     assert message in err, err
+
+
+def test_absurd_metadata_fails_fast(files, capsys):
+    import time
+
+    start = time.perf_counter()
+    assert main(["predict", str(files / "bad.png"), "--weights", str(files / "absurd.safetensors")]) == 4
+    assert time.perf_counter() - start < 5  # refused from the header: nothing was allocated from it
+    assert "out of range" in capsys.readouterr().err

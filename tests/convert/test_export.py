@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -18,8 +20,19 @@ def model():
 def test_onnx_export_matches_pytorch_with_a_dynamic_batch(model, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    path = export_model(model, tmp_path / "m.onnx", "onnx", (1, 28, 28))
+    written = export_model(model, tmp_path / "m.onnx", "onnx", (1, 28, 28))
+    assert written == [tmp_path / "m.onnx"] and not (tmp_path / "m.onnx.data").exists()  # one file
+    alone = tmp_path / "elsewhere" / "copy.onnx"  # copied alone to another folder, it still runs
+    alone.parent.mkdir()
+    alone.write_bytes(written[0].read_bytes())
+    written[0].unlink()
+    path = alone
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    props = session.get_modelmeta().custom_metadata_map
+    record = sknet.data_config(model)
+    assert json.loads(props["mean"]) == list(record.mean) and json.loads(props["std"]) == list(record.std)
+    assert json.loads(props["input_size"]) == 28 and json.loads(props["model"]) == "sknet_tiny"
+    assert json.loads(props["sknet"])["crop_fraction"] == 1.0
     ops = {node.op_type for node in __import__("onnx").load(str(path)).graph.node}
     assert "BatchNormalization" not in ops  # the fused graph
     for batch in (1, 5):
@@ -33,8 +46,10 @@ def test_onnx_export_matches_pytorch_with_a_dynamic_batch(model, tmp_path):
 
 def test_pt2_export_matches_pytorch_with_a_dynamic_batch(model, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "onnx", None)  # needs nothing beyond torch
-    path = export_model(model, tmp_path / "m.pt2", "pt2", (1, 28, 28))
-    program = torch.export.load(str(path))
+    (path,) = export_model(model, tmp_path / "m.pt2", "pt2", (1, 28, 28))
+    extra = {"sknet.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    assert json.loads(extra["sknet.json"])["in_chans"] == 1
     assert not any("batch_norm" in str(node.target) for node in program.graph.nodes)  # the fused graph
     loaded = program.module()
     for batch in (1, 5):
@@ -46,7 +61,7 @@ def test_pt2_export_matches_pytorch_with_a_dynamic_batch(model, tmp_path, monkey
 
 
 def test_torchscript_export(model, tmp_path):
-    path = export_model(model, tmp_path / "m.pt", "torchscript", (1, 28, 28))
+    (path,) = export_model(model, tmp_path / "m.pt", "torchscript", (1, 28, 28))
     loaded = torch.jit.load(str(path))
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
@@ -66,3 +81,30 @@ def test_export_cli(tmp_path, capsys):
     assert main(["export", "--format", "onnx", "--out", str(tmp_path / "a.onnx")]) == 2
     assert "give --weights" in capsys.readouterr().err
     assert main(["export", "--model", "sknet_tiny", "--format", "onnx", "--out", str(tmp_path / "no/a.onnx")]) == 2
+
+
+def test_weights_carry_their_data_config_and_predict_uses_it(tmp_path, capsys):
+    """A trained model's weights record its preprocessing; sknet.transforms(model) is what predict applies."""
+    from PIL import Image
+
+    from sknet.predict import predict
+    from sknet.train.trainer import Trainer
+    from tests.train.helpers import tiny_config
+
+    Trainer(tiny_config(tmp_path / "run", epochs=1)).fit()
+    model = sknet.create_model(weights=tmp_path / "run" / "model.safetensors")  # the name is recorded
+    record = sknet.data_config(model)
+    assert record.input_size == 16 and record.in_chans == 1 and record.classes == tuple(f"class{i}" for i in range(4))
+    assert record.mean == (0.5,) and record.std == (0.25,) and record.channel_order == "L"
+    image = tmp_path / "x.png"
+    Image.fromarray((np.arange(24 * 20) % 251).astype(np.uint8).reshape(20, 24)).save(image)
+    with torch.no_grad():
+        x = sknet.transforms(model)(Image.open(image).convert("L"))[None]
+        expected = model.eval()(x).softmax(1)[0]
+    (result,) = predict(model, [image], topk=4)
+    by_class = {t["class"]: t["probability"] for t in result["top"]}
+    assert by_class == pytest.approx({f"class{i}": float(p) for i, p in enumerate(expected)}, rel=1e-6)
+    capsys.readouterr()
+    assert main(["predict", str(image), "--weights", str(tmp_path / "run" / "model.safetensors"), "--json"]) == 0
+    (printed,) = json.loads(capsys.readouterr().out)
+    assert {t["class"]: t["probability"] for t in printed["top"]} == pytest.approx(by_class, rel=1e-6)

@@ -70,8 +70,10 @@ def test_pretrained_offline_fails_with_a_clear_message(monkeypatch):
         sknet.create_model("sknet50", pretrained="timm")
     with pytest.raises(sknet.ConfigError, match="timm has no weights for sknet's 'sknet26'"):
         sknet.create_model("sknet26", pretrained="timm")
-    with pytest.raises(sknet.ConfigError, match="only source is 'timm'"):
+    with pytest.raises(sknet.ConfigError, match=r"name the source of the weights, e.g. pretrained=.timm."):
         sknet.create_model("sknet50", pretrained="imagenet")
+    with pytest.raises(sknet.ConfigError, match="pretrained=True: name the source"):
+        sknet.create_model("sknet50", pretrained=True)
 
 
 def test_convert_cli_errors_are_one_line(tmp_path, capsys):

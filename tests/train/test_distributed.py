@@ -123,7 +123,7 @@ def test_nan_on_one_rank_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240)  # a deadlock would hang
     assert result.returncode != 0
     assert "the loss became nan at epoch 2" in result.stderr, result.stderr[-3000:]
-    from sknet.train.checkpoint import load_checkpoint
+    from sknet.weights import load_checkpoint
 
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert int(state["epoch"]) == 1 and all(

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from sknet.errors import CheckpointError
-from sknet.train.checkpoint import digest_path, load_checkpoint, previous_path, save_checkpoint
 from sknet.train.trainer import Trainer
+from sknet.weights import digest_path, load_checkpoint, previous_path, save_checkpoint
 from tests.train.helpers import tiny_config
 
 EPOCHS = 6

@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 
-from sknet.train.checkpoint import read_weights
 from sknet.train.trainer import Trainer, TrainingInterrupted
+from sknet.weights import read_weights
 from tests.train.helpers import state_equal, tiny_config
 from tests.train.test_faults import epochs_logged, train_argv
 

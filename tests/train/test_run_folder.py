@@ -11,9 +11,9 @@ import pytest
 
 from sknet.cli import main
 from sknet.errors import ConfigError
-from sknet.train.checkpoint import read_weights
 from sknet.train.run_folder import RunFolder
 from sknet.train.trainer import Trainer
+from sknet.weights import read_weights
 from tests.train.helpers import state_equal, tiny_config
 from tests.train.test_faults import train_argv
 

@@ -7,8 +7,8 @@ import torch
 
 import sknet
 from sknet.errors import CheckpointError, ConfigError
-from sknet.train.checkpoint import load_checkpoint, read_weights
 from sknet.train.trainer import Trainer, TrainingDiverged, TrainingInterrupted, train
+from sknet.weights import load_checkpoint, read_weights
 from tests.train.helpers import state_equal, tiny_config
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from sknet.cli.options import load_trained_model
 from sknet.errors import ConfigError
+from sknet.models import create_model
 from sknet.progress import PROGRESS_MODES
 
 
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--scales must be ≥ 1 (enlargements), got {s}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    model, name, meta = load_trained_model(args.weights, args.model)
+    model = create_model(args.model, weights=args.weights).eval()
+    name, meta = model.weights_meta["model"], model.weights_meta
     available = list(sk_units(model))
     units = _plot_units(args.units, available)
     if args.profile_unit and args.profile_unit not in available:

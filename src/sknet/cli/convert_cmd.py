@@ -30,8 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sknet.data.datasets import IMAGENET_MEAN, IMAGENET_STD
-    from sknet.train.checkpoint import save_weights
+    from sknet.weights import IMAGENET_MEAN, IMAGENET_STD, save_weights
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
         name = sknet_name(args.name)
         if args.checkpoint:
-            from sknet.train.checkpoint import read_weights
+            from sknet.weights import read_weights
 
             state, _ = read_weights(args.checkpoint)
             model = convert_timm_state(state, name)

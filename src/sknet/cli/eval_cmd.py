@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from sknet.cli.options import load_trained_model
 from sknet.errors import ConfigError
+from sknet.models import create_model
 from sknet.progress import PROGRESS_MODES
 
 
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     for size in args.resolution or []:
         if not 8 <= size <= 4096:
             raise ConfigError(f"--resolution must be between 8 and 4096 pixels, got {size}")
-    model, name, meta = load_trained_model(args.weights, args.model)
+    model = create_model(args.model, weights=args.weights).eval()
+    name, meta = model.weights_meta["model"], model.weights_meta
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")

@@ -34,14 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sknet.cli.options import load_trained_model
     from sknet.export import export_model
     from sknet.models import create_model, model_info
 
     if args.resolution is not None and args.resolution < 1:
         raise ConfigError(f"--resolution must be ≥ 1, got {args.resolution}")
     if args.weights:
-        model, name, meta = load_trained_model(args.weights, args.model)
+        model = create_model(args.model, weights=args.weights).eval()
+        name, meta = model.weights_meta["model"], model.weights_meta
     elif args.model:
         model, name, meta = create_model(args.model).eval(), args.model, {}
     else:
@@ -49,8 +49,12 @@ def run(args: argparse.Namespace) -> int:
     channels, native, _ = model_info(name).input_size
     channels = int(meta.get("in_chans", channels))
     side = native if args.resolution is None else args.resolution
-    path = export_model(model, args.out, args.format, (channels, side, side), args.opset)
-    print(f"wrote {path} ({args.format}, {name}, input (batch, {channels}, {side}, {side}), BN folded)")
+    written = export_model(model, args.out, args.format, (channels, side, side), args.opset)
+    path = written[0]
+    print(
+        f"wrote {', '.join(map(str, written))} ({args.format}, {name}, input (batch, {channels}, {side}, {side}), "
+        "BN folded, preprocessing recorded)"
+    )
     if args.check:
         x = torch.randn(3, channels, side, side)
         with torch.no_grad():

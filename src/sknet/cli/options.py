@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import ast
 
-from torch import nn
-
 from sknet.errors import ConfigError
 
 
@@ -44,15 +42,3 @@ def model_overrides(args: argparse.Namespace) -> dict[str, object]:
     if args.aggregation is not None:
         overrides["aggregation"] = args.aggregation
     return overrides
-
-
-def load_trained_model(weights: str, model: str | None) -> tuple[nn.Module, str, dict[str, object]]:
-    """(model in eval mode, its name, the weights' metadata); the name defaults to the recorded one."""
-    from sknet.models import create_model
-    from sknet.train.checkpoint import read_metadata
-
-    meta = read_metadata(weights)
-    name = model or meta.get("model")
-    if not name:
-        raise ConfigError(f"{weights} does not record its model: pass --model")
-    return create_model(str(name), weights=weights).eval(), str(name), meta

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sknet.cli.options import add_model_override_args, model_overrides
 from sknet.errors import CheckpointError, ConfigError
-from sknet.train.checkpoint import previous_path
 from sknet.train.config import RESUME_CHANGEABLE, TrainConfig, read_config_file
 from sknet.train.state import read_training_checkpoint
+from sknet.weights import previous_path
 
 HELP = {
     "model": "registered model name (see `sknet profile` / sknet.list_models())",

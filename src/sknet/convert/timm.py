@@ -86,7 +86,7 @@ def convert_timm_model(model: nn.Module, name: str) -> nn.Module:
 def convert_timm_state(timm_state: Mapping[str, torch.Tensor], name: str) -> nn.Module:
     """Our `name` model holding a timm state dict (e.g. read from a downloaded file), in eval mode."""
     from sknet.models import create_model
-    from sknet.train.checkpoint import load_state_into
+    from sknet.weights import load_state_into
 
     state = from_timm_state(timm_state)
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else None

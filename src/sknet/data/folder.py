@@ -7,12 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from sknet.data.datasets import IMAGENET_MEAN, IMAGENET_STD, Split
+from sknet.data.datasets import Split
+from sknet.data.images import open_image
 from sknet.errors import DataError
+from sknet.weights import IMAGENET_MEAN, IMAGENET_STD
 
 _VAL_NAMES = ("val", "validation", "test")
 
@@ -70,12 +71,11 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            img = open_image(path, "RGB")
+        except DataError as err:  # unreadable, or too large to decode safely
             if self.on_error == "raise":
-                raise DataError(f"unreadable image {path}: {err}") from None
-            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=1)
+                raise DataError(f"unreadable image: {err}") from None
+            warnings.warn(f"skipping unreadable image: {err}", stacklevel=1)
             return None
         return self.transform(img), label
 

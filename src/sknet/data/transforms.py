@@ -6,8 +6,13 @@ from collections.abc import Sequence
 
 from torchvision import transforms as T
 
-# The paper evaluates 224 crops from images resized to 256 on the shorter side (and 320 crops likewise).
-EVAL_CROP_FRACTION = 224 / 256
+from sknet.weights import EVAL_CROP_FRACTION
+
+INTERPOLATION = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+}
 
 
 def _to_tensor(mean: Sequence[float], std: Sequence[float], normalize: bool) -> list:
@@ -33,15 +38,17 @@ def eval_transform(
     crop_fraction: float = EVAL_CROP_FRACTION,
     channels: int = 3,
     normalize: bool = True,
+    interpolation: str = "bilinear",
 ) -> T.Compose:
     """Resize the shorter side to size / crop_fraction, centre-crop `size` (single-crop protocol).
 
     crop_fraction = 1 resizes straight to `size` (small-image datasets that were trained uncropped).
     """
     steps: list = [T.Grayscale(1)] if channels == 1 else []
+    mode = INTERPOLATION[interpolation]
     if crop_fraction >= 1.0:
-        steps.append(T.Resize((size, size)))
+        steps.append(T.Resize((size, size), interpolation=mode))
     else:
-        steps += [T.Resize(round(size / crop_fraction)), T.CenterCrop(size)]
+        steps += [T.Resize(round(size / crop_fraction), interpolation=mode), T.CenterCrop(size)]
     steps += _to_tensor(mean, std, normalize)
     return T.Compose(steps)

@@ -9,9 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from sknet.errors import ConfigError, UnknownModelError
+from sknet.errors import CheckpointError, ConfigError, UnknownModelError
+from sknet.weights import DataConfig, load_state_into, read_weights
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,19 @@ def model_info(name: str) -> ModelInfo:
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 
 
+# Sources of pretrained weights, registered by their converters (see sknet/__init__.py): the registry
+# itself does not depend on any converter.
+PretrainedLoader = Callable[[str, "int | None"], nn.Module]
+_PRETRAINED: dict[str, PretrainedLoader] = {}
+
+
+def register_pretrained(source: str, loader: PretrainedLoader) -> None:
+    """Make ``create_model(name, pretrained=source)`` call ``loader(name, num_classes)``."""
+    _PRETRAINED[source] = loader
+
+
 def create_model(
-    name: str,
+    name: str | None = None,
     num_classes: int | None = None,
     weights: str | Path | None = None,
     pretrained: str | None = None,
@@ -77,8 +90,12 @@ def create_model(
 ) -> nn.Module:
     """Build a registered model, optionally loading weights.
 
+    The model's :class:`~sknet.weights.DataConfig` (input size, crop, mean/std, classes) is its
+    ``data_config`` attribute: the one recorded in `weights`, else the model's defaults.
+
     Args:
-        name: a name from :func:`list_models`, e.g. ``"sknet50"``.
+        name: a name from :func:`list_models`, e.g. ``"sknet50"``; may be left out with `weights` that
+            record it.
         num_classes: classifier outputs (default: the model's own, 1000 for ImageNet models).
         weights: a ``.safetensors`` file written by sknet (its recorded options and class count are used
             unless overridden) or a checkpoint / state-dict ``.pt`` file, loaded safely and strictly.
@@ -90,13 +107,17 @@ def create_model(
             an option the model does not have is a ConfigError listing those it has.
     """
     if pretrained is not None:
-        if pretrained != "timm":
-            raise ConfigError(f"pretrained={pretrained!r}: the only source is 'timm'")
-        if weights is not None or overrides:
-            raise ConfigError("pretrained weights fix the architecture: no weights= or other options with them")
-        from sknet.convert.timm import load_timm_pretrained
-
-        model = load_timm_pretrained(name, num_classes)
+        if not isinstance(pretrained, str) or pretrained not in _PRETRAINED:
+            sources = ", ".join(repr(s) for s in _PRETRAINED) or "none registered"
+            raise ConfigError(
+                f"pretrained={pretrained!r}: name the source of the weights, e.g. pretrained='timm' (ImageNet "
+                f"weights of the timm counterpart); sources: {sources}. Trained weights of your own: weights=PATH"
+            )
+        if weights is not None or overrides or name is None:
+            raise ConfigError("pretrained weights need a model name and fix the architecture: no weights= or options")
+        model_info(name)
+        model = _PRETRAINED[pretrained](name, num_classes)
+        model.data_config = DataConfig()  # ImageNet's preprocessing (timm's default for these models)
         return _features(model, out_indices) if features_only else model
     if out_indices is not None and not features_only:
         raise ConfigError("out_indices needs features_only=True")
@@ -107,23 +128,29 @@ def create_model(
 def _features(model: nn.Module, out_indices: Sequence[int] | None) -> nn.Module:
     from sknet.models.features import FeatureExtractor
 
-    return FeatureExtractor(model, out_indices)
+    extractor = FeatureExtractor(model, out_indices)
+    extractor.data_config = model.data_config
+    return extractor
 
 
-def _build(name: str, num_classes: int | None, weights: str | Path | None, overrides: dict[str, object]) -> nn.Module:
+def _build(
+    name: str | None, num_classes: int | None, weights: str | Path | None, overrides: dict[str, object]
+) -> nn.Module:
+    meta, state = {}, None
+    if weights is not None:
+        state, meta = read_weights(weights)
+        name = name or meta.get("model")
+        if not name:
+            raise ConfigError(f"{weights} does not record its model: name it (create_model(name, weights=...))")
+        found = meta.get("model")
+        if found and found != name:
+            raise CheckpointError(f"{weights} holds weights of model {found!r}, not {name!r}")
+    elif name is None:
+        raise ConfigError("create_model needs a model name (see sknet.list_models()) or weights=PATH")
     info = model_info(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
-    state = None
     if weights is not None:
-        from sknet.train.checkpoint import load_state_into, read_weights
-
-        state, meta = read_weights(weights)
-        found = meta.get("model")
-        if found and found != name:
-            from sknet.errors import CheckpointError
-
-            raise CheckpointError(f"{weights} holds weights of model {found!r}, not {name!r}")
         recorded = dict(meta.get("model_options", {}))
         for key in ("num_classes", "in_chans"):
             if key in meta and key in info.options:
@@ -134,7 +161,24 @@ def _build(name: str, num_classes: int | None, weights: str | Path | None, overr
         raise ConfigError(
             f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(info.options)}"
         )
+    if state is not None:
+        # Sized from a file's metadata: check the shapes on the meta device (no memory) before building.
+        with torch.device("meta"):
+            load_state_into(info.builder(**overrides), state, str(weights), name, meta.get("model"), check_only=True)
     model = info.builder(**overrides)
     if state is not None:
-        load_state_into(model, state, str(weights), name, found)
+        load_state_into(model, state, str(weights), name, meta.get("model"))
+    model.data_config = _data_config(info, overrides, meta, str(weights) if weights else name)
+    model.weights_meta = {"model": name, **meta}  # what the weights recorded (dataset, options, ...)
     return model
+
+
+def _data_config(info: ModelInfo, options: dict[str, object], meta: dict, source: str) -> DataConfig:
+    """The recorded input record, or the model's own defaults (native size, ImageNet statistics)."""
+    if meta:
+        return DataConfig.from_metadata(meta, source)
+    in_chans = int(options.get("in_chans", info.input_size[0]))  # type: ignore[arg-type]
+    defaults = {"input_size": info.input_size[1], "in_chans": in_chans}
+    if info.input_size[1] < 64:  # small-image models (28×28, 32×32) are evaluated uncropped
+        defaults["crop_fraction"] = 1.0
+    return DataConfig.from_metadata(defaults, source)

@@ -13,8 +13,8 @@ import torch
 from sknet.data.datasets import dataset_spec
 from sknet.errors import CheckpointError, ConfigError
 from sknet.models import model_info
-from sknet.train.checkpoint import previous_path
 from sknet.train.config import Precision, TrainConfig
+from sknet.weights import previous_path
 
 # Options the trainer sets from the data; the rest must be options of the model's builder.
 DATA_OPTIONS = ("num_classes", "in_chans")

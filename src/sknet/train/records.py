@@ -110,7 +110,7 @@ def write_outputs(
     folder: Path, model: nn.Module, meta: dict[str, Any], history: list[dict[str, Any]], summary: dict, title: str
 ) -> None:
     """The run's results: model.safetensors, curves.png (and .csv/.jsonl already written), summary.json."""
-    from sknet.train.checkpoint import save_weights
+    from sknet.weights import save_weights
 
     try:
         save_weights(folder / "model.safetensors", model, meta)

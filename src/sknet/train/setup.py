@@ -16,6 +16,7 @@ from sknet.models import create_model, model_info
 from sknet.train.config import TrainConfig
 from sknet.train.distributed import DistInfo
 from sknet.train.preflight import DATA_OPTIONS
+from sknet.weights import DataConfig
 
 
 def build_loaders(
@@ -66,16 +67,21 @@ def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn
 
 
 def weights_metadata(config: TrainConfig, model_options: dict[str, Any], data: DataInfo) -> dict[str, Any]:
-    """What `create_model(..., weights=)`, `sknet eval` and `sknet predict` read back from the weights."""
+    """What `create_model(weights=)`, `sknet eval`, `sknet predict` and the exports read back: the model,
+    its options, the training data set, and the input record (:class:`~sknet.weights.DataConfig`)."""
+    record = DataConfig(
+        input_size=data.input_size,
+        in_chans=data.in_chans,
+        crop_fraction=data.crop_fraction,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        classes=tuple(data.classes),
+        channel_order="L" if data.in_chans == 1 else "RGB",
+    )
     return {
         "model": config.model,
         "model_options": json.loads(json.dumps(model_options, default=str)),
         "num_classes": len(data.classes),
-        "in_chans": data.in_chans,
-        "classes": list(data.classes),
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "input_size": data.input_size,
-        "crop_fraction": data.crop_fraction,
         "dataset": config.dataset,
+        **record.to_metadata(),
     }

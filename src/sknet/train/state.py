@@ -84,7 +84,7 @@ class RunProgress:
 
 def read_training_checkpoint(path: Path) -> dict[str, Any]:
     """A training checkpoint (or, when it is damaged, the one before it), checked to be one."""
-    from sknet.train.checkpoint import load_checkpoint
+    from sknet.weights import load_checkpoint
 
     state = load_checkpoint(path, fallback=True)
     if state.get("format") != CHECKPOINT_FORMAT:
@@ -109,7 +109,7 @@ def capture(parts, progress: RunProgress, config: dict[str, Any], meta: dict[str
 
 def restore(state: dict[str, Any], source: str, parts, model_name: str, rank: int) -> RunProgress:
     """Load a checkpoint dictionary into `parts`; set this rank's RNG; return where the run stands."""
-    from sknet.train.checkpoint import load_state_into
+    from sknet.weights import load_state_into
 
     load_state_into(parts.model, state["model"], source, model_name, state.get("meta", {}).get("model"))
     try:

@@ -21,7 +21,6 @@ from torch import nn
 from sknet.errors import TrainingDiverged, TrainingInterrupted, storage_error
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
-from sknet.train.checkpoint import save_checkpoint
 from sknet.train.config import Precision, TrainConfig
 from sknet.train.distributed import all_reduce_sum, cleanup, gather_rng, init_distributed
 from sknet.train.interrupt import StopSignals
@@ -33,6 +32,7 @@ from sknet.train.run_folder import RunFolder, check_output
 from sknet.train.setup import build_loaders, build_model, weights_metadata
 from sknet.train.state import RunProgress, capture, read_training_checkpoint, restore, seed_all
 from sknet.train.step import OptimizerStep, autocast
+from sknet.weights import save_checkpoint
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "evaluate", "train"]
 

@@ -1,0 +1,41 @@
+"""Class probabilities for image files: what `sknet predict` prints, as a library function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sknet.data.images import open_image
+from sknet.errors import ConfigError
+from sknet.weights import data_config
+
+
+@torch.no_grad()
+def predict(model: nn.Module, paths: Sequence[str | Path], topk: int = 5) -> list[dict]:
+    """Top-`topk` classes of each image, preprocessed with the model's own :class:`DataConfig`
+    (``sknet.transforms(model)``): [{"image", "top": [{"class", "index", "probability"}, ...]}, ...]."""
+    if topk < 1:
+        raise ConfigError(f"topk must be ≥ 1, got {topk}")
+    config = data_config(model)
+    transform = config.transform()
+    mode = "L" if config.in_chans == 1 else "RGB"
+    was_training = model.training
+    model.eval()
+    results = []
+    try:
+        for path in paths:
+            x = transform(open_image(path, mode))[None]
+            probs = model(x).softmax(1)[0]
+            names = config.classes or tuple(str(i) for i in range(len(probs)))
+            p, idx = probs.topk(min(topk, len(probs)))
+            top = [
+                {"class": names[i], "index": int(i), "probability": float(q)}
+                for q, i in zip(p.tolist(), idx.tolist(), strict=True)
+            ]
+            results.append({"image": str(path), "top": top})
+    finally:
+        model.train(was_training)
+    return results
