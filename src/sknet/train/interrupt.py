@@ -34,6 +34,16 @@ class StopSignals:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def agreed(self, dist, read_point: bool) -> bool:
+        """Whether to stop now. One process: its own flag, at every step (free). Under torchrun: every rank
+        must stop at the same step, so the flags are summed over ranks, at read points only (a sync)."""
+        local = self.requested is not None
+        if not dist.enabled:
+            return local
+        from sknet.train.distributed import all_reduce_sum
+
+        return read_point and all_reduce_sum([float(local)], dist)[0] > 0
+
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
         if self.requested is not None:

@@ -119,3 +119,29 @@ def write_outputs(
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     except OSError as err:
         raise storage_error(err, f"the results in {folder}") from None
+
+
+def log_step(log: RunLog | None, loss, run, lr: float, dist) -> None:
+    """Append the loss of this optimizer step, averaged over ranks, to steps.jsonl (a host read)."""
+    from sknet.train.distributed import all_reduce_sum
+
+    mean_loss = all_reduce_sum([loss.item()], dist)[0] / dist.world_size
+    if log is not None:
+        log.step({"step": run.global_step, "epoch": run.epoch, "loss": mean_loss, "lr": lr})
+
+
+def run_summary(folder: Path, history: list[dict[str, Any]], epochs: int, seconds: float) -> dict[str, Any]:
+    """summary.json: epochs trained, seconds, where, and the last evaluation."""
+    last = history[-1] if history else {}
+    summary = {"epochs": epochs, "train_seconds": seconds, "output": str(folder)}
+    return {**summary, **{k: v for k, v in last.items() if k.startswith("val_")}}
+
+
+def finished_run(folder: Path, done: int, epochs: int, announce: bool) -> dict[str, Any] | None:
+    """The saved summary of a finished run, or None when its outputs are missing (a kill cut them short)."""
+    saved = folder / "summary.json"
+    complete = saved.is_file() and (folder / "model.safetensors").is_file()
+    if announce:
+        note = "nothing to do" if complete else "writing its missing outputs"
+        print(f"the run in {folder} is finished ({done} of {epochs} epochs); {note} (raise --epochs to train longer)")
+    return json.loads(saved.read_text()) if complete else None

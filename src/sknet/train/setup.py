@@ -19,6 +19,24 @@ from sknet.train.preflight import DATA_OPTIONS
 from sknet.weights import DataConfig
 
 
+def configure_torch(config: TrainConfig, device: torch.device) -> None:
+    """Threads, determinism, and cuDNN autotuning (fixed shapes: let cuDNN pick its fastest convolutions)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def wrap_for_training(model: nn.Module, config: TrainConfig, dist: DistInfo) -> nn.Module:
+    """The module the step calls: the model, under DDP with several processes, compiled if asked."""
+    if dist.enabled:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.compile(model) if config.compile else model
+
+
 def build_loaders(
     config: TrainConfig, dist: DistInfo, datasets: tuple[InMemoryImages, InMemoryImages] | None = None
 ) -> tuple[DeviceLoader, DeviceLoader]:

@@ -59,6 +59,20 @@ class RunProgress:
     epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0])  # loss·n, correct, n,
     # skipped, seconds of the current epoch so far (summed over ranks)
 
+    def end_training_epoch(self, lr: float) -> None:
+        """The epoch's training is complete: its row (to be evaluated and recorded) from the epoch's totals."""
+        loss_sum, correct, n, skipped, seconds = self.epoch_sums
+        self.pending_epoch = {
+            "epoch": self.epoch + 1,
+            "train_loss": loss_sum / max(n, 1),
+            "train_acc": correct / max(n, 1),
+            "images_per_s": n / max(seconds, 1e-9),
+            "epoch_time_s": seconds,
+            "skipped_images": int(skipped),
+            "lr": lr,
+        }
+        self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, [0.0] * 5
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -122,3 +136,16 @@ def restore(state: dict[str, Any], source: str, parts, model_name: str, rank: in
     rngs = state["rng"]
     set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
     return RunProgress.from_dict(state)
+
+
+def write_checkpoint(path: Path, state: dict[str, Any]) -> Path:
+    """Save atomically (see sknet.weights.save_checkpoint); a full disk is a StorageError, the previous
+    checkpoint kept."""
+    from sknet.errors import storage_error
+    from sknet.weights import save_checkpoint
+
+    try:
+        save_checkpoint(path, state)
+    except OSError as err:
+        raise storage_error(err, f"{path} (the previous checkpoint is kept)") from None
+    return path

@@ -24,6 +24,25 @@ def autocast(precision: Precision, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def accumulation_group(batch: int, total: int, accum_steps: int) -> tuple[int, bool]:
+    """(size of the accumulation group of `batch`, whether `batch` closes it); an epoch's last group may be
+    short, and its loss is divided by its own size."""
+    group_start = (batch // accum_steps) * accum_steps
+    return min(accum_steps, total - group_start), (batch + 1) % accum_steps == 0 or batch + 1 == total
+
+
+def forward_backward(model, x, y, criterion, precision: Precision, scaler, group: int, last_micro: bool):
+    """One micro-batch: forward under autocast, loss, backward of loss / group (scaled with fp16). Under DDP
+    gradients are all-reduced only with the group's last micro-batch. Returns (loss, logits)."""
+    no_sync = not last_micro and isinstance(model, nn.parallel.DistributedDataParallel)
+    with model.no_sync() if no_sync else contextlib.nullcontext():
+        with autocast(precision, x.device):
+            logits = model(x)
+            loss = criterion(logits.float(), y)
+        (scaler.scale(loss / group) if scaler else loss / group).backward()
+    return loss, logits
+
+
 class OptimizerStep:
     def __init__(
         self,

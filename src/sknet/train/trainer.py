@@ -7,8 +7,6 @@ the divergence guard), `state` (what a checkpoint holds), `interrupt` (SIGINT/SI
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import time
 from functools import partial
@@ -18,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sknet.errors import TrainingDiverged, TrainingInterrupted, storage_error
+from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
 from sknet.train.config import Precision, TrainConfig
@@ -27,12 +25,11 @@ from sknet.train.interrupt import StopSignals
 from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
 from sknet.train.preflight import check_config, check_device
-from sknet.train.records import RunLog, epoch_line, write_outputs
+from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, write_outputs
 from sknet.train.run_folder import RunFolder, check_output
-from sknet.train.setup import build_loaders, build_model, weights_metadata
-from sknet.train.state import RunProgress, capture, read_training_checkpoint, restore, seed_all
-from sknet.train.step import OptimizerStep, autocast
-from sknet.weights import save_checkpoint
+from sknet.train.setup import build_loaders, build_model, configure_torch, weights_metadata, wrap_for_training
+from sknet.train.state import RunProgress, capture, read_training_checkpoint, restore, seed_all, write_checkpoint
+from sknet.train.step import OptimizerStep, accumulation_group, autocast, forward_backward
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "evaluate", "train"]
 
@@ -72,12 +69,7 @@ class Trainer:
 
     def _build(self, resume: Path | None, datasets) -> None:
         config = self.config
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        if config.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
+        configure_torch(config, self.device)
         seed_all(config.seed)  # identical initial weights on every rank
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
@@ -93,12 +85,7 @@ class Trainer:
             self.run = restore(read_training_checkpoint(resume), str(resume), self, config.model, self.dist.rank)
         else:
             seed_all(config.seed + 1000 * self.dist.rank)  # per-rank runtime randomness (dropout)
-        self.train_model: nn.Module = self.model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if config.compile:
-            self.train_model = torch.compile(self.train_model)
+        self.train_model = wrap_for_training(self.model, config, self.dist)  # DDP, torch.compile
 
     def weights_metadata(self) -> dict[str, Any]:
         return weights_metadata(self.config, self.model_options, self.data)
@@ -110,13 +97,7 @@ class Trainer:
 
     def save(self, name: str = "checkpoint.pt") -> Path:
         state = self.state_dict()  # collective under DDP: every rank takes part
-        path = self.out / name
-        if self.dist.is_main:
-            try:
-                save_checkpoint(path, state)
-            except OSError as err:
-                raise storage_error(err, f"{path} (the previous checkpoint is kept)") from None
-        return path
+        return write_checkpoint(self.out / name, state) if self.dist.is_main else self.out / name
 
     # ----------------------------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
@@ -145,7 +126,9 @@ class Trainer:
                 # Still under the handlers: a signal now lets the outputs be written (seconds) first.
                 return self._finish(time.perf_counter() - start_time)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint on disk stays as it is
-            raise TrainingInterrupted(f"stopped without saving; {self._resume_hint()}") from None
+            last = self.out / "checkpoint.pt"
+            hint = f"continue from the last checkpoint with --resume {last}" if last.exists() else "no checkpoint yet"
+            raise TrainingInterrupted(f"stopped without saving; {hint}") from None
         finally:
             if log is not None:
                 log.close()
@@ -173,17 +156,8 @@ class Trainer:
         stopped = False
         for i, (x, y, skipped) in enumerate(loader, start=start):
             metrics.skipped += skipped
-            group_start = (i // cfg.accum_steps) * cfg.accum_steps  # the last group of an epoch may be short
-            group, last_micro = (
-                min(cfg.accum_steps, total - group_start),
-                (i + 1) % cfg.accum_steps == 0 or i + 1 == total,
-            )
-            no_sync = not last_micro and isinstance(model, nn.parallel.DistributedDataParallel)
-            with model.no_sync() if no_sync else contextlib.nullcontext():
-                with autocast(cfg.precision, self.device):
-                    logits = model(x)
-                    loss = criterion(logits.float(), y)
-                (self.scaler.scale(loss / group) if self.scaler else loss / group).backward()
+            group, last_micro = accumulation_group(i, total, cfg.accum_steps)
+            loss, logits = forward_backward(model, x, y, criterion, cfg.precision, self.scaler, group, last_micro)
             metrics.add(loss, logits, y)
             self.guard.add(loss)
             if last_micro:
@@ -192,7 +166,7 @@ class Trainer:
                 self.optimizer_step(self.guard.close_group(i + 1))
                 run.batch, run.global_step = i + 1, run.global_step + 1
                 if cfg.step_log_every and run.global_step % cfg.step_log_every == 0:
-                    self._log_step(log, loss)
+                    log_step(log, loss, run, self.optimizer.param_groups[0]["lr"], self.dist)
                 if run.global_step % HOST_READ_EVERY == 0:
                     self._stop_if_diverged()
                 if self.on_step is not None:
@@ -209,11 +183,7 @@ class Trainer:
             signal_stop = not self._reached_max_steps()
             self._save_and_stop(f"at epoch {run.epoch + 1}, batch {run.batch}" if signal_stop else None)
             return False
-        loss_sum, correct, n, skipped, seconds = run.epoch_sums
-        row = {"epoch": run.epoch + 1, "train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}
-        row.update(images_per_s=n / max(seconds, 1e-9), epoch_time_s=seconds, skipped_images=int(skipped))
-        run.pending_epoch = {**row, "lr": self.optimizer.param_groups[0]["lr"]}
-        run.epoch, run.batch, run.epoch_sums = run.epoch + 1, 0, [0.0] * 5
+        run.end_training_epoch(self.optimizer.param_groups[0]["lr"])
         return True
 
     def _close_epoch(self, log: RunLog | None) -> None:
@@ -236,24 +206,20 @@ class Trainer:
             self._save_and_stop(f"after epoch {run.epoch}", saved=True)
 
     def _evaluate(self) -> dict[str, float] | None:
-        def reduce(values):
-            return all_reduce_sum(values, self.dist)
-
         # Each process asks its own flag per batch; the stop is agreed in evaluate's final sum.
-        progress = self.config.progress if self.dist.is_main else "never"
+        progress, amp = (
+            self.config.progress if self.dist.is_main else "never",
+            partial(autocast, self.config.precision, self.device),
+        )
+        reduce = partial(all_reduce_sum, info=self.dist)
         should_stop = lambda: self.stop.requested is not None  # noqa: E731
-        amp = partial(autocast, self.config.precision, self.device)
         return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop)
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
 
     def _stop_requested(self, read_point: bool) -> bool:
-        """Whether a signal asked to stop; under torchrun every rank agrees, at read points only."""
-        local = self.stop.requested is not None
-        if not self.dist.enabled:
-            return local
-        return read_point and all_reduce_sum([float(local)], self.dist)[0] > 0
+        return self.stop.agreed(self.dist, read_point)
 
     def _save_and_stop(self, where: str | None, saved: bool = False) -> None:
         """Checkpoint at this consistent point; then stop: quietly at max_steps (where=None), else by raising."""
@@ -271,40 +237,16 @@ class Trainer:
             f"{self.stop.requested}: stopped {where}; saved a resumable checkpoint (continue with --resume {path})"
         )
 
-    def _resume_hint(self) -> str:
-        path = self.out / "checkpoint.pt"
-        return f"continue from the last checkpoint with --resume {path}" if path.exists() else "no checkpoint yet"
-
     def _stop_if_diverged(self) -> None:
         self.guard.raise_if_diverged(self.run.epoch, self.out / "checkpoint.pt")
 
-    def _log_step(self, log: RunLog | None, loss: torch.Tensor) -> None:
-        """Append the loss of this optimizer step, averaged over ranks, to steps.jsonl (a host read)."""
-        mean_loss = all_reduce_sum([loss.item()], self.dist)[0] / self.dist.world_size
-        if log is not None:
-            lr = self.optimizer.param_groups[0]["lr"]
-            log.step({"step": self.run.global_step, "epoch": self.run.epoch, "loss": mean_loss, "lr": lr})
-
     def _already_finished(self) -> dict[str, Any]:
         """Resuming a finished run changes nothing, except writing outputs a kill cut short."""
-        saved = self.out / "summary.json"
-        complete = saved.is_file() and (self.out / "model.safetensors").is_file()
-        if self.dist.is_main:
-            note = "nothing to do" if complete else "wrote its missing outputs"
-            print(
-                f"the run in {self.out} is finished ({self.run.epoch} of {self.config.epochs} epochs); {note} "
-                "(raise --epochs to train longer)",
-                flush=True,
-            )
-        return json.loads(saved.read_text()) if complete else self._finish(0.0)
-
-    def _summary(self, seconds: float) -> dict[str, Any]:
-        last = self.run.history[-1] if self.run.history else {}
-        summary = {"epochs": self.run.epoch, "train_seconds": seconds, "output": str(self.out)}
-        return {**summary, **{k: v for k, v in last.items() if k.startswith("val_")}}
+        summary = finished_run(self.out, self.run.epoch, self.config.epochs, announce=self.dist.is_main)
+        return summary if summary is not None else self._finish(0.0)
 
     def _finish(self, seconds: float) -> dict[str, Any]:
-        summary = self._summary(seconds)
+        summary = run_summary(self.out, self.run.history, self.run.epoch, seconds)
         if self.dist.is_main:
             title = f"{self.config.model} on {self.config.dataset}"
             write_outputs(self.out, self.model, self.weights_metadata(), self.run.history, summary, title)
