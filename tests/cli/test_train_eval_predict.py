@@ -143,3 +143,9 @@ def test_imagefolder_training_counts_unreadable_images(tmp_path, capsys):
     assert main([*argv, "--bad-images", "raise", "--output", str(tmp_path / "run2")]) == 3  # a data error
     err = capsys.readouterr().err
     assert "unreadable image" in err and "broken.jpg" in err
+    # The 2-class model on a 3-class folder: one line, a data error (not an IndexError from the loss).
+    for split in ("train", "val"):
+        (tmp_path / "data" / split / "green").mkdir()
+        Image.new("RGB", (48, 40), (0, 200, 0)).save(tmp_path / "data" / split / "green" / "0.png")
+    assert main([*evaluate]) == 3
+    assert "is a 2-class model but imagefolder has 3 classes" in capsys.readouterr().err

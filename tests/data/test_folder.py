@@ -62,3 +62,27 @@ def test_sharded_sampler_partitions_and_resumes():
     parts[0].set_epoch(2, start=2)
     assert list(parts[0]) == indices[0][2:]
     assert len(torch.utils.data.DataLoader(list(range(10)), sampler=parts[0])) == 2
+
+
+def test_symbolic_links_are_followed_but_a_loop_is_walked_once(tmp_path):
+    import os
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / c / "x.png")
+    os.symlink(tmp_path, tmp_path / "a" / "loop")  # a/loop → the root: a cycle
+    shared = tmp_path.parent / f"{tmp_path.name}-shared"
+    shared.mkdir()
+    Image.new("RGB", (8, 8)).save(shared / "y.png")
+    os.symlink(shared, tmp_path / "b" / "more")  # a linked folder of images is used
+    ds = ImageFolderDataset(tmp_path, lambda x: x)
+    assert ds.classes == ["a", "b"]
+    # Class a: a/x.png, then through a/loop the root's b (a is not entered again): b/x.png, b/more/y.png.
+    # Class b: b/x.png and, through the link, y.png. Finite, each directory once per class.
+    assert sorted((os.path.basename(p), label) for p, label in ds.samples) == [
+        ("x.png", 0),
+        ("x.png", 0),
+        ("x.png", 1),
+        ("y.png", 0),
+        ("y.png", 1),
+    ]

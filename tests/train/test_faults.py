@@ -133,3 +133,33 @@ def test_refused_pickles_never_fall_back(tmp_path):
     digest_path(path).unlink()
     with pytest.raises(CheckpointError, match="refusing to load"):
         load_checkpoint(path, fallback=True)
+
+
+def test_disk_full_while_checkpointing_is_one_line_exit_6_and_keeps_the_previous(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from sknet import weights
+    from sknet.cli import main
+
+    out = tmp_path / "run"
+    argv = train_argv(out)[3:]
+    epochs = argv.index("--epochs")
+    argv[epochs + 1] = "2"
+    real_write = weights.atomic_write
+    calls = {"n": 0}
+
+    def full_disk(path, write):
+        if path.name == "checkpoint.pt":
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second checkpoint finds the disk full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, write)
+
+    monkeypatch.setattr(weights, "atomic_write", full_disk)
+    assert main(argv) == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"No space left on device while writing {out / 'checkpoint.pt'} (the previous checkpoint is kept)" in err
+    with pytest.warns(UserWarning, match="resuming from the previous checkpoint"):  # the rotated one
+        assert int(load_checkpoint(out / "checkpoint.pt", fallback=True)["epoch"]) == 1
+    assert not list(out.glob(".*.tmp"))

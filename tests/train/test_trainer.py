@@ -145,3 +145,8 @@ def test_own_in_memory_images_replace_the_config_dataset(tmp_path):
     meta = trainer.weights_metadata()
     assert meta["num_classes"] == 5 and meta["in_chans"] == 3 and meta["input_size"] == 12
     assert trainer.model.state_dict()["fc.weight"].shape[0] == 5 and 0 <= summary["val_acc1"] <= 1
+
+
+def test_a_batch_larger_than_the_data_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"batch size 512 × 1 process.* is more than the 256 training images"):
+        Trainer(tiny_config(tmp_path, batch_size=512))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sknet.errors import ConfigError
+from sknet.errors import ConfigError, DataError
 from sknet.models import create_model
 from sknet.progress import PROGRESS_MODES
 
@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
             args.batch_size, image_size=size, workers=args.workers, mean=meta.get("mean"), std=meta.get("std")
         )
         loader = build_loader(dataset, "test", options, device, args.data_dir)
+        classes = len(loader.info.classes)
+        if getattr(model, "num_classes", classes) != classes:
+            raise DataError(f"{args.weights} is a {model.num_classes}-class model but {dataset} has {classes} classes")
         result = evaluate(model, loader, device, progress=args.progress)
         results.append({"resolution": loader.info.input_size, **result})
         if not loader.info.resizable:  # images held as tensors have one size

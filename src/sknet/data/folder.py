@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, default_collate
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sknet.data.datasets import Split
 from sknet.data.images import open_image
@@ -32,13 +33,39 @@ def find_split_dir(root: str | Path | None, split: Split) -> Path:
     return root
 
 
+def _images_under(folder: Path):
+    """Image files below `folder`, sorted per directory; symbolic links are followed, but a directory
+    already visited (a link loop, or two links to one place) is not entered again."""
+    seen: set[str] = set()
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMG_EXTENSIONS):
+                yield os.path.join(current, name)
+
+
+def scan_classes(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """(class names, [(image path, class index)]) of DIR/CLASS/...; DataError when something is empty."""
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    samples = [(path, index) for index, name in enumerate(classes) for path in _images_under(root / name)]
+    counts = {index for _, index in samples}
+    if not classes or len(counts) < len(classes):
+        raise DataError(_missing_images(root))
+    return classes, samples
+
+
 def _missing_images(root: Path) -> str:
     """One line on what an image folder lacks: class sub-folders, or images in some of them."""
     expected = f"expected one sub-folder per class holding images ({', '.join(IMG_EXTENSIONS[:4])}, ...)"
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
         return f"no images in {root}: it has no class sub-folders; {expected}"
-    empty = [p.name for p in folders if not any(f.suffix.lower() in IMG_EXTENSIONS for f in p.rglob("*"))]
+    empty = [p.name for p in folders if not any(True for _ in _images_under(p))]
     shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
     return f"no images in {len(empty)} of the {len(folders)} class folders of {root} ({shown}); {expected}"
 
@@ -55,11 +82,8 @@ class ImageFolderDataset(Dataset):
             raise DataError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         if not root.is_dir():
             raise DataError(f"data directory {root} does not exist")
-        try:
-            self.classes, self.class_to_idx = find_classes(str(root))
-            self.samples = make_dataset(str(root), self.class_to_idx, IMG_EXTENSIONS)
-        except FileNotFoundError:
-            raise DataError(_missing_images(root)) from None
+        self.classes, self.samples = scan_classes(root)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.root = root
         self.transform = transform
         self.on_error = on_error

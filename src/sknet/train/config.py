@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,6 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a depend
 
 from sknet.errors import ConfigError
 from sknet.layers.checks import parse_enum
-from sknet.progress import check_progress_mode
 
 
 class Optimizer(str, enum.Enum):
@@ -59,6 +60,120 @@ RESUME_CHANGEABLE = frozenset(
         "download",
     }
 )
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a configuration value must be: its kind, and for numbers an interval (bounds inclusive unless
+    `open_low`/`open_high`); `optional`: None is allowed; `choices`: the allowed strings."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    optional: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        if issubclass(self.kind, enum.Enum):
+            text = "one of " + ", ".join(repr(m.value) for m in self.kind)
+        elif self.choices:
+            text = "one of " + ", ".join(map(repr, self.choices))
+        else:
+            text = {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "a mapping"}[
+                self.kind
+            ]
+            low, high = (_show(v) for v in (self.low, self.high))
+            if self.low is not None and self.high is not None:
+                left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+                text += f" in {left}{low}, {high}{right}"
+            elif self.low is not None:
+                text += f" {'>' if self.open_low else '≥'} {low}"
+        return text + (" (or null)" if self.optional else "")
+
+    def apply(self, name: str, value: Any) -> Any:
+        """The value, normalised (enums parsed, integers as floats for number fields), or ConfigError."""
+        if value is None and self.optional:
+            return None
+        if issubclass(self.kind, enum.Enum):
+            return parse_enum(self.kind, value, name)
+        ok_type = {
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            bool: isinstance(value, bool),
+            str: isinstance(value, str),
+            dict: isinstance(value, dict),
+        }[self.kind]
+        if ok_type and self.kind is float:
+            value = float(value)
+            ok_type = math.isfinite(value)
+        if ok_type and self.choices is not None:
+            ok_type = value in self.choices
+        if ok_type and self.low is not None:
+            ok_type = value > self.low if self.open_low else value >= self.low
+        if ok_type and self.high is not None:
+            ok_type = value < self.high if self.open_high else value <= self.high
+        if not ok_type:
+            raise ConfigError(f"{name} must be {self.describe()}, got {value!r}")
+        return value
+
+
+def _show(bound: float | None) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}" if bound is not None else ""
+
+
+def _n(low=None, high=None, **kw) -> Check:
+    return Check(float, low, high, **kw)
+
+
+def _i(low=None, high=None, **kw) -> Check:
+    return Check(int, low, high, **kw)
+
+
+# Every field of TrainConfig, with what it must be (tests check that no field is missing here).
+CHECKS: dict[str, Check] = {
+    "model": Check(str),
+    "model_options": Check(dict),
+    "dataset": Check(str),
+    "data_dir": Check(str, optional=True),
+    "download": Check(bool),
+    "image_size": _i(8, 4096),
+    "crop_padding": _i(0, 1024, optional=True),
+    "hflip": Check(bool),
+    "workers": _i(0, 256),
+    "bad_images": Check(str, choices=("skip", "raise")),
+    "epochs": _i(1, 1_000_000),
+    "batch_size": _i(1, 1_000_000),
+    "optimizer": Check(Optimizer),
+    "lr": _n(0, 100, open_low=True),
+    "momentum": _n(0, 1, open_high=True),
+    "nesterov": Check(bool),
+    "weight_decay": _n(0, 1),
+    "no_decay_bn_bias": Check(bool),
+    "schedule": Check(Schedule),
+    "step_epochs": _i(1, 1_000_000),
+    "gamma": _n(0, 1, open_low=True),
+    "warmup_epochs": _n(0, 1_000_000),
+    "label_smoothing": _n(0, 1, open_high=True),
+    "accum_steps": _i(1, 1_000_000),
+    "grad_clip": _n(0, None, open_low=True, optional=True),
+    "precision": Check(Precision),
+    "channels_last": Check(bool),
+    "compile": Check(bool),
+    "sync_bn": Check(bool),
+    "device": Check(str),
+    "seed": _i(0, 2**63 - 1),
+    "deterministic": Check(bool),
+    "threads": _i(1, 4096, optional=True),
+    "output": Check(str),
+    "eval_every": _i(1, 1_000_000),
+    "checkpoint_every": _i(1, 1_000_000),
+    "tensorboard": Check(bool),
+    "progress": Check(str, choices=("auto", "always", "never")),
+    "step_log_every": _i(0, 1_000_000_000),
+    "max_steps": _i(1, None, optional=True),
+}
 
 
 @dataclass
@@ -110,37 +225,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
 
     def __post_init__(self) -> None:
-        self.optimizer = parse_enum(Optimizer, self.optimizer, "optimizer")
-        self.schedule = parse_enum(Schedule, self.schedule, "schedule")
-        self.precision = parse_enum(Precision, self.precision, "precision")
-        for name in (
-            "epochs",
-            "batch_size",
-            "accum_steps",
-            "step_epochs",
-            "eval_every",
-            "checkpoint_every",
-            "image_size",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs", "gamma"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
-            setattr(self, name, float(value))
-        if self.crop_padding is not None and (
-            isinstance(self.crop_padding, bool) or not isinstance(self.crop_padding, int) or self.crop_padding < 0
-        ):
-            raise ConfigError(f"crop_padding must be a non-negative integer, got {self.crop_padding!r}")
-        if self.label_smoothing >= 1:
-            raise ConfigError(f"label_smoothing must be < 1, got {self.label_smoothing}")
-        if self.bad_images not in ("skip", "raise"):
-            raise ConfigError(f"bad_images must be 'skip' or 'raise', got {self.bad_images!r}")
-        check_progress_mode(self.progress)
-        if not isinstance(self.model_options, dict):
-            raise ConfigError(f"model_options must be a mapping, got {self.model_options!r}")
+        for f in fields(self):  # one validation for flags, files and saved configurations alike
+            setattr(self, f.name, CHECKS[f.name].apply(f.name, getattr(self, f.name)))
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=_plain))
@@ -165,13 +251,31 @@ class TrainConfig:
         return cls.from_dict({**read_config_file(path), **(overrides or {})}, source=str(path))
 
 
+class _YAMLLoader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-4 (no dot) as text; here it is a number, as in YAML 1.2, TOML and Python."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     text = path.read_text()
     try:
-        values = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        values = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, Loader=_YAMLLoader)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot parse {path}: {err}") from None
     if values is None:

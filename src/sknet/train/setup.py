@@ -61,6 +61,13 @@ def build_loaders(
             build_loader(config.dataset, split, options, dist.device, config.data_dir, config.download, images)
         )
     train_loader, test_loader = loaders
+    if len(train_loader) == 0:
+        images, per_step = train_loader.info.images, config.batch_size * dist.world_size
+        raise ConfigError(
+            f"batch size {config.batch_size} × {dist.world_size} process(es) = {per_step} is more than the "
+            f"{images} training images: not one full batch to train on; use --batch-size ≤ "
+            f"{max(images // dist.world_size, 1)}"
+        )
     if test_loader.info.classes != train_loader.info.classes:
         raise ConfigError(f"the test classes of {config.dataset} differ from its training classes")
     return train_loader, test_loader
