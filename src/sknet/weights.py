@@ -165,6 +165,7 @@ def atomic_write(path: str | Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results get the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -181,6 +182,12 @@ def atomic_write(path: str | Path, write) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def digest_path(path: Path) -> Path:

@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
+import sknet
 from sknet.cli import main
+from sknet.cli.main import build_parser
 
 
 def test_profile_json(capsys):
@@ -37,8 +39,14 @@ def test_user_errors_are_one_line(capsys, argv, message):
 
 
 def test_console_script_error_has_no_traceback_unless_debug():
-    cmd = [sys.executable, "-m", "sknet.cli.main", "profile", "nope"]
+    cmd = [sys.executable, "-m", "sknet", "profile", "nope"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     result = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" in result.stderr
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"sknet {sknet.__version__}"

@@ -45,7 +45,7 @@ def _run(args, env):
 @pytest.mark.slow
 def test_two_process_gloo_matches_one_process_with_same_global_batch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "sknet.cli.main"]
+    cli = [sys.executable, "-m", "sknet"]
     _run([*cli, *COMMON, "--batch-size", "16", "--output", str(tmp_path / "one")], env)
     torchrun = [
         sys.executable,
@@ -55,7 +55,7 @@ def test_two_process_gloo_matches_one_process_with_same_global_batch(tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "sknet.cli.main",
+        "sknet",
     ]
     _run([*torchrun, *COMMON, "--batch-size", "8", "--output", str(tmp_path / "two")], env)
 

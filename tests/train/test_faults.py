@@ -23,7 +23,7 @@ def train_argv(out, *extra):
     return [
         sys.executable,
         "-m",
-        "sknet.cli.main",
+        "sknet",
         "train",
         "--model",
         "sknet_tiny",

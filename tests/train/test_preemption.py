@@ -54,7 +54,7 @@ def test_signal_at_a_random_point_then_resume_alone_is_exact(tmp_path, reference
     assert not list(out.glob(".*.tmp"))  # no temporary checkpoint file left behind
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "sknet.cli.main", "train", "--resume", str(out)], capture_output=True, text=True
+        [sys.executable, "-m", "sknet", "train", "--resume", str(out)], capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     weights, rows = reference

@@ -150,3 +150,27 @@ def test_own_in_memory_images_replace_the_config_dataset(tmp_path):
 def test_a_batch_larger_than_the_data_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"batch size 512 × 1 process.* is more than the 256 training images"):
         Trainer(tiny_config(tmp_path, batch_size=512))
+
+
+def test_outputs_get_the_usual_permissions_and_config_names_unused_options(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Trainer(tiny_config(tmp_path / "run", epochs=1)).fit()
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "checkpoint.pt"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o644, name  # not mkstemp's 0600
+    text = (tmp_path / "run" / "config.yaml").read_text()
+    assert "# not used with this dataset: image_size, workers, bad_images" in text
+
+
+def test_tensorboard_without_the_package_is_refused_before_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(
+        ConfigError, match=r"--tensorboard needs the tensorboard package: pip install 'sknet\[tensorboard\]'"
+    ):
+        Trainer(tiny_config(tmp_path / "run", tensorboard=True))
+    assert not (tmp_path / "run").exists()

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from sknet.cli.options import add_progress_arg, add_run_args
+from sknet.data.datasets import Split
 from sknet.errors import ConfigError
 from sknet.models import create_model
-from sknet.progress import PROGRESS_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument("--dataset", help="dataset (default: the one recorded in the weights)")
     parser.add_argument("--data-dir", help="data folder")
-    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--split", choices=[s.value for s in Split], default="test", help="data split to analyse")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0], help="enlargement factors ≥ 1")
     parser.add_argument(
         "--units", nargs="+", help="units to plot, e.g. SK_2_3 SK_3_4, or 'all' (default: last unit of each stage)"
@@ -35,13 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile-unit", help="unit of the channel profile (default: last unit of stage 3)")
     parser.add_argument("--max-images", type=int, help="analyse only the first N images")
     parser.add_argument("--examples", type=int, default=2, help="example images in figure 3 (random, --seed)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the choice of example images")
     parser.add_argument("--resolution", type=int, default=224, help="folder datasets: centre-crop size")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--device", default="auto")
+    add_run_args(parser, batch_size=100)
     parser.add_argument("--output", default="runs/attention", help="folder for figures and numbers")
-    parser.add_argument("--progress", choices=PROGRESS_MODES, default="auto")
+    add_progress_arg(parser)
     parser.set_defaults(run=run)
 
 

@@ -6,20 +6,31 @@ import argparse
 import json
 import sys
 
+from sknet.cli.options import add_json_arg
+from sknet.train.config import Precision
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="speed and memory against ResNeXt-50 and timm", description=__doc__)
-    parser.add_argument("--mode", choices=("inference", "train", "both"), default="both")
+    parser.add_argument("--mode", choices=("inference", "train", "both"), default="both", help="what to time")
     parser.add_argument("--batch-size", type=int, help="default: 8 for inference, 16 for training")
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--resolution", type=int, default=224, help="input side in pixels (default: 224)")
+    parser.add_argument(
+        "--dtype", choices=[p.value for p in Precision], default="fp32", help="fp32, or autocast to bf16 / fp16"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: 2)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--no-timm", action="store_true", help="skip timm's models even if installed")
-    parser.add_argument("--formats", nargs="+", default=["nchw", "channels_last"], choices=("nchw", "channels_last"))
-    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        default=["nchw", "channels_last"],
+        choices=("nchw", "channels_last"),
+        help="memory layouts to try",
+    )
+    add_json_arg(parser)
     parser.set_defaults(run=run)
 
 

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sknet.weights import IMAGENET_MEAN, IMAGENET_STD, save_weights
+    from sknet.weights import save_weights
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(2, "No such directory", str(out.parent))
     meta: dict[str, object] = {}
     if args.source == "timm":
-        from sknet.convert.timm import convert_timm_state, load_timm_pretrained, sknet_name
+        from sknet.convert.timm import convert_timm_state, load_timm_pretrained, sknet_name, timm_data_config
 
         name = sknet_name(args.name)
         if args.checkpoint:
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             model = load_timm_pretrained(name)
         options: dict[str, object] = {}
-        meta.update(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), source=f"timm:{args.name}")
+        record = getattr(model, "data_config", None) or timm_data_config({})
+        meta.update(record.to_metadata(), source=f"timm:{args.name}")
     else:
         if args.checkpoint:
             raise ConfigError("--checkpoint is for --from timm; give the .caffemodel as the name")

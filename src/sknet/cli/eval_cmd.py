@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from sknet.cli.options import add_json_arg, add_progress_arg, add_run_args
 from sknet.errors import ConfigError, DataError
 from sknet.models import create_model
-from sknet.progress import PROGRESS_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,16 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         help="folder datasets: crop sizes, e.g. 224 320 (resize shorter side to size/0.875)",
     )
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument(
-        "--progress",
-        choices=PROGRESS_MODES,
-        default="auto",
-        help="auto: a bar on a terminal, otherwise a plain line a minute",
-    )
+    add_run_args(parser, batch_size=100)
+    add_json_arg(parser)
+    add_progress_arg(parser)
     parser.set_defaults(run=run)
 
 

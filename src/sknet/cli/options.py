@@ -6,12 +6,15 @@ import argparse
 import ast
 
 from sknet.errors import ConfigError
+from sknet.layers.sk_conv import Aggregation
 
 
 def add_model_override_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model options")
     group.add_argument("--branches", help="SK paths: kernel sizes '3,5' or kernel/dilation[/groups] '3d1,5d1g64'")
-    group.add_argument("--aggregation", choices=("sk", "sum"), help="SK attention or plain sum of paths")
+    group.add_argument(
+        "--aggregation", choices=[a.value for a in Aggregation], help="SK attention or plain sum of paths"
+    )
     group.add_argument(
         "--set",
         dest="overrides",
@@ -42,3 +45,30 @@ def model_overrides(args: argparse.Namespace) -> dict[str, object]:
     if args.aggregation is not None:
         overrides["aggregation"] = args.aggregation
     return overrides
+
+
+def add_run_args(parser: argparse.ArgumentParser, batch_size: int, device: str = "auto", workers: bool = True) -> None:
+    """The options every command that runs a model over data shares, with one help text each."""
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default: {batch_size})")
+    if workers:
+        parser.add_argument(
+            "--workers", type=int, default=4, help="processes decoding folder images (0: in this process; default: 4)"
+        )
+    parser.add_argument(
+        "--device", default=device, help=f"auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: {device})"
+    )
+
+
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    from sknet.progress import PROGRESS_MODES
+
+    parser.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="auto: a bar on a terminal, otherwise a plain line a minute; always; never (default: auto)",
+    )
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of text")

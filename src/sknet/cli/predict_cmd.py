@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from sknet.cli.options import add_json_arg
 from sknet.errors import ConfigError
 from sknet.models import create_model
 from sknet.predict import predict
@@ -12,11 +13,11 @@ from sknet.predict import predict
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="classify images with trained weights", description=__doc__)
-    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
     parser.add_argument("--weights", required=True, help="model.safetensors written by sknet train")
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
-    parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
+    add_json_arg(parser)
     parser.set_defaults(run=run)
 
 

@@ -11,25 +11,55 @@ from pathlib import Path
 
 from sknet.cli.options import add_model_override_args, model_overrides
 from sknet.errors import CheckpointError, ConfigError
-from sknet.train.config import RESUME_CHANGEABLE, TrainConfig, read_config_file
+from sknet.train.config import CHECKS, RESUME_CHANGEABLE, TrainConfig, read_config_file
 from sknet.train.state import read_training_checkpoint
 from sknet.weights import previous_path
 
+# One line per option (tests check that every TrainConfig field has one); the allowed values and the
+# default are appended from the field's Check.
 HELP = {
     "model": "registered model name (see `sknet profile` / sknet.list_models())",
+    "model_options": "builder options (use --branches, --aggregation, --set KEY=VALUE)",
     "dataset": (
         "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, synthetic"
     ),
     "data_dir": "data folder (Fashion-MNIST: defaults to Debian's /usr/share/datasets/fashion-mnist)",
     "download": "let torchvision download the dataset if it is missing",
-    "batch_size": "images per process per step",
-    "schedule": "step (÷gamma every --step-epochs), cosine or constant, after --warmup-epochs",
-    "no_decay_bn_bias": "exclude BN weights and biases from weight decay",
-    "precision": "fp32, bf16 (autocast on CPU/CUDA) or fp16 (CUDA, with a gradient scaler)",
+    "image_size": "folder datasets: training and evaluation crop size in pixels",
+    "crop_padding": "in-memory datasets: random-crop padding in pixels (default: the dataset's recipe; 0: off)",
+    "hflip": "in-memory datasets: random horizontal flips",
+    "workers": "folder datasets: processes decoding images (0: in the training process)",
     "bad_images": "folder datasets: skip unreadable images (counted) or raise naming the file",
+    "epochs": "epochs to train",
+    "batch_size": "images per process per step",
+    "optimizer": "SGD with momentum, or AdamW",
+    "lr": "peak learning rate (after warmup)",
+    "momentum": "SGD momentum (AdamW: beta1)",
+    "nesterov": "Nesterov momentum (SGD)",
+    "weight_decay": "L2 weight decay (decoupled for AdamW)",
+    "no_decay_bn_bias": "exclude BN weights and biases from weight decay (--decay-bn-bias: include them)",
+    "schedule": "step (÷gamma every --step-epochs), cosine or constant, after --warmup-epochs",
+    "step_epochs": "step schedule: epochs between learning-rate drops",
+    "gamma": "step schedule: factor of each drop",
+    "warmup_epochs": "linear warmup from 0, in epochs (fractions allowed)",
+    "label_smoothing": "label smoothing of the cross-entropy loss",
+    "accum_steps": "micro-batches whose gradients make one optimizer step",
+    "grad_clip": "clip the gradients' global norm to this value",
+    "precision": "fp32, bf16 (autocast on CPU/CUDA) or fp16 (CUDA, with a gradient scaler)",
+    "channels_last": "NHWC memory layout (faster convolutions on recent GPUs and CPUs)",
+    "compile": "torch.compile the model",
+    "sync_bn": "synchronise BatchNorm statistics across processes (CUDA)",
+    "device": "auto (CUDA if present, else CPU), cpu, cuda or cuda:N; under torchrun rank r uses cuda:r",
+    "seed": "seed of initial weights, data order and augmentation",
+    "deterministic": "deterministic algorithms (exact resume and repeatability; slower on GPUs)",
+    "threads": "CPU threads for torch (default: torch's choice)",
     "output": "run folder: config, logs, checkpoint.pt, model.safetensors, curves.png",
-    "progress": "progress bar: auto (a bar on a terminal, otherwise a plain line a minute), always, never",
-    "max_steps": "stop after this many optimizer steps (smoke runs)",
+    "eval_every": "evaluate every N epochs (and after the last)",
+    "checkpoint_every": "checkpoint every N epochs (and after the last)",
+    "tensorboard": "also log to TensorBoard (needs the tensorboard package: pip install 'sknet[tensorboard]')",
+    "progress": "progress display: auto (a bar on a terminal, otherwise a plain line a minute), always, never",
+    "step_log_every": "append the loss of every N-th step to steps.jsonl (0: off)",
+    "max_steps": "stop after this many optimizer steps (smoke runs; a checkpoint is saved)",
 }
 
 
@@ -61,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         kind = _field_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help_text = HELP.get(f.name, "") + (f" (default: {getattr(default, 'value', default)})")
+        help_text = f"{HELP[f.name]} ({CHECKS[f.name].describe()}; default: {getattr(default, 'value', default)})"
         if kind is bool:
             # --x sets True and --no-x False; for a field named no_x, --no-x sets True and --x False.
             negative = "--" + f.name[3:].replace("_", "-") if f.name.startswith("no_") else "--no-" + flag[2:]
@@ -69,6 +99,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             parser.add_argument(negative, dest=f.name, action="store_const", const=False, help=f"turn {flag} off")
         elif isinstance(kind, type) and issubclass(kind, enum.Enum):
             parser.add_argument(flag, dest=f.name, choices=[e.value for e in kind], default=None, help=help_text)
+        elif CHECKS[f.name].choices:
+            parser.add_argument(flag, dest=f.name, choices=CHECKS[f.name].choices, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
     add_model_override_args(parser)

@@ -6,13 +6,16 @@ paths, fuse and select, with other module names. The key map is a handful of ren
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from sknet.errors import CheckpointError, ConfigError
+from sknet.weights import EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DataConfig
 
 # sknet name → timm name (same topology, same parameter count).
 TIMM_MODELS = {
@@ -98,17 +101,21 @@ def convert_timm_state(timm_state: Mapping[str, torch.Tensor], name: str) -> nn.
 def load_timm_pretrained(name: str, num_classes: int | None = None) -> nn.Module:
     """Our `name` with timm's pretrained ImageNet weights, fetched by timm (needs the internet once).
 
-    With `num_classes` ≠ 1000 the classifier is re-initialised, everything else is pretrained.
+    With `num_classes` ≠ 1000 the classifier is re-initialised, everything else is pretrained. The model's
+    ``data_config`` is timm's preprocessing for those weights. Without a network (checked in 3 s), only
+    timm's cache is tried, so that an offline machine gets its answer at once instead of after retries.
     """
     timm = _import_timm()
     source = timm_name(name)
     try:
-        model = timm.create_model(source, pretrained=True)
+        with _offline_unless_reachable():
+            model = timm.create_model(source, pretrained=True)
     except Exception as err:  # network, hub and cache errors come in many types
         raise CheckpointError(
-            f"could not fetch timm's pretrained {source} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            "Pretrained weights need the internet once (then timm's cache); offline, convert a downloaded file "
-            "with 'sknet convert --from timm'"
+            f"could not fetch timm's pretrained {source} ({type(err).__name__}: {str(err).splitlines()[0][:160]}). "
+            f"Pretrained weights need the internet once (then timm's cache); offline, download {source}'s "
+            f"weights elsewhere and convert the file: sknet convert --from timm {source} --checkpoint FILE "
+            "--out OUT.safetensors"
         ) from None
     ours = convert_timm_model(model, name)
     if num_classes is not None and num_classes != ours.fc.out_features:
@@ -118,4 +125,39 @@ def load_timm_pretrained(name: str, num_classes: int | None = None) -> nn.Module
         state = {k: v for k, v in ours.state_dict().items() if not k.startswith("fc.")}
         fresh.load_state_dict({**fresh.state_dict(), **state})
         ours = fresh.eval()
+    ours.data_config = timm_data_config(getattr(model, "pretrained_cfg", None) or {})
     return ours
+
+
+def timm_data_config(cfg: dict) -> DataConfig:
+    """timm's pretrained_cfg (input_size, crop_pct, interpolation, mean, std) as our DataConfig."""
+    return DataConfig.from_metadata(
+        {
+            "input_size": int(cfg.get("input_size", (3, 224, 224))[-1]),
+            "crop_fraction": float(cfg.get("crop_pct", EVAL_CROP_FRACTION)),
+            "interpolation": cfg.get("interpolation", "bilinear"),
+            "mean": list(cfg.get("mean", IMAGENET_MEAN)),
+            "std": list(cfg.get("std", IMAGENET_STD)),
+        },
+        "timm's pretrained_cfg",
+    )
+
+
+@contextlib.contextmanager
+def _offline_unless_reachable(host: str = "huggingface.co", timeout: float = 3.0):
+    try:
+        socket.create_connection((host, 443), timeout).close()
+        reachable = True
+    except OSError:
+        reachable = False
+    try:
+        import huggingface_hub.constants as hub
+    except ImportError:
+        yield
+        return
+    previous = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = previous or not reachable
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = previous

@@ -6,6 +6,8 @@ A family builds ``self.stem`` and its stages (named in ``self.stage_names``), th
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -66,6 +68,17 @@ class BottleneckNet(nn.Module):
             for module in self.modules():
                 if isinstance(module, Bottleneck):
                     module.zero_init_last_bn()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for `num_classes` (fine-tuning; timm's name for it). The
+        class names recorded in ``data_config`` no longer apply and are dropped."""
+        check_positive_int("num_classes", num_classes)
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes).to(self.fc.weight.device, self.fc.weight.dtype)
+        init_weights(self.fc)
+        record = getattr(self, "data_config", None)
+        if record is not None and record.classes is not None:
+            self.data_config = dataclasses.replace(record, classes=None)
 
     def stages(self) -> list[nn.Sequential]:
         return [getattr(self, name) for name in self.stage_names]

@@ -117,7 +117,8 @@ def create_model(
             raise ConfigError("pretrained weights need a model name and fix the architecture: no weights= or options")
         model_info(name)
         model = _PRETRAINED[pretrained](name, num_classes)
-        model.data_config = DataConfig()  # ImageNet's preprocessing (timm's default for these models)
+        if not isinstance(getattr(model, "data_config", None), DataConfig):
+            model.data_config = DataConfig()  # ImageNet's preprocessing
         return _features(model, out_indices) if features_only else model
     if out_indices is not None and not features_only:
         raise ConfigError("out_indices needs features_only=True")

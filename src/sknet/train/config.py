@@ -62,6 +62,11 @@ RESUME_CHANGEABLE = frozenset(
 )
 
 
+# Options only one kind of data uses (the other ignores them).
+FOLDER_ONLY = ("image_size", "workers", "bad_images")
+IN_MEMORY_ONLY = ("crop_padding", "hflip")
+
+
 @dataclass(frozen=True)
 class Check:
     """What a configuration value must be: its kind, and for numbers an interval (bounds inclusive unless
@@ -231,8 +236,12 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=_plain))
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def save(self, path: str | Path, unused: tuple[str, ...] = ()) -> None:
+        """The resolved configuration as YAML; `unused`: options this run's data ignores, named in a comment."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if unused:
+            text += f"# not used with this dataset: {', '.join(unused)}\n"
+        Path(path).write_text(text)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:

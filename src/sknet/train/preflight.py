@@ -6,6 +6,7 @@ precision the device cannot run must not wait for the data to load.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -30,6 +31,8 @@ def check_config(config: TrainConfig, resume: str | Path | None = None) -> None:
             f"its options are: {', '.join(info.options)}"
         )
     dataset_spec(config.dataset)
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'sknet[tensorboard]'")
     if resume is not None and not Path(resume).exists() and not previous_path(Path(resume)).is_file():
         raise CheckpointError(f"checkpoint {resume} does not exist")
 

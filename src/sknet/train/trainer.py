@@ -19,7 +19,7 @@ from torch import nn
 from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
-from sknet.train.config import Precision, TrainConfig
+from sknet.train.config import FOLDER_ONLY, IN_MEMORY_ONLY, Precision, TrainConfig
 from sknet.train.distributed import all_reduce_sum, cleanup, gather_rng, init_distributed
 from sknet.train.interrupt import StopSignals
 from sknet.train.metrics import EpochMetrics, NonFiniteGuard
@@ -110,7 +110,7 @@ class Trainer:
                 self.folder.release()
         log = None
         if self.dist.is_main:
-            cfg.save(self.out / "config.yaml")
+            cfg.save(self.out / "config.yaml", IN_MEMORY_ONLY if self.data.resizable else FOLDER_ONLY)
             log = RunLog(self.out, cfg.tensorboard)
             log.restart(self.run.history)
         start_time = time.perf_counter()
