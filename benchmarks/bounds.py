@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from sknet.bench import Candidate, run_bench
-from sknet.fuse import fuse_for_inference
+from sknet.bn_folding import fuse_for_inference
 from sknet.models import create_model
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from sknet.bench import Candidate, ratios, run_bench, timm_available
-from sknet.fuse import fuse_for_inference
+from sknet.bn_folding import fuse_for_inference
 from sknet.models import create_model
 
 # (name, mode, dtype, batch, compiled, target ratio SKNet-50 / ResNeXt-50, higher is better)

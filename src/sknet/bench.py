@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from sknet.bn_folding import fuse_for_inference
 from sknet.errors import ConfigError
-from sknet.fuse import fuse_for_inference
 from sknet.models import create_model
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}

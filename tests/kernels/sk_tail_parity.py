@@ -14,7 +14,7 @@ import sys
 import torch
 
 from sknet import SKConv2d
-from sknet.fuse import fuse_for_inference
+from sknet.bn_folding import fuse_for_inference
 from sknet.layers.sk_fused import fused_tail_ok
 from tests.reference import reference_sk_conv
 

@@ -115,3 +115,33 @@ def test_cuda_training_with_autocast(tmp_path, precision):
     cfg = tiny_config(tmp_path / precision, epochs=1, device="cuda", precision=precision, channels_last=True)
     summary = Trainer(cfg).fit()
     assert summary["epochs"] == 1 and 0 < summary["val_loss"] < 10
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_image_folder_batches_honour_channels_last(tmp_path, channels_last):
+    from PIL import Image
+
+    from sknet.train.config import TrainConfig
+    from sknet.train.distributed import DistInfo
+    from sknet.train.setup import build_loaders
+
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (20, 18), (40 * i, 90, 200)).save(tmp_path / split / c / f"{i}.png")
+    config = TrainConfig(
+        dataset="imagefolder",
+        data_dir=str(tmp_path),
+        image_size=16,
+        batch_size=2,
+        workers=0,
+        channels_last=channels_last,
+        device="cpu",
+    )
+    train, test = build_loaders(config, DistInfo())
+    for loader in (train, test):
+        loader.set_epoch(0)
+        x, _, _ = next(iter(loader))
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 16, 16)
+        assert x.is_contiguous(memory_format=torch.channels_last) == channels_last

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int, parse_enum
+from sknet.enums import parse_enum
+from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
 from sknet.layers.conv_bn_act import ConvBNAct
 from sknet.layers.sk_conv import Aggregation, Branch, SKConv2d, parse_branches
 from sknet.layers.squeeze_excite import SqueezeExcite

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sknet.enums import parse_enum
 from sknet.errors import ConfigError, InputShapeError
-from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int, parse_enum
+from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
 from sknet.layers.conv_bn_act import ConvBNAct
 from sknet.layers.select import select_paths
 from sknet.layers.sk_fused import fused_tail_ok, sk_fused_forward

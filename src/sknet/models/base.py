@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sknet.errors import ConfigError
-from sknet.layers import Bottleneck
+from sknet.layers import BlockConfig, Bottleneck
 from sknet.layers.checks import check_image_batch, check_positive_int
 
 
@@ -29,6 +29,17 @@ def init_weights(model: nn.Module, classifier_std: float = 0.01) -> None:
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, 0.0, classifier_std)
             nn.init.zeros_(module.bias)
+
+
+# Builder options that belong to the bottleneck (BlockConfig) rather than to the network.
+BLOCK_FIELDS = ("groups", "branches", "reduction", "min_dim", "aggregation", "se_reduction")
+
+
+def build_block_config(block: BlockConfig, kwargs: dict[str, object]) -> tuple[BlockConfig, dict[str, object]]:
+    """Split builder `kwargs` into bottleneck fields (applied to `block`) and network options."""
+    network = dict(kwargs)
+    changes = {k: network.pop(k) for k in BLOCK_FIELDS if k in network}
+    return block.replace(**changes), network
 
 
 class BottleneckNet(nn.Module):

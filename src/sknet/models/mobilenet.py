@@ -12,9 +12,8 @@ from torch import nn
 
 from sknet.layers import BlockConfig, ConvBNAct, Middle
 from sknet.layers.squeeze_excite import SqueezeExcite
-from sknet.models.base import BottleneckNet
+from sknet.models.base import BottleneckNet, build_block_config
 from sknet.models.registry import register_model
-from sknet.models.resnext import build_block_config
 
 # (expansion t, output channels c, units n, first stride s) per stage, MobileNetV2 Table 2.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))

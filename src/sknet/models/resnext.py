@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from sknet.enums import parse_enum
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
-from sknet.layers.checks import check_positive_int, parse_enum
-from sknet.models.base import BottleneckNet
+from sknet.layers.checks import check_positive_int
+from sknet.models.base import BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 
@@ -116,15 +117,7 @@ COMMON_OPTIONS = (
 SK_OPTIONS = (*COMMON_OPTIONS, "branches", "reduction", "min_dim", "aggregation", "attn_dims")
 SE_OPTIONS = (*COMMON_OPTIONS, "se_reduction")
 
-_BLOCK_FIELDS = ("groups", "branches", "reduction", "min_dim", "aggregation", "se_reduction")
 DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-
-
-def build_block_config(block: BlockConfig, kwargs: dict[str, object]) -> tuple[BlockConfig, dict[str, object]]:
-    """Split builder `kwargs` into bottleneck fields (applied to `block`) and network options."""
-    network = dict(kwargs)
-    changes = {k: network.pop(k) for k in _BLOCK_FIELDS if k in network}
-    return block.replace(**changes), network
 
 
 def build_resnext(layers: Sequence[int], block: BlockConfig, **kwargs: object) -> ResNeXt:

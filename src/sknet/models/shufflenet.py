@@ -12,9 +12,8 @@ from torch import nn
 
 from sknet.layers import Aggregation, BlockConfig, ConvBNAct, Middle
 from sknet.layers.squeeze_excite import SqueezeExcite
-from sknet.models.base import BottleneckNet
+from sknet.models.base import BottleneckNet, build_block_config
 from sknet.models.registry import register_model
-from sknet.models.resnext import build_block_config
 
 # Output channels of stages 2–4 and of conv5, per width multiplier (ShuffleNetV2 paper Table 5).
 STAGE_CHANNELS = {0.5: (48, 96, 192), 1.0: (116, 232, 464), 1.5: (176, 352, 704), 2.0: (244, 488, 976)}

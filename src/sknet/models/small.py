@@ -14,9 +14,8 @@ from torch import nn
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
 from sknet.layers.checks import check_positive_int
-from sknet.models.base import BottleneckNet
+from sknet.models.base import BottleneckNet, build_block_config
 from sknet.models.registry import register_model
-from sknet.models.resnext import build_block_config
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,7 +18,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a depend
     import tomli as tomllib
 
 from sknet.errors import ConfigError
-from sknet.layers.checks import parse_enum
+from sknet.train.check import Check, integer, number
 
 
 class Optimizer(str, enum.Enum):
@@ -67,75 +66,6 @@ FOLDER_ONLY = ("image_size", "workers", "bad_images")
 IN_MEMORY_ONLY = ("crop_padding", "hflip")
 
 
-@dataclass(frozen=True)
-class Check:
-    """What a configuration value must be: its kind, and for numbers an interval (bounds inclusive unless
-    `open_low`/`open_high`); `optional`: None is allowed; `choices`: the allowed strings."""
-
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-    optional: bool = False
-    choices: tuple[str, ...] | None = None
-
-    def describe(self) -> str:
-        if issubclass(self.kind, enum.Enum):
-            text = "one of " + ", ".join(repr(m.value) for m in self.kind)
-        elif self.choices:
-            text = "one of " + ", ".join(map(repr, self.choices))
-        else:
-            text = {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "a mapping"}[
-                self.kind
-            ]
-            low, high = (_show(v) for v in (self.low, self.high))
-            if self.low is not None and self.high is not None:
-                left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
-                text += f" in {left}{low}, {high}{right}"
-            elif self.low is not None:
-                text += f" {'>' if self.open_low else '≥'} {low}"
-        return text + (" (or null)" if self.optional else "")
-
-    def apply(self, name: str, value: Any) -> Any:
-        """The value, normalised (enums parsed, integers as floats for number fields), or ConfigError."""
-        if value is None and self.optional:
-            return None
-        if issubclass(self.kind, enum.Enum):
-            return parse_enum(self.kind, value, name)
-        ok_type = {
-            int: isinstance(value, int) and not isinstance(value, bool),
-            float: isinstance(value, (int, float)) and not isinstance(value, bool),
-            bool: isinstance(value, bool),
-            str: isinstance(value, str),
-            dict: isinstance(value, dict),
-        }[self.kind]
-        if ok_type and self.kind is float:
-            value = float(value)
-            ok_type = math.isfinite(value)
-        if ok_type and self.choices is not None:
-            ok_type = value in self.choices
-        if ok_type and self.low is not None:
-            ok_type = value > self.low if self.open_low else value >= self.low
-        if ok_type and self.high is not None:
-            ok_type = value < self.high if self.open_high else value <= self.high
-        if not ok_type:
-            raise ConfigError(f"{name} must be {self.describe()}, got {value!r}")
-        return value
-
-
-def _show(bound: float | None) -> str:
-    return str(bound) if isinstance(bound, int) else f"{bound:g}" if bound is not None else ""
-
-
-def _n(low=None, high=None, **kw) -> Check:
-    return Check(float, low, high, **kw)
-
-
-def _i(low=None, high=None, **kw) -> Check:
-    return Check(int, low, high, **kw)
-
-
 # Every field of TrainConfig, with what it must be (tests check that no field is missing here).
 CHECKS: dict[str, Check] = {
     "model": Check(str),
@@ -143,41 +73,41 @@ CHECKS: dict[str, Check] = {
     "dataset": Check(str),
     "data_dir": Check(str, optional=True),
     "download": Check(bool),
-    "image_size": _i(8, 4096),
-    "crop_padding": _i(0, 1024, optional=True),
+    "image_size": integer(8, 4096),
+    "crop_padding": integer(0, 1024, optional=True),
     "hflip": Check(bool),
-    "workers": _i(0, 256),
+    "workers": integer(0, 256),
     "bad_images": Check(str, choices=("skip", "raise")),
-    "epochs": _i(1, 1_000_000),
-    "batch_size": _i(1, 1_000_000),
+    "epochs": integer(1, 1_000_000),
+    "batch_size": integer(1, 1_000_000),
     "optimizer": Check(Optimizer),
-    "lr": _n(0, 100, open_low=True),
-    "momentum": _n(0, 1, open_high=True),
+    "lr": number(0, 100, open_low=True),
+    "momentum": number(0, 1, open_high=True),
     "nesterov": Check(bool),
-    "weight_decay": _n(0, 1),
+    "weight_decay": number(0, 1),
     "no_decay_bn_bias": Check(bool),
     "schedule": Check(Schedule),
-    "step_epochs": _i(1, 1_000_000),
-    "gamma": _n(0, 1, open_low=True),
-    "warmup_epochs": _n(0, 1_000_000),
-    "label_smoothing": _n(0, 1, open_high=True),
-    "accum_steps": _i(1, 1_000_000),
-    "grad_clip": _n(0, None, open_low=True, optional=True),
+    "step_epochs": integer(1, 1_000_000),
+    "gamma": number(0, 1, open_low=True),
+    "warmup_epochs": number(0, 1_000_000),
+    "label_smoothing": number(0, 1, open_high=True),
+    "accum_steps": integer(1, 1_000_000),
+    "grad_clip": number(0, None, open_low=True, optional=True),
     "precision": Check(Precision),
     "channels_last": Check(bool),
     "compile": Check(bool),
     "sync_bn": Check(bool),
     "device": Check(str),
-    "seed": _i(0, 2**63 - 1),
+    "seed": integer(0, 2**63 - 1),
     "deterministic": Check(bool),
-    "threads": _i(1, 4096, optional=True),
+    "threads": integer(1, 4096, optional=True),
     "output": Check(str),
-    "eval_every": _i(1, 1_000_000),
-    "checkpoint_every": _i(1, 1_000_000),
+    "eval_every": integer(1, 1_000_000),
+    "checkpoint_every": integer(1, 1_000_000),
     "tensorboard": Check(bool),
     "progress": Check(str, choices=("auto", "always", "never")),
-    "step_log_every": _i(0, 1_000_000_000),
-    "max_steps": _i(1, None, optional=True),
+    "step_log_every": integer(0, 1_000_000_000),
+    "max_steps": integer(1, None, optional=True),
 }
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import sknet
-from sknet.fuse import fuse_for_inference, is_fused
+from sknet.bn_folding import fuse_for_inference, is_fused
 from tests.layers.test_sk_conv import _randomise_bn
 
 

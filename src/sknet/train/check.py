@@ -1,0 +1,81 @@
+"""What a configuration value must be (a kind, an interval, choices), checked with one message format:
+"NAME must be DESCRIPTION, got VALUE". The table of every training option is sknet.train.config.CHECKS."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sknet.enums import parse_enum
+from sknet.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a configuration value must be: its kind, and for numbers an interval (bounds inclusive unless
+    `open_low`/`open_high`); `optional`: None is allowed; `choices`: the allowed strings."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    optional: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        if issubclass(self.kind, enum.Enum):
+            text = "one of " + ", ".join(repr(m.value) for m in self.kind)
+        elif self.choices:
+            text = "one of " + ", ".join(map(repr, self.choices))
+        else:
+            text = {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "a mapping"}[
+                self.kind
+            ]
+            low, high = (_show(v) for v in (self.low, self.high))
+            if self.low is not None and self.high is not None:
+                left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+                text += f" in {left}{low}, {high}{right}"
+            elif self.low is not None:
+                text += f" {'>' if self.open_low else '≥'} {low}"
+        return text + (" (or null)" if self.optional else "")
+
+    def apply(self, name: str, value: Any) -> Any:
+        """The value, normalised (enums parsed, integers as floats for number fields), or ConfigError."""
+        if value is None and self.optional:
+            return None
+        if issubclass(self.kind, enum.Enum):
+            return parse_enum(self.kind, value, name)
+        ok_type = {
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            bool: isinstance(value, bool),
+            str: isinstance(value, str),
+            dict: isinstance(value, dict),
+        }[self.kind]
+        if ok_type and self.kind is float:
+            value = float(value)
+            ok_type = math.isfinite(value)
+        if ok_type and self.choices is not None:
+            ok_type = value in self.choices
+        if ok_type and self.low is not None:
+            ok_type = value > self.low if self.open_low else value >= self.low
+        if ok_type and self.high is not None:
+            ok_type = value < self.high if self.open_high else value <= self.high
+        if not ok_type:
+            raise ConfigError(f"{name} must be {self.describe()}, got {value!r}")
+        return value
+
+
+def _show(bound: float | None) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}" if bound is not None else ""
+
+
+def number(low=None, high=None, **kw) -> Check:
+    return Check(float, low, high, **kw)
+
+
+def integer(low=None, high=None, **kw) -> Check:
+    return Check(int, low, high, **kw)
