@@ -108,3 +108,17 @@ def test_weights_carry_their_data_config_and_predict_uses_it(tmp_path, capsys):
     assert main(["predict", str(image), "--weights", str(tmp_path / "run" / "model.safetensors"), "--json"]) == 0
     (printed,) = json.loads(capsys.readouterr().out)
     assert {t["class"]: t["probability"] for t in printed["top"]} == pytest.approx(by_class, rel=1e-6)
+    # Exported, the file alone (copied elsewhere) says how to feed it and names the classes.
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    weights = str(tmp_path / "run" / "model.safetensors")
+    assert main(["export", "--weights", weights, "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert f"wrote {tmp_path / 'm.onnx'} (onnx" in capsys.readouterr().out and not (tmp_path / "m.onnx.data").exists()
+    alone = tmp_path / "copied" / "m.onnx"
+    alone.parent.mkdir()
+    (tmp_path / "m.onnx").rename(alone)
+    session = ort.InferenceSession(str(alone), providers=["CPUExecutionProvider"])
+    props = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
+    assert props["classes"] == [f"class{i}" for i in range(4)] and props["mean"] == [0.5] and props["std"] == [0.25]
+    logits = session.run(None, {"images": x.numpy()})[0]
+    np.testing.assert_allclose(torch.from_numpy(logits).softmax(1)[0].numpy(), expected.numpy(), atol=1e-5)

@@ -117,3 +117,67 @@ def test_sigint_mid_epoch_keeps_the_epoch_totals(tmp_path):
     (mine,), (theirs,) = epochs_logged(tmp_path / "b"), epochs_logged(tmp_path / "a")
     assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-12)
     assert mine["train_acc"] == theirs["train_acc"]
+
+
+# A real training process whose evaluations announce themselves (a marker file) and take a while, so that a
+# signal sent from outside lands inside one: the run must save the trained epoch and evaluate it on resume.
+SLOW_EVALUATION = """
+import sys, time
+from pathlib import Path
+from sknet.train import trainer
+
+real_evaluate = trainer.evaluate
+
+
+def slow_evaluate(model, loader, *args, **kwargs):
+    class Slow:
+        info = getattr(loader, "info", None)
+
+        def __len__(self):
+            return len(loader)
+
+        def __iter__(self):
+            for batch in loader:
+                Path(sys.argv[sys.argv.index("--output") + 1], "evaluating").touch()
+                time.sleep(0.4)
+                yield batch
+
+    return real_evaluate(model, Slow(), *args, **kwargs)
+
+
+trainer.evaluate = slow_evaluate
+from sknet.cli.main import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "seed"), [(signal.SIGTERM, 4), (signal.SIGINT, 5)])
+def test_signal_during_evaluation_in_a_real_process(tmp_path, sig, seed):
+    script = tmp_path / "slow_eval.py"
+    script.write_text(SLOW_EVALUATION)
+    straight = tmp_path / "straight"
+    assert subprocess.run(train_argv(straight), capture_output=True, timeout=300).returncode == 0
+    out = tmp_path / "run"
+    argv = [sys.executable, str(script), *train_argv(out)[3:]]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker, deadline = out / "evaluating", time.monotonic() + 120
+    wanted = random.Random(seed).randint(1, 3)  # the evaluation of epoch 2, 3 or 4
+    while len(epochs_logged(out)) < wanted and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    marker.unlink(missing_ok=True)
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED and f"stopped during the evaluation of epoch {wanted + 1}" in err, err[-2000:]
+    assert len(epochs_logged(out)) == wanted  # the interrupted epoch is not recorded yet...
+
+    resumed = subprocess.run([sys.executable, "-m", "sknet", "train", "--resume", str(out)], capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    state_equal(read_weights(straight / "model.safetensors")[0], read_weights(out / "model.safetensors")[0], atol=0)
+    mine, theirs = epochs_logged(out), epochs_logged(straight)
+    assert [r["epoch"] for r in mine] == [r["epoch"] for r in theirs]  # ...and then exactly once
+    for a, b in zip(mine, theirs, strict=True):
+        assert a["val_acc1"] == b["val_acc1"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)

@@ -77,7 +77,8 @@ def test_resume_with_the_run_folder_alone(tmp_path):
     assert main([*train_argv(out)[3:], "--max-steps", "20"]) == 0  # stops in epoch 2
     assert main(["train", "--resume", str(out)]) == 0  # the saved configuration: still stops at step 20
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
-    assert main(["train", "--resume", str(out), "--max-steps", "1000"]) == 0  # a change that is allowed
+    # The checkpoint file alone is enough too; --max-steps is a change that is allowed.
+    assert main(["train", "--resume", str(out / "checkpoint.pt"), "--max-steps", "1000"]) == 0
     state_equal(read_weights(straight / "model.safetensors")[0], read_weights(out / "model.safetensors")[0], atol=0)
 
 

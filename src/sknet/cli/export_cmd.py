@@ -35,20 +35,19 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sknet.export import export_model
-    from sknet.models import create_model, model_info
+    from sknet.models import create_model
 
     if args.resolution is not None and args.resolution < 1:
         raise ConfigError(f"--resolution must be ≥ 1, got {args.resolution}")
     if args.weights:
         model = create_model(args.model, weights=args.weights).eval()
-        name, meta = model.weights_meta["model"], model.weights_meta
     elif args.model:
-        model, name, meta = create_model(args.model).eval(), args.model, {}
+        model = create_model(args.model).eval()
     else:
         raise ConfigError("give --weights (trained model) or --model (random weights)")
-    channels, native, _ = model_info(name).input_size
-    channels = int(meta.get("in_chans", channels))
-    side = native if args.resolution is None else args.resolution
+    name, record = model.weights_meta["model"], model.data_config  # the input the model was trained on
+    channels = record.in_chans
+    side = record.input_size if args.resolution is None else args.resolution
     written = export_model(model, args.out, args.format, (channels, side, side), args.opset)
     path = written[0]
     print(

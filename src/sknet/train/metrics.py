@@ -7,6 +7,7 @@ the end of an epoch, before a checkpoint.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -40,6 +41,12 @@ class EpochMetrics:
         """This rank's loss and accuracy in this session of the epoch (a host read)."""
         n = max(self.images, 1)
         return self.loss_sum.item() / n, self.correct.item() / n
+
+    def postfix(self, start: float, world_size: int) -> dict[str, str]:
+        """The progress bar's loss, accuracy and images/s since `start` (a host read)."""
+        loss, acc = self.running()
+        rate = self.images * world_size / max(time.perf_counter() - start, 1e-9)
+        return {"loss": f"{loss:.4f}", "acc": f"{100 * acc:.2f}%", "img/s": f"{rate:.0f}"}
 
     def totals(self, dist_info: DistInfo, seconds: float) -> list[float]:
         """[loss·n, correct, n, skipped, seconds] of the epoch so far, summed over ranks (a collective)."""

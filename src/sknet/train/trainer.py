@@ -146,12 +146,7 @@ class Trainer:
         label = f"epoch {run.epoch + 1}/{cfg.epochs}"
         progress = Progress(total, label, cfg.progress, initial=start, enabled=self.dist.is_main)
         t0 = time.perf_counter()
-
-        def stats() -> dict[str, str]:  # called only when progress is shown
-            loss, acc = metrics.running()
-            rate = metrics.images * self.dist.world_size / max(time.perf_counter() - t0, 1e-9)
-            return {"loss": f"{loss:.4f}", "acc": f"{100 * acc:.2f}%", "img/s": f"{rate:.0f}"}
-
+        stats = partial(metrics.postfix, t0, self.dist.world_size)  # read only when progress is shown
         self.optimizer.zero_grad(set_to_none=True)
         stopped = False
         for i, (x, y, skipped) in enumerate(loader, start=start):
@@ -171,7 +166,7 @@ class Trainer:
                     self._stop_if_diverged()
                 if self.on_step is not None:
                     self.on_step(run.epoch, i + 1)
-                if self._reached_max_steps() or self._stop_requested(run.global_step % HOST_READ_EVERY == 0):
+                if self._reached_max_steps() or self.stop.agreed(self.dist, run.global_step % HOST_READ_EVERY == 0):
                     stopped = run.batch < total
                     break
             progress.update(postfix=stats)
@@ -199,7 +194,7 @@ class Trainer:
         if self.dist.is_main:
             log.epoch(row)
             print(epoch_line(row, cfg.epochs), flush=True)
-        stop = self._stop_requested(True)
+        stop = self.stop.agreed(self.dist, True)
         if run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs or stop:
             self.save()
         if stop and run.epoch < cfg.epochs:
@@ -207,19 +202,13 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float] | None:
         # Each process asks its own flag per batch; the stop is agreed in evaluate's final sum.
-        progress, amp = (
-            self.config.progress if self.dist.is_main else "never",
-            partial(autocast, self.config.precision, self.device),
-        )
-        reduce = partial(all_reduce_sum, info=self.dist)
+        progress = self.config.progress if self.dist.is_main else "never"
+        amp, reduce = partial(autocast, self.config.precision, self.device), partial(all_reduce_sum, info=self.dist)
         should_stop = lambda: self.stop.requested is not None  # noqa: E731
         return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop)
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
-
-    def _stop_requested(self, read_point: bool) -> bool:
-        return self.stop.agreed(self.dist, read_point)
 
     def _save_and_stop(self, where: str | None, saved: bool = False) -> None:
         """Checkpoint at this consistent point; then stop: quietly at max_steps (where=None), else by raising."""
@@ -227,11 +216,8 @@ class Trainer:
         path = self.out / "checkpoint.pt" if saved else self.save()
         if where is None:
             if self.dist.is_main:
-                print(
-                    f"stopped at max_steps={self.config.max_steps} (epoch {self.run.epoch + 1}, batch "
-                    f"{self.run.batch}); checkpoint {path}",
-                    flush=True,
-                )
+                where = f"epoch {self.run.epoch + 1}, batch {self.run.batch}"
+                print(f"stopped at max_steps={self.config.max_steps} ({where}); checkpoint {path}", flush=True)
             return
         raise TrainingInterrupted(
             f"{self.stop.requested}: stopped {where}; saved a resumable checkpoint (continue with --resume {path})"
