@@ -61,12 +61,13 @@ def candidates(mode: str, compiled: bool) -> list[Candidate]:
     return cands
 
 
-def trainer_vs_step(dtype: str, batch: int, quick: bool) -> dict:
+def trainer_vs_step(dtype: str, batch: int, quick: bool, device: str = "cuda", size: int = 224) -> dict:
     """`sknet train` (in-memory 224² images, and an ImageFolder of JPEGs) against the bare step."""
     sys.path.insert(0, str(Path(__file__).parent))
     import train_vs_step
 
-    args = train_vs_step.parser().parse_args(["--dtype", dtype, "--batch", str(batch), "--device", "cuda"])
+    argv = ["--dtype", dtype, "--batch", str(batch), "--device", device, "--size", str(size)]
+    args = train_vs_step.parser().parse_args(argv)
     if quick:
         args.warmup, args.steps = 3, 5
     return train_vs_step.measure(args)
