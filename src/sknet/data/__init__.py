@@ -2,5 +2,15 @@
 
 from sknet.data.datasets import DATASETS, DataSpec, build_dataset
 from sknet.data.loader import InMemoryImages, TensorBatchLoader
+from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
 
-__all__ = ["DATASETS", "DataSpec", "InMemoryImages", "TensorBatchLoader", "build_dataset"]
+__all__ = [
+    "DATASETS",
+    "DataInfo",
+    "DataSpec",
+    "InMemoryImages",
+    "LoaderOptions",
+    "TensorBatchLoader",
+    "build_dataset",
+    "build_loader",
+]

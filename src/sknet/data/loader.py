@@ -74,8 +74,8 @@ def random_crop_flip(padding: int, flip: bool = True) -> Augment:
 
 
 class TensorBatchLoader:
-    """Iterates (images float32 normalised (B, C, H, W), labels (B,)) over an :class:`InMemoryImages`;
-    with ``normalize=False``, (images uint8, labels): normalised later on the device (sknet.data.device).
+    """Iterates (images uint8 (B, C, H, W), labels (B,)) over an :class:`InMemoryImages`; images are
+    normalised and laid out on the device, in one place for every kind of data (sknet.data.device).
 
     `batch_size` is per process; with `world_size` > 1 each rank takes every `world_size`-th sample of
     the global order (padded like DistributedSampler). `start_step` skips batches (mid-epoch resume).
@@ -91,9 +91,7 @@ class TensorBatchLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        channels_last: bool = False,
         pad: bool = True,
-        normalize: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -107,13 +105,9 @@ class TensorBatchLoader:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.channels_last = channels_last
         self.pad = pad  # False (evaluation): every sample exactly once, ranks may get unequal shares
-        self.normalize = normalize
         self.epoch = 0
         self.start_step = 0
-        self._mean = torch.tensor(data.mean).view(1, -1, 1, 1) * 255.0
-        self._inv_std = 1.0 / (torch.tensor(data.std).view(1, -1, 1, 1) * 255.0)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch = epoch
@@ -144,10 +138,4 @@ class TensorBatchLoader:
                 # Augment the whole global batch, then keep this rank's share: identical to one process.
                 images = self.augment(images, _generator(self.seed, self.epoch, step, 1))
             mine = slice(self.rank, None, self.world_size)
-            if not self.normalize:
-                yield images[mine], self.data.labels[chunk[mine]]
-                continue
-            x = (images[mine].float() - self._mean) * self._inv_std
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.data.labels[chunk[mine]]
+            yield images[mine], self.data.labels[chunk[mine]]

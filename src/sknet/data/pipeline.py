@@ -84,7 +84,7 @@ def _in_memory(data: InMemoryImages, opt: LoaderOptions, recipe_padding: int):
     if opt.limit is not None:
         data = InMemoryImages(data.images[: opt.limit], data.labels[: opt.limit], data.classes, data.mean, data.std)
     padding = recipe_padding if opt.crop_padding is None else opt.crop_padding
-    common = dict(rank=opt.rank, world_size=opt.world_size, normalize=False)
+    common = dict(rank=opt.rank, world_size=opt.world_size)
     if opt.train:
         augment = random_crop_flip(padding, opt.hflip)
         batches = TensorBatchLoader(
