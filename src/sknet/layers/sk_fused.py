@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sknet.kernels import sk_tail_triton as kernels
-from sknet.layers.sk_recompute import _replay_backward
+from sknet.layers.sk_recompute import _replay_backward, attention_subgraph
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -103,11 +103,8 @@ class _FusedSKTail(torch.autograd.Function):
         chan = _chan_table(cs, means, invstds, gammas, betas)
         n, c = cs[0].shape[:2]
         s = kernels.pool(cs, chan).view(n, c, 1, 1)
-        # The attention subgraph through autograd, from a leaf standing in for s (as in sk_recompute).
-        with torch.enable_grad():
-            s_leaf = s.to(cs[0].dtype if cs[0].dtype == torch.float64 else torch.float32).detach()
-            s_leaf.requires_grad_(True)
-            attention = sk.select(sk.fuse(s_leaf))
+        # The attention subgraph through autograd, from a leaf standing in for s (fp32 unless fp64).
+        s_leaf, attention = attention_subgraph(sk, s, torch.float64 if cs[0].dtype == torch.float64 else torch.float32)
         ctx.save_for_backward(
             *cs, *gammas, *betas, *[t for pair in zip(means, invstds, strict=True) for t in pair], *tensors[3 * m :]
         )

@@ -70,11 +70,7 @@ class _SKTail(torch.autograd.Function):
             # Fuse: mean(Σ U_m) = Σ mean(U_m): pool each path, never materialise U.
             pooled = u.mean((2, 3), keepdim=True)
             s = pooled if s is None else s.add_(pooled)
-        # The attention subgraph runs through autograd, from a leaf standing in for s, so that backward
-        # can ask it for dL/ds and the attention parameters' gradients (forward hooks on sk.select fire).
-        with torch.enable_grad():
-            s_leaf = s.detach().requires_grad_(True)
-            attention = sk.select(sk.fuse(s_leaf))
+        s_leaf, attention = attention_subgraph(sk, s)
         ctx.save_for_backward(*cs, *weights, *biases, *stats, *tensors[3 * m :])
         ctx.graph = (s_leaf, attention)
         ctx.sk = sk
@@ -151,6 +147,15 @@ class _SKTail(torch.autograd.Function):
             grad_ws[i] = grad_w if need_w[i] else None
             grad_bs[i] = grad_b if need_b[i] else None
         return (None, None, *grad_cs, *grad_ws, *grad_bs, *grad_attn)
+
+
+def attention_subgraph(sk, s: torch.Tensor, dtype: torch.dtype | None = None):
+    """(leaf standing in for s, attention): the N·C-sized Fuse/Select subgraph run through autograd from a
+    leaf, so that backward can ask it for dL/ds and the attention parameters' gradients (forward hooks on
+    sk.select fire as usual). `dtype`: the leaf's dtype (default s's)."""
+    with torch.enable_grad():
+        s_leaf = s.detach().to(dtype or s.dtype).requires_grad_(True)
+        return s_leaf, sk.select(sk.fuse(s_leaf))
 
 
 def _replay_backward(ctx, saved: tuple[torch.Tensor, ...], grad_v: torch.Tensor) -> list[torch.Tensor | None]:
