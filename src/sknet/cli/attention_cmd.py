@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sknet.cli.options import add_progress_arg, add_run_args
+from sknet.cli.options import add_progress_arg, add_run_args, check_run_args
 from sknet.data.datasets import Split
 from sknet.errors import ConfigError
 from sknet.models import create_model
@@ -83,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     for s in args.scales:
         if not s >= 1.0:
             raise ConfigError(f"--scales must be ≥ 1 (enlargements), got {s}")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    check_run_args(args)
     model = create_model(args.model, weights=args.weights).eval()
     name, meta = model.weights_meta["model"], model.weights_meta
     available = list(sk_units(model))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sknet.cli.options import add_json_arg, add_progress_arg, add_run_args
+from sknet.cli.options import add_json_arg, add_progress_arg, add_run_args, check_run_args
 from sknet.errors import ConfigError, DataError
 from sknet.models import create_model
 
@@ -33,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from sknet.evaluate import evaluate
     from sknet.train.distributed import resolve_device
 
-    for name in ("batch_size", "workers"):
-        if getattr(args, name) < (1 if name == "batch_size" else 0):
-            raise ConfigError(f"--{name.replace('_', '-')} must be ≥ {1 if name == 'batch_size' else 0}")
+    check_run_args(args)
     for size in args.resolution or []:
         if not 8 <= size <= 4096:
             raise ConfigError(f"--resolution must be between 8 and 4096 pixels, got {size}")

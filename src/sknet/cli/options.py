@@ -59,6 +59,14 @@ def add_run_args(parser: argparse.ArgumentParser, batch_size: int, device: str =
     )
 
 
+def check_run_args(args: argparse.Namespace) -> None:
+    """The values of add_run_args' options, checked before anything is loaded."""
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if getattr(args, "workers", 0) < 0:
+        raise ConfigError(f"--workers must be ≥ 0, got {args.workers}")
+
+
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
     from sknet.progress import PROGRESS_MODES
 

@@ -14,7 +14,6 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from sknet.data.datasets import Split
 from sknet.data.images import open_image
 from sknet.errors import DataError
-from sknet.weights import IMAGENET_MEAN, IMAGENET_STD
 
 _VAL_NAMES = ("val", "validation", "test")
 
@@ -87,7 +86,6 @@ class ImageFolderDataset(Dataset):
         self.root = root
         self.transform = transform
         self.on_error = on_error
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -18,6 +18,7 @@ from sknet.data.datasets import Split, build_dataset, dataset_spec
 from sknet.data.device import DeviceLoader, Normalizer
 from sknet.data.loader import InMemoryImages, TensorBatchLoader, random_crop_flip
 from sknet.errors import ConfigError
+from sknet.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,9 @@ def _folder(root: Path, opt: LoaderOptions, pin: bool):
     from sknet.data.folder import FolderBatches, ImageFolderDataset, ShardedSampler, collate_skipping
     from sknet.data.transforms import EVAL_CROP_FRACTION, eval_transform, train_transform
 
-    probe = ImageFolderDataset(root, lambda img: img, opt.bad_images)
-    mean = tuple(opt.mean) if opt.mean is not None else probe.mean
-    std = tuple(opt.std) if opt.std is not None else probe.std
-    # uint8 out of the workers; normalised on the device (DeviceLoader).
+    mean = tuple(opt.mean) if opt.mean is not None else IMAGENET_MEAN
+    std = tuple(opt.std) if opt.std is not None else IMAGENET_STD
+    # uint8 out of the workers; normalised on the device (DeviceLoader). The folder is scanned once.
     make = train_transform if opt.train else eval_transform
     dataset = ImageFolderDataset(root, make(opt.image_size, mean, std, normalize=False), opt.bad_images)
     count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
@@ -121,5 +121,5 @@ def _folder(root: Path, opt: LoaderOptions, pin: bool):
         drop_last=opt.train,
         persistent_workers=opt.train and opt.workers > 0,
     )
-    info = DataInfo(tuple(probe.classes), mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, count, True)
+    info = DataInfo(tuple(dataset.classes), mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, count, True)
     return FolderBatches(loader), info

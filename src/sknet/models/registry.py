@@ -27,6 +27,18 @@ class ModelInfo:
     input_size: tuple[int, int, int]  # native (C, H, W)
     description: str
 
+    def check_options(self, options) -> None:
+        """ConfigError naming any of `options` that the builder does not take, and those it does."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ConfigError(
+                f"model {self.name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"its options are: {', '.join(self.options)}"
+            )
+
+
+# Options a model takes from its data (and its weights record): set by training and loading, not by users.
+DATA_OPTIONS = ("num_classes", "in_chans")
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
@@ -153,15 +165,11 @@ def _build(
         overrides["num_classes"] = num_classes
     if weights is not None:
         recorded = dict(meta.get("model_options", {}))
-        for key in ("num_classes", "in_chans"):
+        for key in DATA_OPTIONS:
             if key in meta and key in info.options:
                 recorded[key] = meta[key]
         overrides = {**recorded, **overrides}
-    unknown = sorted(set(overrides) - set(info.options))
-    if unknown:
-        raise ConfigError(
-            f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options are: {', '.join(info.options)}"
-        )
+    info.check_options(overrides)
     if state is not None:
         # Sized from a file's metadata: check the shapes on the meta device (no memory) before building.
         with torch.device("meta"):

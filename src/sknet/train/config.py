@@ -18,6 +18,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a depend
     import tomli as tomllib
 
 from sknet.errors import ConfigError
+from sknet.progress import PROGRESS_MODES
 from sknet.train.check import Check, integer, number
 
 
@@ -105,7 +106,7 @@ CHECKS: dict[str, Check] = {
     "eval_every": integer(1, 1_000_000),
     "checkpoint_every": integer(1, 1_000_000),
     "tensorboard": Check(bool),
-    "progress": Check(str, choices=("auto", "always", "never")),
+    "progress": Check(str, choices=PROGRESS_MODES),
     "step_log_every": integer(0, 1_000_000_000),
     "max_steps": integer(1, None, optional=True),
 }

@@ -17,19 +17,10 @@ from sknet.models import model_info
 from sknet.train.config import Precision, TrainConfig
 from sknet.weights import previous_path
 
-# Options the trainer sets from the data; the rest must be options of the model's builder.
-DATA_OPTIONS = ("num_classes", "in_chans")
-
 
 def check_config(config: TrainConfig, resume: str | Path | None = None) -> None:
     """Device-independent checks: model name and options, dataset name, the resume file's presence."""
-    info = model_info(config.model)  # UnknownModelError with close matches
-    unknown = sorted(set(config.model_options) - set(info.options))
-    if unknown:
-        raise ConfigError(
-            f"model {config.model!r} has no option {', '.join(map(repr, unknown))}; "
-            f"its options are: {', '.join(info.options)}"
-        )
+    model_info(config.model).check_options(config.model_options)  # unknown names: close matches
     dataset_spec(config.dataset)
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install 'sknet[tensorboard]'")

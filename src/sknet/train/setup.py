@@ -13,9 +13,9 @@ from sknet.data.loader import InMemoryImages
 from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
 from sknet.errors import ConfigError
 from sknet.models import create_model, model_info
+from sknet.models.registry import DATA_OPTIONS
 from sknet.train.config import TrainConfig
 from sknet.train.distributed import DistInfo
-from sknet.train.preflight import DATA_OPTIONS
 from sknet.weights import DataConfig
 
 
