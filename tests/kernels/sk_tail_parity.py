@@ -3,6 +3,9 @@
 Run as a script, in a process of its own: on CPUs with TRITON_INTERPRET=1 SKNET_FORCE_TRITON=1 (the
 kernels in Triton's interpreter), on CUDA as it is. Prints "parity ok" when every case holds.
 Usage: python -m tests.kernels.sk_tail_parity DEVICE DTYPE  (DTYPE: float64, float32 or bfloat16)
+       python -m tests.kernels.sk_tail_parity DEVICE compiled|inductor  (torch.compile, fullgraph, with
+           the aot_eager or inductor backend: the kernels run inside the compiled graphs)
+       python -m tests.kernels.sk_tail_parity DEVICE extras    (second order, frozen fuse BN, bf16 weights)
 """
 
 from __future__ import annotations
@@ -118,9 +121,195 @@ def ref_copy_stats(ref: SKConv2d, layer: SKConv2d) -> SKConv2d:
     return ref
 
 
+def plain_tail():
+    """Context: SKNET_FUSED=0, the plain composition (the module's own reference path)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def context():
+        os.environ["SKNET_FUSED"] = "0"
+        try:
+            yield
+        finally:
+            del os.environ["SKNET_FUSED"]
+
+    return context()
+
+
+def training_case(device: str, dtype: torch.dtype, branches=(3, 5), stride: int = 2, channels_last: bool = True):
+    torch.manual_seed(1)
+    layer = SKConv2d(16, 24, stride=stride, groups=4, branches=branches, min_dim=8).to(device, dtype).train()
+    with torch.no_grad():  # BN away from its identity initialisation, so that γ and β matter
+        for bn in [path.bn for path in layer.paths] + [layer.fuse.bn]:
+            bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(4, 16, 9, 7, device=device, dtype=dtype).to(memory_format=fmt)
+    h, w = (9 - 1) // stride + 1, (7 - 1) // stride + 1
+    return layer, x, torch.randn(4, 24, h, w, device=device, dtype=dtype)
+
+
+class _Counting:
+    """Stands in for a Triton kernel in sknet.kernels.sk_tail_triton and notes its launches."""
+
+    def __init__(self, kernel, name: str, seen: set[str]) -> None:
+        self.kernel, self.name, self.seen = kernel, name, seen
+
+    def __getitem__(self, grid):
+        self.seen.add(self.name)
+        return self.kernel[grid]
+
+
+def kernels_launched(fn) -> set[str]:
+    """The fused-tail kernels launched (forward and backward) while fn() ran, compiled graphs included."""
+    from sknet.kernels import sk_tail_triton as kernels
+
+    names = ["_stats_kernel", "_pool_kernel", "_select_kernel", "_bwd_reduce_kernel", "_bwd_apply_kernel"]
+    originals = {name: getattr(kernels, name) for name in names}
+    seen: set[str] = set()
+    try:
+        for name, kernel in originals.items():
+            setattr(kernels, name, _Counting(kernel, name.strip("_").removesuffix("_kernel"), seen))
+        fn()
+    finally:
+        for name, kernel in originals.items():
+            setattr(kernels, name, kernel)
+    return seen
+
+
+def check_compiled(device: str, backend: str) -> None:
+    """torch.compile(fullgraph=True) traces the fused tail (its kernels run in the compiled graph, forward
+    and backward) and matches the reference: V, every gradient, running statistics, then evaluation.
+    aot_eager covers M = 1, 2, 3; inductor (slow to build) one case: its lowering does not depend on M."""
+    dtype = torch.float64 if device == "cpu" else torch.float32
+    tol = TOLERANCE[dtype]
+    cases = (((3,), False), ((3, 5), True), ((3, 5, 7), False))
+    if backend == "inductor":
+        cases = cases[1:2]
+    for branches, channels_last in cases:
+        torch._dynamo.reset()
+        layer, x, grad = training_case(device, dtype, branches, 2, channels_last)
+        ref = copy.deepcopy(layer)
+        compiled = torch.compile(layer, fullgraph=True, backend=backend)
+        xf, xr = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        state = {}
+
+        def step(compiled=compiled, xf=xf, grad=grad, state=state):
+            state["out"] = out = compiled(xf)
+            out.backward(grad)
+
+        ran = kernels_launched(step)
+        assert ran == {"stats", "pool", "select", "bwd_reduce", "bwd_apply"}, f"kernels in the compiled step: {ran}"
+        want, _ = reference_sk_conv(ref, xr, training=True)
+        want.backward(grad)
+        close(state["out"], want, tol, "compiled V")
+        close(xf.grad, xr.grad, tol, "compiled dL/dx")
+        for (name, p), q in zip(layer.named_parameters(), ref.parameters(), strict=True):
+            close(p.grad, q.grad, tol, f"compiled dL/d{name}")
+        eager = copy.deepcopy(ref)  # the running statistics of the same step taken eagerly
+        eager(x)
+        for a, b in zip(layer.buffers(), eager.buffers(), strict=True):
+            close(a, b, tol, "compiled running statistics")
+        layer.eval()
+        with torch.no_grad():
+            compiled = torch.compile(layer, fullgraph=True, backend=backend)
+            ran = kernels_launched(lambda compiled=compiled, x=x, state=state: state.update(out=compiled(x)))
+            assert ran == {"pool", "select"}, f"kernels in the compiled evaluation: {ran}"
+            want, _ = reference_sk_conv(ref_copy_stats(ref, layer).eval(), x, training=False)
+            close(state["out"], want, tol, "compiled V (eval)")
+
+
+def hessian_vector_product(layer, x, grad):
+    """Gradient of Σ (dL/dθ)² with respect to x and θ, where L = <layer(x), grad> (needs create_graph)."""
+    x = x.detach().clone().requires_grad_(True)
+    params = list(layer.parameters())
+    first = torch.autograd.grad((layer(x) * grad).sum(), [x, *params], create_graph=True)
+    return torch.autograd.grad(sum((g * g).sum() for g in first), [x, *params])
+
+
+def check_extras(device: str) -> None:
+    # Second-order gradients (create_graph=True) replay the plain composition: equal to the plain path's.
+    layer, x, grad = training_case(device, torch.float64)
+    plain = copy.deepcopy(layer)
+    assert fused_tail_ok(layer, x)
+    got = hessian_vector_product(layer, x, grad)
+    with plain_tail():
+        want = hessian_vector_product(plain, x, grad)
+    for g, w in zip(got, want, strict=True):
+        close(g, w, 1e-9, "second-order gradient")
+    for a, b in zip(layer.buffers(), plain.buffers(), strict=True):
+        close(a, b, 1e-9, "buffers after a second-order step")  # the replays update no running statistics
+
+    # A frozen fuse BN (running statistics) in a training layer: dL/ds through the frozen normalisation.
+    layer, x, grad = training_case(device, torch.float64)
+    with torch.no_grad():
+        layer.fuse.bn.running_mean.uniform_(-0.2, 0.2), layer.fuse.bn.running_var.uniform_(0.5, 2.0)
+    layer.fuse.bn.eval()
+    plain = copy.deepcopy(layer)
+    assert fused_tail_ok(layer, x)
+    compare_with_plain(layer, plain, x, grad, 1e-9)
+
+    # A read-only forward hook on select still sees the attention; in training the plain path runs then.
+    seen = []
+    handle = layer.select.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    assert not fused_tail_ok(layer, x)
+    handle.remove()
+    layer.eval()
+    with torch.no_grad():
+        handle = layer.select.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+        assert fused_tail_ok(layer, x)
+        layer(x)
+    assert seen == [(4, 2, 24)]
+
+    # Parameters in bf16 and fp16 (no autocast): as close to the fp64 plain path as the plain path in that dtype.
+    for dtype in (torch.bfloat16, torch.float16):
+        layer, x, grad = training_case(device, torch.float64)
+        low, plain_low = copy.deepcopy(layer).to(dtype), copy.deepcopy(layer).to(dtype)
+        assert fused_tail_ok(low, x.to(dtype))
+        xs = [x.clone().requires_grad_(True) for _ in range(2)] + [x.to(dtype).requires_grad_(True) for _ in range(2)]
+        want = layer(xs[0])
+        want.backward(grad)
+        out = low(xs[2])
+        out.backward(grad.to(dtype))
+        with plain_tail():
+            out_plain = plain_low(xs[3])
+            out_plain.backward(grad.to(dtype))
+        assert out.dtype == dtype
+        pairs = [("V", out, out_plain, want), ("dL/dx", xs[2].grad, xs[3].grad, xs[0].grad)]
+        for (name, p), pp, q in zip(low.named_parameters(), plain_low.parameters(), layer.parameters(), strict=True):
+            pairs.append((f"dL/d{name}", p.grad, pp.grad, q.grad))
+        for what, got, baseline, want in pairs:
+            error = (got.double() - want.double()).abs().max().item()
+            plain_error = (baseline.double() - want.double()).abs().max().item()
+            scale = max(want.abs().max().item(), 1.0)
+            assert error <= 2 * plain_error + 3e-2 * scale, f"{dtype} {what}: {error:.3g} vs plain {plain_error:.3g}"
+
+
+def compare_with_plain(layer, plain, x, grad, tol: float) -> None:
+    xf, xp = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = layer(xf)
+    out.backward(grad)
+    with plain_tail():
+        want = plain(xp)
+        want.backward(grad)
+    close(out, want, tol, "V")
+    close(xf.grad, xp.grad, tol, "dL/dx")
+    for (name, p), q in zip(layer.named_parameters(), plain.parameters(), strict=True):
+        close(p.grad, q.grad, tol, f"dL/d{name}")
+    for a, b in zip(layer.buffers(), plain.buffers(), strict=True):
+        close(a, b, tol, "running statistics")
+
+
 def main() -> None:
-    device, dtype = sys.argv[1], getattr(torch, sys.argv[2])
+    device, what = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
+    if what in ("compiled", "inductor"):
+        check_compiled(device, "aot_eager" if what == "compiled" else "inductor")
+    elif what == "extras":
+        check_extras(device)
+    if what in ("compiled", "inductor", "extras"):
+        print("parity ok")
+        return
+    dtype = getattr(torch, what)
     for branches in ((3,), (3, 5), (3, 5, 7)):
         for stride in (1, 2):
             for channels_last in (False, True):

@@ -19,6 +19,7 @@ mask = [γx̂ + β > 0] and g = dL/dV:
 
 Accumulation is in fp32 (fp64 for fp64 inputs); inputs and outputs in fp32, bf16 or fp16; NCHW or
 channels_last (one set of strides, H×W walked as one axis, which both layouts allow); M = 1..3.
+Each launch is a PyTorch custom operator (``torch.ops.sknet.sk_tail_*``), so torch.compile traces them.
 On CPUs the kernels run in Triton's interpreter (TRITON_INTERPRET=1), which is how CI checks them.
 """
 
@@ -284,96 +285,145 @@ if triton is not None:
             _path_grad(c2, d2, g, k, a_row, chan, 2, n, cs, hw, C, HW, sn, sc, shw, ACC)
 
 
-# ----------------------------------------------------------------------------------------- launchers
+# --------------------------------------------------------------------------------------- operators
+# Each launch is a PyTorch custom operator: torch.compile traces through it without a graph break (the
+# fake implementation states the output's shape and strides; the launch itself stays opaque to the
+# compiler) and CUDA graphs can capture it (outputs are allocated on the device; nothing is read back to
+# the host). Real and fake implementations lay out their outputs by the same rule (`canonical`), so the
+# strides a compiled graph plans for are the strides it gets.
 def _tl_acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _geometry(ref: torch.Tensor) -> tuple[int, int, int, int, int, int, int, bool]:
+def canonical(t: torch.Tensor) -> torch.Tensor:
+    """`t` if it is dense NCHW or channels_last (H×W then walks as one axis of stride stride(3)), else a
+    contiguous copy. Outputs made with empty_like of it have exactly its strides."""
+    return t if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last) else t.contiguous()
+
+
+def like(ref: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`t` with exactly the strides and dtype of `ref` (the kernels take one set of strides for all maps)."""
+    if t.stride() == ref.stride() and t.dtype == ref.dtype:
+        return t
+    return torch.empty_like(ref).copy_(t)
+
+
+def _aligned(cs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    first = canonical(cs[0])
+    return (first, *(like(first, c) for c in cs[1:]))
+
+
+def _geometry(ref: torch.Tensor) -> tuple[int, int, int, int, int, int, bool]:
     n, c, h, w = ref.shape
     channels_last = ref.stride(1) == 1 and c > 1
-    return n, c, h * w, ref.stride(0), ref.stride(1), ref.stride(3), w, channels_last
+    return n, c, h * w, ref.stride(0), ref.stride(1), ref.stride(3), channels_last
 
 
 def _padded(ts: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return tuple(ts) + (ts[0],) * (MAX_PATHS - len(ts))  # unused slots are never read
 
 
-def walkable(t: torch.Tensor) -> torch.Tensor:
-    """`t` if its H×W can be walked as one axis of stride stride(3) (dense NCHW or channels_last), else a
-    contiguous copy."""
-    _, _, h, w = t.shape
-    return t if h == 1 or t.stride(2) == w * t.stride(3) else t.contiguous()
+def _sums_shape(cs: list[torch.Tensor], rows: int) -> tuple[int, int, int, int]:
+    return cs[0].shape[0], len(cs), rows, cs[0].shape[1]
 
 
-def like(ref: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """`t` with exactly the strides of `ref` (the kernels take one set of strides for all maps)."""
-    if t.stride() == ref.stride() and t.dtype == ref.dtype:
-        return t
-    return torch.empty_like(ref).copy_(t)
-
-
-def moments(cs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+@torch.library.custom_op("sknet::sk_tail_moments", mutates_args=())
+def moments(cs: list[torch.Tensor]) -> torch.Tensor:
     """(N, M, 2, C): per sample, path and channel, the mean and M2 (Σ squared deviations) over H×W."""
-    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
-    acc = acc_dtype(cs[0].dtype)
-    out = torch.empty(n, len(cs), 2, c, device=cs[0].device, dtype=acc)
+    cs = _aligned(cs)
+    n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
+    out = cs[0].new_empty(_sums_shape(cs, 2), dtype=acc_dtype(cs[0].dtype))
     block_c, block_hw = _blocks(channels_last)
     _stats_kernel[(n, triton.cdiv(c, block_c))](
         *_padded(cs), out, c, hw, sn, sc, shw,
-        M=len(cs), ACC=_tl_acc(acc), BLOCK_C=block_c, BLOCK_HW=block_hw,
+        M=len(cs), ACC=_tl_acc(out.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
     )  # fmt: skip
     return out
 
 
-def pool(cs: tuple[torch.Tensor, ...], chan: torch.Tensor) -> torch.Tensor:
+@moments.register_fake
+def _(cs):
+    return cs[0].new_empty(_sums_shape(cs, 2), dtype=acc_dtype(cs[0].dtype))
+
+
+@torch.library.custom_op("sknet::sk_tail_pool", mutates_args=())
+def pool(cs: list[torch.Tensor], chan: torch.Tensor) -> torch.Tensor:
     """s (N, C) = Σ_m mean_HW u_m, in the accumulation dtype."""
-    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
-    s = torch.empty(n, c, device=cs[0].device, dtype=chan.dtype)
+    cs = _aligned(cs)
+    n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
+    s = cs[0].new_empty(n, c, dtype=chan.dtype)
     block_c, block_hw = _blocks(channels_last)
     _pool_kernel[(n, triton.cdiv(c, block_c))](
-        *_padded(cs), chan, s, c, hw, sn, sc, shw,
+        *_padded(cs), chan.contiguous(), s, c, hw, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
     )  # fmt: skip
     return s
 
 
-def select(cs: tuple[torch.Tensor, ...], chan: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """V = Σ_m a_m ⊙ u_m in the layout and dtype of c_1."""
-    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
+@pool.register_fake
+def _(cs, chan):
+    return cs[0].new_empty(cs[0].shape[:2], dtype=chan.dtype)
+
+
+@torch.library.custom_op("sknet::sk_tail_select", mutates_args=())
+def select(cs: list[torch.Tensor], chan: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """V = Σ_m a_m ⊙ u_m (attention: (N, M, C)) in the layout and dtype of c_1."""
+    cs = _aligned(cs)
+    n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
     v = torch.empty_like(cs[0])
     a = attention.to(chan.dtype).contiguous()
     block_c, block_hw = _blocks(channels_last)
     _select_kernel[(n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw))](
-        *_padded(cs), chan, a, v, c, hw, sn, sc, shw,
+        *_padded(cs), chan.contiguous(), a, v, c, hw, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
     )  # fmt: skip
     return v
 
 
-def backward_sums(grad_v: torch.Tensor, cs: tuple[torch.Tensor, ...], chan: torch.Tensor) -> torch.Tensor:
+@select.register_fake
+def _(cs, chan, attention):
+    return torch.empty_like(canonical(cs[0]))
+
+
+@torch.library.custom_op("sknet::sk_tail_backward_sums", mutates_args=())
+def backward_sums(grad_v: torch.Tensor, cs: list[torch.Tensor], chan: torch.Tensor) -> torch.Tensor:
     """(N, M, 4, C): P1..P4 of the module docstring."""
-    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
-    out = torch.empty(n, len(cs), 4, c, device=cs[0].device, dtype=chan.dtype)
+    cs = _aligned(cs)
+    n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
+    out = cs[0].new_empty(_sums_shape(cs, 4), dtype=chan.dtype)
     block_c, block_hw = _blocks(channels_last)
     _bwd_reduce_kernel[(n, triton.cdiv(c, block_c))](
-        like(cs[0], grad_v), *_padded(cs), chan, out, c, hw, sn, sc, shw,
+        like(cs[0], grad_v), *_padded(cs), chan.contiguous(), out, c, hw, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
     )  # fmt: skip
     return out
 
 
+@backward_sums.register_fake
+def _(grad_v, cs, chan):
+    return cs[0].new_empty(_sums_shape(cs, 4), dtype=chan.dtype)
+
+
+@torch.library.custom_op("sknet::sk_tail_backward_apply", mutates_args=())
 def backward_apply(
-    grad_v: torch.Tensor, cs: tuple[torch.Tensor, ...], chan: torch.Tensor, attention: torch.Tensor, k: torch.Tensor
+    grad_v: torch.Tensor, cs: list[torch.Tensor], chan: torch.Tensor, attention: torch.Tensor, k: torch.Tensor
 ) -> list[torch.Tensor]:
-    """[dL/dc_m] in the layout and dtype of c_1; `chan` holds dβ/(N·HW) and dγ/(N·HW) in its last rows."""
-    n, c, hw, sn, sc, shw, _, channels_last = _geometry(cs[0])
+    """[dL/dc_m] in the layout and dtype of c_1; `chan` holds dβ/(N·HW) and dγ/(N·HW) in its last rows,
+    k (N, C) is (dL/ds)/HW."""
+    cs = _aligned(cs)
+    n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
     grads = [torch.empty_like(cs[0]) for _ in cs]
     a = attention.to(chan.dtype).contiguous()
     block_c, block_hw = _blocks(channels_last)
     _bwd_apply_kernel[(n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw))](
-        like(cs[0], grad_v), *_padded(cs), *_padded(tuple(grads)), chan, a, k.to(chan.dtype).contiguous(),
-        c, hw, sn, sc, shw,
+        like(cs[0], grad_v), *_padded(cs), *_padded(tuple(grads)), chan.contiguous(), a,
+        k.to(chan.dtype).contiguous(), c, hw, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
     )  # fmt: skip
     return grads
+
+
+@backward_apply.register_fake
+def _(grad_v, cs, chan, attention, k):
+    ref = canonical(cs[0])
+    return [torch.empty_like(ref) for _ in cs]

@@ -177,7 +177,12 @@ class SKConv2d(nn.Module):
         reduction, min_dim: r and L of d = max(C / r, L).
         aggregation: "sk" (attention) or "sum" (plain sum of paths, no attention parameters).
         attn_dim: explicit d, overriding r and L (the authors' released SKNet-101 uses 16 in stage 3).
+
+    Set ``fused_tail = False`` on a layer to keep it off the fused CUDA tail (it then runs as it would
+    without one: for comparisons; ``SKNET_FUSED=0`` does it for every layer).
     """
+
+    fused_tail: bool = True
 
     def __init__(
         self,
@@ -240,7 +245,7 @@ class SKConv2d(nn.Module):
         if self.select is not None and self.training and lean_path_ok(self.paths, x):
             # CPU training: keep only the path conv outputs; ReLU(BN(·)) is recomputed (sk_recompute).
             return sk_train_forward(self, x)
-        # The plain composition (the readable reference; what torch.compile traces and fuses).
+        # The plain composition (the readable reference; what torch.compile traces where no kernels run).
         outs = [path(x) for path in self.paths]
         if self.select is None:
             # Plain-sum baseline (Table 7): no stacking, just accumulate.

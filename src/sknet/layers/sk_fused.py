@@ -1,12 +1,23 @@
-"""The SK tail on fused Triton kernels (CUDA): one autograd node from the path convolutions to V.
+"""The SK tail on fused Triton kernels (CUDA): everything between the path convolutions c_m and V.
 
-Same equations as the plain composition in :class:`~sknet.layers.sk_conv.SKConv2d` and the CPU lean path
-(:mod:`sknet.layers.sk_recompute`); the kernels and the algebra that lets backward read each path twice
-are in :mod:`sknet.kernels.sk_tail_triton`. What stays in PyTorch here is N·C-sized: BatchNorm's batch
-statistics from per-sample moments, the running-statistics update, the Fuse/Select attention (through
-autograd, so hooks on ``select`` fire and its parameters get their gradients like any other) and the
-per-channel sums of the backward pass. No host–device synchronisation anywhere.
+Same equations as the plain composition in :class:`~sknet.layers.sk_conv.SKConv2d`; the kernels, and the
+algebra that lets backward read each c_m twice, are in :mod:`sknet.kernels.sk_tail_triton`. Training:
 
+    statistics   per-sample moments of c_m (kernel) → BN batch mean and 1/σ; running statistics updated
+    s            Σ_m mean_HW ReLU(BN_m(c_m)) (kernel; :class:`_PooledDescriptor`)
+    attention    a = select(fuse(s)): the modules themselves, through autograd, so the fuse BN keeps its
+                 running statistics and dL/da reaches the attention parameters like any other graph
+    V            Σ_m a_m ⊙ ReLU(BN_m(c_m)) (kernel; :class:`_FusedSKTail`)
+
+Backward runs V's node first, and it hands the path convolutions their *whole* gradient, including the
+part that flows through s: dL/ds = (∂a/∂s)ᵀ dL/da is N·C-sized and is computed there in closed form
+(:func:`descriptor_grad`), so it joins the one elementwise pass that writes dL/dc_m instead of arriving
+later as a second full-size gradient to add; s's own node then passes nothing on. (That is why training
+needs the library's own Fuse/Select without forward hooks: dL/da must be V's alone.) Higher-order
+gradients (``create_graph=True``, eager) are exactly the plain composition's: both nodes replay it.
+
+Everything here is kernels (registered custom operators) and tensor ops with fixed shapes: torch.compile
+traces it without graph breaks, and nothing is read back to the host, so CUDA graphs can capture it.
 In evaluation the same pool and select kernels run with BN's running statistics (or, after
 ``fuse_for_inference``, with the bias already in the convolution).
 """
@@ -17,19 +28,18 @@ import torch
 from torch import nn
 
 from sknet.kernels import sk_tail_triton as kernels
-from sknet.layers.sk_recompute import _replay_backward, attention_subgraph
+from sknet.layers.sk_recompute import replay_paths
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def fused_tail_ok(sk: nn.Module, x: torch.Tensor) -> bool:
     """The fused tail applies to SK attention layers with ≤ 3 paths of conv → BatchNorm2d (or folded) →
-    ReLU, on a device the kernels run on, in eager mode (torch.compile fuses the plain composition itself)."""
-    if torch.compiler.is_compiling():  # first: nothing below needs tracing
-        return False
+    ReLU, on a device the kernels run on (eager or compiled). In training the attention must be the
+    library's own Fuse/Select (its derivative is stated in closed form in :func:`descriptor_grad`)."""
     if sk.select is None or len(sk.paths) > kernels.MAX_PATHS or x.dtype not in SUPPORTED_DTYPES:
         return False
-    if not kernels.available(x):
+    if not getattr(sk, "fused_tail", True) or not kernels.available(x):
         return False
     for path in sk.paths:
         if type(getattr(path, "act", None)) is not nn.ReLU:
@@ -43,9 +53,57 @@ def fused_tail_ok(sk: nn.Module, x: torch.Tensor) -> bool:
         elif not bn.training and not bn.track_running_stats:
             return False
     if sk.training:
-        return True
+        return _closed_form_attention(sk)
     # Evaluation: the forward-only kernels; a gradient through an eval-mode layer takes the plain path.
     return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in sk.parameters())))
+
+
+def _closed_form_attention(sk: nn.Module) -> bool:
+    """Whether :func:`descriptor_grad` states the derivative of sk's attention: the library's Fuse (1×1 conv
+    without bias → BatchNorm2d → ReLU) and SelectAttention (1×1 conv without bias → softmax), without
+    forward hooks (a hook may replace an output, or put the attention into a loss of its own: either way
+    dL/da would not be V's alone; read-only hooks such as sknet.analysis's send training to the plain path
+    too, evaluation keeps the kernels)."""
+    from sknet.layers.sk_conv import Fuse, SelectAttention  # sk_conv imports this module
+
+    fuse, select = sk.fuse, sk.select
+    if type(fuse) is not Fuse or type(select) is not SelectAttention:
+        return False
+    if type(fuse.fc) is not nn.Conv2d or type(select.fc) is not nn.Conv2d:
+        return False
+    for conv in (fuse.fc, select.fc):
+        if conv.bias is not None or conv.groups != 1 or conv.kernel_size != (1, 1):
+            return False
+    if type(fuse.bn) is not nn.BatchNorm2d or not fuse.bn.affine or type(fuse.act) is not nn.ReLU:
+        return False
+    modules = (fuse, fuse.fc, fuse.bn, fuse.act, select, select.fc)
+    if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+        return False
+    hooks = torch.nn.modules.module  # hooks registered for every module
+    return not (getattr(hooks, "_global_forward_hooks", None) or getattr(hooks, "_global_forward_pre_hooks", None))
+
+
+def descriptor_grad(s: torch.Tensor, a: torch.Tensor, grad_a: torch.Tensor, fuse_state: tuple, eps: float):
+    """dL/ds (N, C) = (∂a/∂s)ᵀ dL/da for a = softmax_M(A·ReLU(BN(W s))), in closed form, in s's dtype.
+
+    s: (N, C); a, grad_a: (N, M, C); fuse_state: (W (d, C, 1, 1), γ, β, A (M·C, d, 1, 1)) and, for a
+    fuse BN on running statistics (frozen), (running mean, running var) after them.
+    """
+    w, gamma, beta, w_select, *running = (t.to(s.dtype) for t in fuse_state)
+    w, w_select = w.flatten(1), w_select.flatten(1)
+    y = s @ w.T  # (N, d), W s
+    mean, var = running if running else (y.mean(0), y.var(0, unbiased=False))
+    invstd = torch.rsqrt(var + eps)
+    y_hat = (y - mean) * invstd
+    # Softmax over M: dL/dlogits = a ⊙ (dL/da − Σ_m a ⊙ dL/da).
+    grad_logits = a * (grad_a - (a * grad_a).sum(1, keepdim=True))
+    grad_z = grad_logits.flatten(1) @ w_select  # (N, d)
+    grad_y_hat = torch.where(gamma * y_hat + beta > 0, grad_z, 0.0) * gamma  # ReLU, then BN's γ
+    if running:
+        grad_y = grad_y_hat * invstd
+    else:  # batch statistics: BN's backward over N
+        grad_y = invstd * (grad_y_hat - grad_y_hat.mean(0) - y_hat * (grad_y_hat * y_hat).mean(0))
+    return grad_y @ w
 
 
 def _chan_table(cs, means, invstds, gammas, betas) -> torch.Tensor:
@@ -60,21 +118,18 @@ def _chan_table(cs, means, invstds, gammas, betas) -> torch.Tensor:
     return chan
 
 
-@torch.no_grad()
 def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var_unbiased: torch.Tensor) -> None:
     """What nn.BatchNorm2d does in training, with tensors only (a None momentum's 1/t stays on the device)."""
     if not bn.track_running_stats:
         return
     bn.num_batches_tracked.add_(1)
-    if bn.momentum is None:  # cumulative moving average
-        factor = 1.0 / bn.num_batches_tracked.to(mean.dtype)
-    else:
-        factor = torch.tensor(bn.momentum, dtype=mean.dtype, device=mean.device)
-    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), factor.to(bn.running_mean.dtype))
-    bn.running_var.lerp_(var_unbiased.to(bn.running_var.dtype), factor.to(bn.running_var.dtype))
+    dtype = bn.running_mean.dtype
+    factor = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked.to(dtype)
+    bn.running_mean.lerp_(mean.to(dtype), factor)
+    bn.running_var.lerp_(var_unbiased.to(dtype), factor)
 
 
-def _batch_stats(sk: nn.Module, cs: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _batch_stats(sk: nn.Module, cs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per path: the batch mean and 1/σ over (N, H, W), from per-sample moments; updates running stats."""
     n, _, h, w = cs[0].shape
     count = n * h * w
@@ -84,96 +139,130 @@ def _batch_stats(sk: nn.Module, cs: tuple[torch.Tensor, ...]) -> tuple[list[torc
     m2 = sample_m2.sum(0) + (h * w) * (sample_means - means).square().sum(0)  # Chan's combination over N
     out_means, out_invstds = [], []
     for i, path in enumerate(sk.paths):
-        var = m2[i] / count
         out_means.append(means[i])
-        out_invstds.append(torch.rsqrt(var + path.bn.eps))
+        out_invstds.append(torch.rsqrt(m2[i] / count + path.bn.eps))
         _update_running_stats(path.bn, means[i], m2[i] / max(count - 1, 1))
     return out_means, out_invstds
 
 
-class _FusedSKTail(torch.autograd.Function):
-    """(c_1..c_M, γ_m, β_m, attention parameters) → V. Saves c_m and N·C-sized tensors only."""
+class _Handoff:
+    """Between V's node and s's node of one layer call, in eager mode: how many first-order backward passes
+    of V's node have given c_m the gradient through s (s's node then passes nothing on; in any other pass,
+    such as the second pass of a second-order gradient, it gives the plain pooling's gradient itself).
+    Compiled graphs pass None: they have first-order backward only (AOTAutograd has no double backward)."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = 0
+
+
+class _PooledDescriptor(torch.autograd.Function):
+    """(c_m, γ_m, β_m; chan) → s (N, C) = Σ_m mean_HW u_m."""
 
     @staticmethod
-    def forward(ctx, sk: nn.Module, m: int, *tensors: torch.Tensor) -> torch.Tensor:
-        first = kernels.walkable(tensors[0])
-        cs = tuple(kernels.like(first, c) for c in tensors[:m])
-        gammas, betas = tensors[m : 2 * m], tensors[2 * m : 3 * m]
-        means, invstds = _batch_stats(sk, cs)
-        chan = _chan_table(cs, means, invstds, gammas, betas)
-        n, c = cs[0].shape[:2]
-        s = kernels.pool(cs, chan).view(n, c, 1, 1)
-        # The attention subgraph through autograd, from a leaf standing in for s (fp32 unless fp64).
-        s_leaf, attention = attention_subgraph(sk, s, torch.float64 if cs[0].dtype == torch.float64 else torch.float32)
-        ctx.save_for_backward(
-            *cs, *gammas, *betas, *[t for pair in zip(means, invstds, strict=True) for t in pair], *tensors[3 * m :]
-        )
-        ctx.graph = (s_leaf, attention)
-        ctx.sk, ctx.m, ctx.chan = sk, m, chan
-        ctx.eps = [path.bn.eps for path in sk.paths]
-        return kernels.select(cs, chan, attention.detach())
+    def forward(ctx, sk: nn.Module, handoff: _Handoff | None, m: int, chan, *tensors: torch.Tensor):
+        ctx.save_for_backward(*tensors)
+        ctx.sk, ctx.handoff, ctx.m = sk, handoff, m
+        return kernels.pool(list(tensors[:m]), chan)
+
+    @staticmethod
+    def backward(ctx, grad_s: torch.Tensor):
+        handoff = ctx.handoff
+        if handoff is None or handoff.pending:
+            if handoff is not None:
+                handoff.pending -= 1
+            return (None,) * len(ctx.needs_input_grad)
+        m, saved, create_graph = ctx.m, ctx.saved_tensors, torch.is_grad_enabled()
+        with torch.enable_grad():
+            s = sum(u.mean((2, 3)) for u in replay_paths(ctx.sk, saved[:m], saved[m : 2 * m], saved[2 * m :]))
+            grads = _grads(s, grad_s, saved, ctx.needs_input_grad[4:], create_graph)
+        return (None, None, None, None, *grads)
+
+
+class _FusedSKTail(torch.autograd.Function):
+    """(c_1..c_M, γ_m, β_m, a; chan, s, fuse state) → V = Σ_m a_m ⊙ ReLU(BN_m(c_m)).
+
+    Differentiable inputs: c_m (first order: the whole dL/dc_m, the path through s included), γ_m, β_m and
+    a (dL/da, which autograd carries on to the attention parameters). Saves c_m and N·C-sized tensors only.
+    """
+
+    @staticmethod
+    def forward(ctx, sk: nn.Module, handoff: _Handoff | None, m: int, fuse_eps: float, *tensors: torch.Tensor):
+        cs, chan, attention = tensors[:m], tensors[3 * m], tensors[3 * m + 2]
+        ctx.save_for_backward(*tensors)
+        ctx.sk, ctx.handoff, ctx.m, ctx.fuse_eps = sk, handoff, m, fuse_eps
+        return kernels.select(list(cs), chan, attention)
 
     @staticmethod
     def backward(ctx, grad_v: torch.Tensor):
-        m = ctx.m
-        saved = ctx.saved_tensors
+        m, saved = ctx.m, ctx.saved_tensors
+        cs, gammas, betas = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m]
+        chan, s, attention, fuse_state = saved[3 * m], saved[3 * m + 1], saved[3 * m + 2], saved[3 * m + 3 :]
+        needs = ctx.needs_input_grad[4:]  # c_m, γ_m, β_m, chan, s, a, fuse state
+        skipped = (None, None, None, None)
         if torch.is_grad_enabled():  # create_graph=True: backward itself must be differentiable
-            return (None, None, *_replay_backward(ctx, saved, grad_v))
-        cs, gammas, betas, attn_params = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m], saved[5 * m :]
-        need_attn = ctx.needs_input_grad[2 + 3 * m :]
-        chan = ctx.chan.clone()  # a second backward through a retained graph starts from the forward table
+            # The plain composition with a as given: a enters through the seeds dL/du_m = a_m ⊙ dL/dV, so the
+            # path through s is not followed here (s's node replays it, as this pass does not hand it over).
+            us = replay_paths(ctx.sk, cs, gammas, betas)
+            seeds = [grad_v * attention[:, i, :, None, None] for i in range(m)]
+            grad_a = torch.stack([(grad_v * u).sum((2, 3)) for u in us], dim=1) if needs[3 * m + 2] else None
+            grads = _grads(us, seeds, saved[: 3 * m], needs[: 3 * m], True)
+            return (*skipped, *grads, None, None, grad_a, *[None] * len(fuse_state))
+        if ctx.handoff is not None:
+            ctx.handoff.pending += 1
         acc = chan.dtype
-        n, c, h, w = cs[0].shape
-        s_leaf, attention = ctx.graph
-        a = attention.detach().to(acc)
-
-        sums = kernels.backward_sums(grad_v, cs, chan)  # (N, M, 4, C)
-        p1, p2, p3, p4 = sums.unbind(2)
-        gamma = torch.stack(gammas).to(acc)  # (M, C)
-        beta = torch.stack(betas).to(acc)
+        n, _, h, w = cs[0].shape
+        a = attention.to(acc)
+        p1, p2, p3, p4 = kernels.backward_sums(grad_v, list(cs), chan).unbind(2)  # each (N, M, C)
+        gamma, beta = torch.stack(gammas).to(acc), torch.stack(betas).to(acc)  # (M, C)
         grad_a = gamma * p2 + beta * p1  # Σ_HW dV ⊙ u_m
-
-        wanted = [p for p, need in zip(attn_params, need_attn, strict=True) if need]
-        grad_s, grad_wanted = None, [None] * len(wanted)
-        if attention.requires_grad:
-            grad_s, *grad_wanted = torch.autograd.grad(
-                attention, [s_leaf, *wanted], grad_a.to(attention.dtype), retain_graph=True, allow_unused=True
-            )
-        grad_wanted = iter(grad_wanted)
-        grad_attn = [next(grad_wanted) if need else None for need in need_attn]
-
-        k = torch.zeros(n, c, device=a.device, dtype=acc) if grad_s is None else grad_s.view(n, c).to(acc) / (h * w)
+        with torch.autocast(s.device.type, enabled=False):  # backward called inside autocast: stay in acc
+            k = descriptor_grad(s, a, grad_a, fuse_state, ctx.fuse_eps) / (h * w)  # (N, C)
         grad_beta = (a * p1 + k[:, None] * p3).sum(0)  # (M, C)
         grad_gamma = (a * p2 + k[:, None] * p4).sum(0)
+        chan = chan.clone()  # a second backward through a retained graph starts from the forward table
         chan[:m, kernels.DBETA_MEAN] = grad_beta / (n * h * w)
         chan[:m, kernels.DGAMMA_MEAN] = grad_gamma / (n * h * w)
-        grad_cs = kernels.backward_apply(grad_v, cs, chan, a, k)
+        grad_cs = kernels.backward_apply(grad_v, list(cs), chan, a, k)
+        values = [*grad_cs, *grad_gamma.unbind(0), *grad_beta.unbind(0)]
+        grads = [v.to(t.dtype) if need else None for v, need, t in zip(values, needs, saved, strict=False)]
+        grad_a = grad_a.to(attention.dtype) if needs[3 * m + 2] else None
+        return (*skipped, *grads, None, None, grad_a, *[None] * len(fuse_state))
 
-        def pick(values, needs, like):
-            return [v.to(t.dtype) if need else None for v, need, t in zip(values, needs, like, strict=True)]
 
-        grads_c = [g if need else None for g, need in zip(grad_cs, ctx.needs_input_grad[2 : 2 + m], strict=True)]
-        grads_w = pick(grad_gamma.unbind(0), ctx.needs_input_grad[2 + m : 2 + 2 * m], gammas)
-        grads_b = pick(grad_beta.unbind(0), ctx.needs_input_grad[2 + 2 * m : 2 + 3 * m], betas)
-        return (None, None, *grads_c, *grads_w, *grads_b, *grad_attn)
+def _grads(outputs, seeds, inputs, needs, create_graph: bool) -> list[torch.Tensor | None]:
+    """Gradients of `outputs` (seeded) for the `inputs` that need one."""
+    wanted = [t for t, need in zip(inputs, needs, strict=False) if need]
+    grads = iter(torch.autograd.grad(outputs, wanted, seeds, create_graph=create_graph, allow_unused=True))
+    return [next(grads) if need else None for need in needs[: len(inputs)]]
 
 
 def sk_fused_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """V of an SK layer through the fused kernels; check :func:`fused_tail_ok` first."""
-    if sk.training:
-        cs = [path.conv(x) for path in sk.paths]
-        gammas = [path.bn.weight for path in sk.paths]
-        betas = [path.bn.bias for path in sk.paths]
-        attn_params = [*sk.fuse.parameters(), *sk.select.parameters()]
-        return _FusedSKTail.apply(sk, len(cs), *cs, *gammas, *betas, *attn_params)
-    return _eval_forward(sk, x)
+    cs = [path.conv(x) for path in sk.paths]
+    if not sk.training:
+        return _eval_forward(sk, cs)
+    gammas = [path.bn.weight for path in sk.paths]
+    betas = [path.bn.bias for path in sk.paths]
+    with torch.no_grad():
+        plain = [c.detach() for c in cs]
+        means, invstds = _batch_stats(sk, plain)
+        chan = _chan_table(plain, means, invstds, gammas, betas)
+    handoff = None if torch.compiler.is_compiling() else _Handoff()
+    s = _PooledDescriptor.apply(sk, handoff, len(cs), chan, *cs, *gammas, *betas)  # (N, C), acc. dtype
+    attention = _attention(sk, s)
+    bn = sk.fuse.bn
+    fuse_state = [sk.fuse.fc.weight, bn.weight, bn.bias, sk.select.fc.weight]
+    if not bn.training and bn.track_running_stats:
+        fuse_state += [bn.running_mean, bn.running_var]
+    fuse_state = [t.detach() for t in fuse_state]
+    tensors = (*cs, *gammas, *betas, chan, s.detach(), attention, *fuse_state)
+    return _FusedSKTail.apply(sk, handoff, len(cs), bn.eps, *tensors)
 
 
 @torch.no_grad()
-def _eval_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    cs = [path.conv(x) for path in sk.paths]
-    first = kernels.walkable(cs[0])
-    cs = tuple(kernels.like(first, c) for c in cs)
+def _eval_forward(sk: nn.Module, cs: list[torch.Tensor]) -> torch.Tensor:
     means, invstds, gammas, betas = [], [], [], []
     for path, c in zip(sk.paths, cs, strict=True):
         bn = path.bn
@@ -181,14 +270,16 @@ def _eval_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
             zero = torch.zeros(c.shape[1], device=c.device)
             means.append(zero), invstds.append(zero + 1), gammas.append(zero + 1), betas.append(zero)
             continue
-        mean, var = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)
-        means.append(mean)
-        invstds.append(torch.rsqrt(var + bn.eps))
+        means.append(bn.running_mean)
+        invstds.append(torch.rsqrt(bn.running_var + bn.eps))
         gammas.append(bn.weight)
         betas.append(bn.bias)
     chan = _chan_table(cs, means, invstds, gammas, betas)
-    n, c = cs[0].shape[:2]
-    s = kernels.pool(cs, chan).view(n, c, 1, 1)
-    s = s.to(cs[0].dtype if cs[0].dtype == torch.float64 else torch.float32)
-    attention = sk.select(sk.fuse(s))
-    return kernels.select(cs, chan, attention)
+    return kernels.select(cs, chan, _attention(sk, kernels.pool(cs, chan)))
+
+
+def _attention(sk: nn.Module, s: torch.Tensor) -> torch.Tensor:
+    """a = select(fuse(s)) by the modules themselves, s (N, C) given in the dtype of their parameters
+    (autocast lowers the convolutions as usual)."""
+    dtype = next(sk.fuse.parameters(), s).dtype
+    return sk.select(sk.fuse(s.to(dtype)[:, :, None, None]))

@@ -83,7 +83,9 @@ class _SKTail(torch.autograd.Function):
         m = ctx.m
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: backward itself must be differentiable
-            return (None, None, *_replay_backward(ctx, saved, grad_v))
+            cs, weights, biases, attn_params = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m], saved[5 * m :]
+            grads = replay_tail_backward(ctx.sk, cs, weights, biases, attn_params, grad_v, ctx.needs_input_grad[2:])
+            return (None, None, *grads)
         cs, weights, biases = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m]
         means, invstds, attn_params = saved[3 * m : 5 * m : 2], saved[3 * m + 1 : 5 * m : 2], saved[5 * m :]
         need_c, need_w, need_b = (ctx.needs_input_grad[2 + k * m : 2 + (k + 1) * m] for k in range(3))
@@ -149,36 +151,47 @@ class _SKTail(torch.autograd.Function):
         return (None, None, *grad_cs, *grad_ws, *grad_bs, *grad_attn)
 
 
-def attention_subgraph(sk, s: torch.Tensor, dtype: torch.dtype | None = None):
+def attention_subgraph(sk, s: torch.Tensor):
     """(leaf standing in for s, attention): the N·C-sized Fuse/Select subgraph run through autograd from a
     leaf, so that backward can ask it for dL/ds and the attention parameters' gradients (forward hooks on
-    sk.select fire as usual). `dtype`: the leaf's dtype (default s's)."""
+    sk.select fire as usual)."""
     with torch.enable_grad():
-        s_leaf = s.detach().to(dtype or s.dtype).requires_grad_(True)
+        s_leaf = s.detach().requires_grad_(True)
         return s_leaf, sk.select(sk.fuse(s_leaf))
 
 
-def _replay_backward(ctx, saved: tuple[torch.Tensor, ...], grad_v: torch.Tensor) -> list[torch.Tensor | None]:
-    """Gradients of the tail through the plain, differentiable composition (for create_graph=True).
-
-    BN uses the batch statistics without touching the running ones (the fuse step updates copies), and
-    forward hooks on `select` (record_attention) do not see the batch twice.
-    """
-    m, sk = ctx.m, ctx.sk
-    cs, weights, biases, attn_params = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m], saved[5 * m :]
-    inputs = [*cs, *weights, *biases, *attn_params]
-    wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[2:], strict=True) if need]
-    us = [
-        F.batch_norm(c, None, None, w, b, training=True, eps=eps).relu()
-        for c, w, b, eps in zip(cs, weights, biases, ctx.eps, strict=True)
+def replay_paths(sk: nn.Module, cs, weights, biases) -> list[torch.Tensor]:
+    """u_m = ReLU(BN_m(c_m)) with batch statistics through autograd, running statistics untouched (for the
+    replays of create_graph=True backward passes)."""
+    return [
+        F.batch_norm(c, None, None, w, b, training=True, eps=path.bn.eps).relu()
+        for c, w, b, path in zip(cs, weights, biases, sk.paths, strict=True)
     ]
+
+
+def replay_tail_backward(
+    sk: nn.Module,
+    cs: tuple[torch.Tensor, ...],
+    weights: tuple[torch.Tensor, ...],
+    biases: tuple[torch.Tensor, ...],
+    attn_params: tuple[torch.Tensor, ...],
+    grad_v: torch.Tensor,
+    needs: tuple[bool, ...],
+) -> list[torch.Tensor | None]:
+    """Gradients of the tail (inputs c_m, γ_m, β_m, attention parameters, in the order of `needs`) through
+    the plain, differentiable composition (create_graph=True). The fuse step's BN updates copies of the
+    running statistics, and forward hooks on `select` (record_attention) do not see the batch twice.
+    """
+    us = replay_paths(sk, cs, weights, biases)
     s = sum(u.mean((2, 3), keepdim=True) for u in us)
     # Running statistics go to copies; calling select's .forward skips its hooks.
     buffers = {name: b.clone() for name, b in sk.fuse.named_buffers()}
     attention = sk.select.forward(torch.func.functional_call(sk.fuse, buffers, (s,), strict=False))
     v = sum(u * attention[:, i, :, None, None] for i, u in enumerate(us))
+    inputs = [*cs, *weights, *biases, *attn_params]
+    wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
     grads = iter(torch.autograd.grad(v, wanted, grad_v, create_graph=True, allow_unused=True))
-    return [next(grads) if need else None for need in ctx.needs_input_grad[2:]]
+    return [next(grads) if need else None for need in needs]
 
 
 def sk_train_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
