@@ -5,7 +5,10 @@ call: its models run interleaved in one process, so each ratio is measured side 
 ratio table against the targets of the "Fast SK on GPUs" issue and writes
 benchmarks/results/<date>-<gpu>.json. Needs only torch (≥ 2.11) with CUDA; timm is used when present.
 
-    python benchmarks/gpu.py [--quick] [--no-compile]
+    python benchmarks/gpu.py [--quick] [--no-compile] [--budget SECONDS]
+
+"sknet50 plain tail" is the same model with the fused CUDA tail switched off in every SK layer
+(``SKConv2d.fused_tail = False``): what the fused tail gains, eager and compiled, in the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import datetime
 import json
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ import torch
 
 from sknet.bench import Candidate, ratios, run_bench, timm_available
 from sknet.bn_folding import fuse_for_inference
+from sknet.layers import SKConv2d
 from sknet.models import create_model
 
 # (name, mode, dtype, batch, compiled, target ratio SKNet-50 / ResNeXt-50, higher is better)
@@ -32,6 +37,7 @@ CONFIGS = [
     ("inference fp32 (TF32) eager", "inference", "fp32", 256, False),
     ("sknet train bf16", "trainer", "bf16", 128, False),  # the trainer against the bare step (train_vs_step.py)
     ("train bf16 compiled", "train", "bf16", 128, True),
+    ("train bf16 compiled, plain tail", "train", "bf16", 128, True),  # diagnostic: fused vs plain when compiled
 ]
 TARGETS = {
     "train bf16 eager": 0.80,
@@ -44,11 +50,22 @@ MEMORY_TARGET = 1.15  # activation memory SKNet-50 / ResNeXt-50, bf16 training
 TIMM_TARGET = 1.6  # training speed SKNet-50 / timm skresnext50_32x4d, bf16
 
 
-def candidates(mode: str, compiled: bool) -> list[Candidate]:
-    cands = [
-        Candidate("sknet50", lambda: create_model("sknet50"), "sk"),
-        Candidate("resnext50", lambda: create_model("resnext50"), "baseline"),
-    ]
+def plain_tail(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every SK layer kept off the fused CUDA tail."""
+    for module in model.modules():
+        if isinstance(module, SKConv2d):
+            module.fused_tail = False
+    return model
+
+
+def candidates(name: str, mode: str, compiled: bool) -> list[Candidate]:
+    sknet50 = Candidate("sknet50", lambda: create_model("sknet50"), "sk")
+    plain = Candidate("sknet50 plain tail", lambda: plain_tail(create_model("sknet50")), "sk")
+    if name.endswith("plain tail"):
+        sknet50 = plain
+    cands = [sknet50, Candidate("resnext50", lambda: create_model("resnext50"), "baseline")]
+    if name == "train bf16 eager":
+        cands.append(plain)
     if mode == "inference":
         cands.append(Candidate("sknet50 fused", lambda: fuse_for_inference(create_model("sknet50")), "sk", True))
         cands.append(
@@ -77,16 +94,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds per configuration (median)")
     parser.add_argument("--quick", action="store_true", help="small batches and 3 rounds (a smoke run)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile configuration")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile configurations")
+    parser.add_argument("--device", default="cuda", help="cuda (default); cpu runs the same code as a smoke test")
+    parser.add_argument("--size", type=int, default=224, help="image side (default 224)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=0,
+        help="seconds for all configurations; when they run out, the table of those finished is printed (0: no limit)",
+    )
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu.py: needs a CUDA GPU", file=sys.stderr)
         return 2
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True  # "fp32" on a GPU means TF32 matmuls and convolutions
     torch.backends.cudnn.allow_tf32 = True
-    gpu = torch.cuda.get_device_name()
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.device} (smoke run)"
     report: dict = {
         "date": datetime.date.today().isoformat(),
         "gpu": gpu,
@@ -103,6 +128,30 @@ def main() -> int:
         path = args.out / f"{report['date']}-{slug}-{index}.json"
         index += 1
     table = []
+    if args.budget > 0:
+        signal.signal(signal.SIGALRM, _out_of_time)
+        signal.alarm(args.budget)
+    try:
+        run_configs(args, report, path, table)
+    except OutOfTime:
+        report["stopped"] = f"time budget of {args.budget} s spent; later configurations not run"
+        path.write_text(json.dumps(report, indent=2))
+        print(f"\ngpu.py: {report['stopped']}", flush=True)
+    signal.alarm(0)
+    print_table(gpu, table)
+    print(f"saved {path}")
+    return 0
+
+
+class OutOfTime(Exception):
+    pass
+
+
+def _out_of_time(signum, frame) -> None:
+    raise OutOfTime
+
+
+def run_configs(args, report: dict, path: Path, table: list) -> None:
     for name, mode, dtype, batch, compiled in CONFIGS:
         if compiled and args.no_compile:
             continue
@@ -110,7 +159,7 @@ def main() -> int:
             batch = min(batch, 16)
         start = time.perf_counter()
         if mode == "trainer":
-            found = trainer_vs_step(dtype, batch, args.quick)
+            found = trainer_vs_step(dtype, batch, args.quick, args.device, args.size)
             report["runs"].append({"name": name, "seconds": round(time.perf_counter() - start, 1), **found})
             path.write_text(json.dumps(report, indent=2))
             for key in ("train_in_memory / step", "train_folder / step"):
@@ -124,14 +173,14 @@ def main() -> int:
         results = run_bench(
             mode,
             batch,
-            224,
+            args.size,
             dtype,
-            "cuda",
+            args.device,
             3 if args.quick else args.repeats,
             3,
             compiled,
             ("channels_last",),
-            candidates(mode, compiled),
+            candidates(name, mode, compiled),
         )
         found = ratios(results)
         report["runs"].append(
@@ -160,8 +209,10 @@ def main() -> int:
             table.append((name, key, value, target))
         print(f"{name}: batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s" for k, v in speeds.items()), flush=True)
 
+
+def print_table(gpu: str, table: list) -> None:
     print(f"\nSKNet-50 on {gpu} (torch {torch.__version__}, channels_last, ratios from one process each)")
-    print(f"  {'configuration':<28} {'ratio':<58} {'value':>8}  target")
+    print(f"  {'configuration':<32} {'ratio':<58} {'value':>8}  target")
     for name, key, value, target in table:
         if target is None:
             verdict = ""
@@ -169,9 +220,7 @@ def main() -> int:
             verdict = f"≤ {-target:.2f}  {'met' if value <= -target else 'NOT met'}"
         else:
             verdict = f"≥ {target:.2f}  {'met' if value >= target else 'NOT met'}"
-        print(f"  {name:<28} {key:<58} {value:7.3f}×  {verdict}")
-    print(f"saved {path}")
-    return 0
+        print(f"  {name:<32} {key:<58} {value:7.3f}×  {verdict}")
 
 
 if __name__ == "__main__":

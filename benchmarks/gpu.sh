@@ -6,6 +6,8 @@
 #      and fp32, eager and compiled, memory), the ratio table, benchmarks/results/<date>-<gpu>.json.
 # Usage: benchmarks/gpu.sh [gpu.py options, e.g. --quick or --no-compile]
 set -euo pipefail
+START=$SECONDS
+BUDGET=${GPU_SH_SECONDS:-530}  # all of it, parity included: the run must end within 9 minutes
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -20,13 +22,26 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
     exit 2
 fi
 echo "== parity (CUDA) =="
+# A failure is reported (and is the exit status) but the benchmarks still run: both are worth reading.
+PARITY=0
 if "$PY" -c "import pytest" 2>/dev/null; then
-    "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
-        tests/kernels/test_sk_tail_triton.py tests/kernels/test_select_triton.py tests/train/test_device.py
+    # The interpreter (CPU) variants are CI's; here the CUDA ones.
+    "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -k "not interpreter" \
+        tests/kernels/test_sk_tail_triton.py tests/kernels/test_select_triton.py tests/train/test_device.py || PARITY=$?
 else
-    for dtype in float64 float32 bfloat16; do
-        NVIDIA_TF32_OVERRIDE=0 "$PY" -m tests.kernels.sk_tail_parity cuda "$dtype"
+    for case in float64 float32 bfloat16 compiled inductor extras; do
+        NVIDIA_TF32_OVERRIDE=0 "$PY" -m tests.kernels.sk_tail_parity cuda "$case" || PARITY=1
     done
 fi
 echo "== speed and memory =="
-timeout 450 "$PY" benchmarks/gpu.py "$@"
+LEFT=$((BUDGET - (SECONDS - START)))
+if [ "$LEFT" -lt 90 ]; then
+    echo "gpu.sh: only ${LEFT} s of the ${BUDGET} s budget left after the parity tests; no benchmarks" >&2
+    exit 1
+fi
+# gpu.py stops its configurations when its budget is spent and still prints the table; timeout is a backstop.
+timeout "$LEFT" "$PY" benchmarks/gpu.py --budget $((LEFT - 25)) "$@"
+if [ "$PARITY" -ne 0 ]; then
+    echo "gpu.sh: the CUDA parity tests FAILED (see above)" >&2
+    exit 1
+fi

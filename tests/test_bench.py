@@ -54,3 +54,52 @@ def test_sk_unit_benchmark_smoke(capsys):
     assert out.count("SK (sknet) / sum:") == 3
     for name in ("grouped 3×3", "3×3 + 3×3 d2, sum", "SK, plain autograd", "SK (sknet)"):
         assert out.count(name) >= 3
+
+
+def _run_gpu_report(tmp_path, *extra: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    args = ["--quick", "--device", "cpu", "--size", "32", "--no-compile", "--repeats", "1", "--out", str(tmp_path)]
+    return subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "gpu.py"), *args, *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+
+
+def test_gpu_report_runs_end_to_end_on_the_cpu(tmp_path):
+    """benchmarks/gpu.py (what gpu.sh runs on an H100) as a CPU smoke run: every eager configuration, the
+    ratio table with its targets, the JSON report; the fused-tail diagnostic row is there."""
+    result = _run_gpu_report(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("SKNet-50 on cpu") :]
+    for row in ("train bf16 eager", "train fp32 (TF32) eager", "inference bf16 eager", "sknet train bf16"):
+        assert row in table
+    assert "sknet50 plain tail / resnext50 (speed)" in table and "≥ 0.80" in table
+    (report_path,) = tmp_path.glob("*.json")
+    report = json.loads(report_path.read_text())
+    assert [run["name"] for run in report["runs"]] == [
+        "train bf16 eager",
+        "train fp32 (TF32) eager",
+        "inference bf16 eager",
+        "inference fp32 (TF32) eager",
+        "sknet train bf16",
+    ]
+    assert "stopped" not in report
+
+
+def test_gpu_report_stops_at_its_time_budget_and_still_prints_the_table(tmp_path):
+    result = _run_gpu_report(tmp_path, "--budget", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "time budget of 1 s spent" in result.stdout
+    assert "SKNet-50 on cpu" in result.stdout  # the table (of what finished, possibly nothing)
+    (report_path,) = tmp_path.glob("*.json")
+    assert "stopped" in json.loads(report_path.read_text())
