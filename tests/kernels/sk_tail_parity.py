@@ -227,6 +227,7 @@ def hessian_vector_product(layer, x, grad):
 
 
 def check_extras(device: str) -> None:
+    check_saved_for_backward(device)
     # Second-order gradients (create_graph=True) replay the plain composition: equal to the plain path's.
     layer, x, grad = training_case(device, torch.float64)
     plain = copy.deepcopy(layer)
@@ -282,6 +283,27 @@ def check_extras(device: str) -> None:
             plain_error = (baseline.double() - want.double()).abs().max().item()
             scale = max(want.abs().max().item(), 1.0)
             assert error <= 2 * plain_error + 3e-2 * scale, f"{dtype} {what}: {error:.3g} vs plain {plain_error:.3g}"
+
+
+def check_saved_for_backward(device: str) -> None:
+    """Training keeps, of everything the size of a feature map, only x (for the convolutions) and the path
+    conv outputs c_m: u_m, the sum of the paths and V are never kept (the plain path keeps u_m too)."""
+    for branches in ((3,), (3, 5), (3, 5, 7)):
+        layer, x, _ = training_case(device, torch.float32, branches, stride=1)
+        x.requires_grad_(True)
+        params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(t, seen=seen, params=params):
+            if t.untyped_storage().data_ptr() not in params:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer(x)
+        # The smallest feature map here is x (N·16·63 values); the N·C-sized tensors are far smaller.
+        maps = [b for b in seen.values() if b >= x.numel() * x.element_size() // 2]
+        assert len(maps) == 1 + len(branches), f"{len(maps)} feature maps kept for M = {len(branches)}"
 
 
 def compare_with_plain(layer, plain, x, grad, tol: float) -> None:

@@ -23,7 +23,6 @@ Each launch is a PyTorch custom operator (``torch.ops.sknet.sk_tail_*``), so tor
 On CPUs the kernels run in Triton's interpreter (TRITON_INTERPRET=1), which is how CI checks them.
 """
 
-from __future__ import annotations
 
 import os
 
