@@ -52,7 +52,7 @@ if triton is not None:
     def _select_fwd_kernel(
         u0, u1, u2, a, v, total, C, HW, M: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr
     ):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # N·C·H·W may pass 2³¹
         mask = offs < total
         if CHANNELS_LAST:  # noqa: SIM108  (a compile-time branch in Triton's JIT)
             c = offs % C
@@ -93,6 +93,7 @@ if triton is not None:
         cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_mask = cs < C
         a_base = n * (M * C) + cs
+        sample = n.to(tl.int64) * HW * C  # N·C·H·W may pass 2³¹
         a0 = tl.load(a + a_base, mask=c_mask, other=0.0)
         a1 = tl.load(a + a_base + C, mask=c_mask & (M > 1), other=0.0)
         a2 = tl.load(a + a_base + 2 * C, mask=c_mask & (M > 2), other=0.0)
@@ -101,10 +102,10 @@ if triton is not None:
         s2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
         for start in range(0, HW, BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
-            if CHANNELS_LAST:
-                offs = n * HW * C + hw[:, None] * C + cs[None, :]
+            if CHANNELS_LAST:  # noqa: SIM108  (a compile-time branch in Triton's JIT)
+                offs = sample + hw[:, None] * C + cs[None, :]
             else:
-                offs = n * C * HW + cs[None, :] * HW + hw[:, None]
+                offs = sample + cs[None, :] * HW + hw[:, None]
             mask = (hw[:, None] < HW) & c_mask[None, :]
             g = tl.load(dv + offs, mask=mask, other=0.0).to(tl.float32)
             tl.store(du0 + offs, (g * a0[None, :]).to(du0.dtype.element_ty), mask=mask)

@@ -23,7 +23,6 @@ Each launch is a PyTorch custom operator (``torch.ops.sknet.sk_tail_*``), so tor
 On CPUs the kernels run in Triton's interpreter (TRITON_INTERPRET=1), which is how CI checks them.
 """
 
-
 import os
 
 import torch
@@ -66,7 +65,7 @@ if triton is not None:
     @triton.jit
     def _tile(base, n, cs, hw, C, HW, sn, sc, shw):
         """Offsets and mask of the (BLOCK_HW, BLOCK_C) tile of sample n."""
-        offs = n * sn + hw[:, None] * shw + cs[None, :] * sc
+        offs = n.to(tl.int64) * sn + hw[:, None] * shw + cs[None, :] * sc  # N·C·H·W may pass 2³¹
         mask = (hw[:, None] < HW) & (cs[None, :] < C)
         return base + offs, mask
 
