@@ -44,6 +44,26 @@ def _blocks(channels_last: bool) -> tuple[int, int]:
     return (64, 32) if channels_last else (16, 128)
 
 
+# The reductions over H×W (statistics, pooling, backward sums) give each program one chunk of H×W when
+# N·C alone would leave the GPU short of programs (early stages: 56×56 maps with few channel blocks); the
+# chunks' partial results are combined in the operator. Deterministic: no atomics.
+TARGET_PROGRAMS = 1024
+MIN_CHUNK_BLOCKS = 4  # a chunk spans at least this many tiles of BLOCK_HW positions
+
+
+def _chunking(n: int, c: int, hw: int, block_c: int, block_hw: int) -> tuple[int, int]:
+    """(chunk, split): H×W in `split` chunks of `chunk` positions (a multiple of block_hw; the last may be
+    shorter)."""
+    programs = n * _cdiv(c, block_c)
+    split = max(1, min(_cdiv(TARGET_PROGRAMS, programs), hw // (MIN_CHUNK_BLOCKS * block_hw)))
+    chunk = _cdiv(_cdiv(hw, split), block_hw) * block_hw
+    return chunk, _cdiv(hw, chunk)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: fp32, or fp64 for fp64 maps."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -70,18 +90,28 @@ if triton is not None:
         return base + offs, mask
 
     @triton.jit
+    def _chunk(out, n, cs, HW, CHUNK, row_size):
+        """The H×W positions [first, stop) of this program's chunk (program_id(2)) and its output row."""
+        k = tl.program_id(2)
+        first = k * CHUNK
+        row = out + (n * tl.num_programs(2) + k) * row_size + cs
+        return first, tl.minimum(first + CHUNK, HW), row
+
+    @triton.jit
     def _path_moments(
-        c_ptr, n, cs, C, HW, sn, sc, shw, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr
-    ):
-        """Mean and sum of squared deviations over H×W of sample n, channels cs (Chan's parallel update)."""
+        c_ptr, n, cs, C, HW, first, stop, sn, sc, shw,
+        ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):  # fmt: skip
+        """Mean and sum of squared deviations over positions [first, stop) of sample n, channels cs (Chan's
+        parallel update)."""
         mean = tl.zeros((BLOCK_C,), dtype=ACC)
         m2 = tl.zeros((BLOCK_C,), dtype=ACC)
-        for start in range(0, HW, BLOCK_HW):
+        for start in range(first, stop, BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
             ptrs, mask = _tile(c_ptr, n, cs, hw, C, HW, sn, sc, shw)
             x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-            count = tl.cast(start, ACC)  # elements already combined (every earlier block was full)
-            nb = tl.cast(tl.minimum(HW - start, BLOCK_HW), ACC)
+            count = tl.cast(start - first, ACC)  # elements already combined (every earlier block was full)
+            nb = tl.cast(tl.minimum(stop - start, BLOCK_HW), ACC)
             block_mean = tl.sum(x, axis=0) / nb
             dev = tl.where(mask, x - block_mean[None, :], 0.0)
             block_m2 = tl.sum(dev * dev, axis=0)
@@ -93,23 +123,23 @@ if triton is not None:
 
     @triton.jit
     def _stats_kernel(
-        c0, c1, c2, out, C, HW, sn, sc, shw,
+        c0, c1, c2, out, C, HW, CHUNK, sn, sc, shw,
         M: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):  # fmt: skip
-        """out[n, m, 0, c], out[n, m, 1, c]: mean and M2 of c_m over H×W."""
+        """out[n, k, m, 0, c], out[n, k, m, 1, c]: mean and M2 of c_m over chunk k of H×W."""
         n = tl.program_id(0)
         cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        first, stop, row = _chunk(out, n, cs, HW, CHUNK, M * 2 * C)
         c_ok = cs < C
-        row = out + n * (M * 2 * C) + cs
-        mean, m2 = _path_moments(c0, n, cs, C, HW, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
+        mean, m2 = _path_moments(c0, n, cs, C, HW, first, stop, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
         tl.store(row, mean, mask=c_ok)
         tl.store(row + C, m2, mask=c_ok)
         if M > 1:
-            mean, m2 = _path_moments(c1, n, cs, C, HW, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
+            mean, m2 = _path_moments(c1, n, cs, C, HW, first, stop, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
             tl.store(row + 2 * C, mean, mask=c_ok)
             tl.store(row + 3 * C, m2, mask=c_ok)
         if M > 2:
-            mean, m2 = _path_moments(c2, n, cs, C, HW, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
+            mean, m2 = _path_moments(c2, n, cs, C, HW, first, stop, sn, sc, shw, ACC, BLOCK_C, BLOCK_HW)
             tl.store(row + 4 * C, mean, mask=c_ok)
             tl.store(row + 5 * C, m2, mask=c_ok)
 
@@ -127,17 +157,18 @@ if triton is not None:
 
     @triton.jit
     def _pool_kernel(
-        c0, c1, c2, chan, s, C, HW, sn, sc, shw,
+        c0, c1, c2, chan, s, C, HW, CHUNK, sn, sc, shw,
         M: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):  # fmt: skip
-        """s[n, c] = Σ_m mean_HW ReLU(scale_m·c_m + shift_m)."""
+        """s[n, k, c] = Σ_m Σ_(chunk k of H×W) ReLU(scale_m·c_m + shift_m)."""
         n = tl.program_id(0)
         cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        first, stop, row = _chunk(s, n, cs, HW, CHUNK, C)
         sc0, sh0, _, _, _, _ = _affine(chan, 0, cs, C, ACC)
         sc1, sh1, _, _, _, _ = _affine(chan, 1, cs, C, ACC)  # `chan` always has MAX_PATHS rows
         sc2, sh2, _, _, _, _ = _affine(chan, 2, cs, C, ACC)
         acc = tl.zeros((BLOCK_C,), dtype=ACC)
-        for start in range(0, HW, BLOCK_HW):
+        for start in range(first, stop, BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
             ptrs, mask = _tile(c0, n, cs, hw, C, HW, sn, sc, shw)
             x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
@@ -151,7 +182,7 @@ if triton is not None:
                 x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
                 u += tl.where(mask, tl.maximum(x * sc2[None, :] + sh2[None, :], 0.0), 0.0)
             acc += tl.sum(u, axis=0)
-        tl.store(s + n * C + cs, acc / HW, mask=cs < C)
+        tl.store(row, acc, mask=cs < C)
 
     @triton.jit
     def _select_kernel(
@@ -198,18 +229,19 @@ if triton is not None:
 
     @triton.jit
     def _bwd_reduce_kernel(
-        g_ptr, c0, c1, c2, chan, out, C, HW, sn, sc, shw,
+        g_ptr, c0, c1, c2, chan, out, C, HW, CHUNK, sn, sc, shw,
         M: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):  # fmt: skip
-        """out[n, m, 0..3, c] = P1..P4 (see the module docstring)."""
+        """out[n, k, m, 0..3, c] = P1..P4 (see the module docstring) over chunk k of H×W."""
         n = tl.program_id(0)
         cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        first, stop, row = _chunk(out, n, cs, HW, CHUNK, M * 4 * C)
         c_ok = cs < C
         p10 = tl.zeros((BLOCK_C,), dtype=ACC)
         p20, p30, p40 = p10, p10, p10
         p11, p21, p31, p41 = p10, p10, p10, p10
         p12, p22, p32, p42 = p10, p10, p10, p10
-        for start in range(0, HW, BLOCK_HW):
+        for start in range(first, stop, BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
             ptrs, mask = _tile(g_ptr, n, cs, hw, C, HW, sn, sc, shw)
             g = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
@@ -230,7 +262,6 @@ if triton is not None:
                 p22 += q2
                 p32 += q3
                 p42 += q4
-        row = out + n * (M * 4 * C) + cs
         tl.store(row, p10, mask=c_ok)
         tl.store(row + C, p20, mask=c_ok)
         tl.store(row + 2 * C, p30, mask=c_ok)
@@ -330,13 +361,22 @@ def moments(cs: list[torch.Tensor]) -> torch.Tensor:
     """(N, M, 2, C): per sample, path and channel, the mean and M2 (Σ squared deviations) over H×W."""
     cs = _aligned(cs)
     n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
-    out = cs[0].new_empty(_sums_shape(cs, 2), dtype=acc_dtype(cs[0].dtype))
     block_c, block_hw = _blocks(channels_last)
-    _stats_kernel[(n, triton.cdiv(c, block_c))](
-        *_padded(cs), out, c, hw, sn, sc, shw,
-        M=len(cs), ACC=_tl_acc(out.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+    chunk, split = _chunking(n, c, hw, block_c, block_hw)
+    parts = cs[0].new_empty(n, split, len(cs), 2, c, dtype=acc_dtype(cs[0].dtype))
+    _stats_kernel[(n, triton.cdiv(c, block_c), split)](
+        *_padded(cs), parts, c, hw, chunk, sn, sc, shw,
+        M=len(cs), ACC=_tl_acc(parts.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
     )  # fmt: skip
-    return out
+    if split == 1:
+        return parts[:, 0]
+    # Chan's combination of the chunks: mean = Σ w_k·mean_k, M2 = Σ M2_k + Σ n_k·(mean_k − mean)².
+    counts = torch.full((split,), chunk, dtype=parts.dtype, device=parts.device)
+    counts[-1] = hw - (split - 1) * chunk
+    chunk_means, chunk_m2 = parts[:, :, :, 0], parts[:, :, :, 1]  # (N, K, M, C)
+    mean = torch.einsum("nkmc,k->nmc", chunk_means, counts / hw)
+    m2 = chunk_m2.sum(1) + torch.einsum("nkmc,k->nmc", (chunk_means - mean[:, None]).square(), counts)
+    return torch.stack([mean, m2], dim=2)
 
 
 @moments.register_fake
@@ -349,13 +389,14 @@ def pool(cs: list[torch.Tensor], chan: torch.Tensor) -> torch.Tensor:
     """s (N, C) = Σ_m mean_HW u_m, in the accumulation dtype."""
     cs = _aligned(cs)
     n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
-    s = cs[0].new_empty(n, c, dtype=chan.dtype)
     block_c, block_hw = _blocks(channels_last)
-    _pool_kernel[(n, triton.cdiv(c, block_c))](
-        *_padded(cs), chan.contiguous(), s, c, hw, sn, sc, shw,
+    chunk, split = _chunking(n, c, hw, block_c, block_hw)
+    sums = cs[0].new_empty(n, split, c, dtype=chan.dtype)
+    _pool_kernel[(n, triton.cdiv(c, block_c), split)](
+        *_padded(cs), chan.contiguous(), sums, c, hw, chunk, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
     )  # fmt: skip
-    return s
+    return sums.sum(1) / hw
 
 
 @pool.register_fake
@@ -388,13 +429,14 @@ def backward_sums(grad_v: torch.Tensor, cs: list[torch.Tensor], chan: torch.Tens
     """(N, M, 4, C): P1..P4 of the module docstring."""
     cs = _aligned(cs)
     n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
-    out = cs[0].new_empty(_sums_shape(cs, 4), dtype=chan.dtype)
     block_c, block_hw = _blocks(channels_last)
-    _bwd_reduce_kernel[(n, triton.cdiv(c, block_c))](
-        like(cs[0], grad_v), *_padded(cs), chan.contiguous(), out, c, hw, sn, sc, shw,
+    chunk, split = _chunking(n, c, hw, block_c, block_hw)
+    parts = cs[0].new_empty(n, split, len(cs), 4, c, dtype=chan.dtype)
+    _bwd_reduce_kernel[(n, triton.cdiv(c, block_c), split)](
+        like(cs[0], grad_v), *_padded(cs), chan.contiguous(), parts, c, hw, chunk, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
     )  # fmt: skip
-    return out
+    return parts.sum(1)
 
 
 @backward_sums.register_fake
