@@ -121,14 +121,21 @@ def test_fused_tail_under_autocast_and_compile_on_cuda():
     compiled = torch.compile(layer, fullgraph=True)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         compiled(x).float().square().mean().backward()
-    # CUDA graphs (reduce-overhead): the same values as eager, step after step.
+    # CUDA graphs (reduce-overhead): the same values as eager, step after step. In fp32: in bf16 the fuse
+    # step's weight gradient alone differs by ~10% between any two orders of summation (plain path too).
     graphed, eager = copy.deepcopy(layer), copy.deepcopy(layer)
     graphed_step = torch.compile(graphed, mode="reduce-overhead", fullgraph=True)
+
+    def close(got, want, what):
+        error = (got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-12)
+        assert error < 5e-2, f"{what}: relative error {error:.3g}"
+
     for _ in range(3):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            got, want = graphed_step(x).float(), eager(x).float()
-        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+        got, want = graphed_step(x), eager(x)
+        close(got, want, "V")
         got.square().mean().backward()
         want.square().mean().backward()
-    for p, q in zip(graphed.parameters(), eager.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=5e-2, atol=5e-3)
+    for (name, p), q in zip(graphed.named_parameters(), eager.parameters(), strict=True):
+        close(p.grad, q.grad, f"dL/d{name}")
+    for (name, a), b in zip(graphed.named_buffers(), eager.buffers(), strict=True):
+        close(a.float(), b.float(), name)
