@@ -10,6 +10,7 @@ Usage: python -m tests.kernels.sk_tail_parity DEVICE DTYPE  (DTYPE: float64, flo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
@@ -133,7 +134,6 @@ def ref_copy_stats(ref: SKConv2d, layer: SKConv2d) -> SKConv2d:
 
 def plain_tail():
     """Context: SKNET_FUSED=0, the plain composition (the module's own reference path)."""
-    import contextlib
 
     @contextlib.contextmanager
     def context():
@@ -249,6 +249,27 @@ def check_extras(device: str) -> None:
         close(g, w, 1e-9, "second-order gradient")
     for a, b in zip(layer.buffers(), plain.buffers(), strict=True):
         close(a, b, 1e-9, "buffers after a second-order step")  # the replays update no running statistics
+
+    # Backward passes through a retained graph: one asking for the attention weights only (V's node runs,
+    # s's node does not), then two full ones; then a second-order pass on a fresh graph.
+    layer, x, grad = training_case(device, torch.float64)
+    plain = copy.deepcopy(layer)
+    for model, context in ((layer, contextlib.nullcontext), (plain, plain_tail)):
+        with context():
+            xx = x.clone().requires_grad_(True)
+            loss = (model(xx) * grad).sum()
+            torch.autograd.grad(loss, [model.select.fc.weight], retain_graph=True)
+            loss.backward(retain_graph=True)
+            loss.backward()
+            model.x_grad = xx.grad
+    close(layer.x_grad, plain.x_grad, 1e-9, "dL/dx, retained graph")
+    for (name, p), q in zip(layer.named_parameters(), plain.parameters(), strict=True):
+        close(p.grad, q.grad, 1e-9, f"dL/d{name}, retained graph")
+    got = hessian_vector_product(layer, x, grad)
+    with plain_tail():
+        want = hessian_vector_product(plain, x, grad)
+    for g, w in zip(got, want, strict=True):
+        close(g, w, 1e-9, "second-order gradient after retained-graph passes")
 
     # A frozen fuse BN (running statistics) in a training layer: dL/ds through the frozen normalisation.
     layer, x, grad = training_case(device, torch.float64)

@@ -146,15 +146,16 @@ def _batch_stats(sk: nn.Module, cs: list[torch.Tensor]) -> tuple[list[torch.Tens
 
 
 class _Handoff:
-    """Between V's node and s's node of one layer call, in eager mode: how many first-order backward passes
-    of V's node have given c_m the gradient through s (s's node then passes nothing on; in any other pass,
-    such as the second pass of a second-order gradient, it gives the plain pooling's gradient itself).
-    Compiled graphs pass None: they have first-order backward only (AOTAutograd has no double backward)."""
+    """Between V's node and s's node of one layer call, in eager mode: the backward pass (autograd graph
+    task) in which V's node, in its first-order form, has already given c_m the gradient through s. s's node
+    then passes nothing on; in any other pass (the second pass of a second-order gradient, create_graph=True)
+    it gives the plain pooling's gradient itself. Compiled graphs pass None: they have first-order backward
+    only (AOTAutograd has no double backward)."""
 
-    __slots__ = ("pending",)
+    __slots__ = ("task",)
 
     def __init__(self) -> None:
-        self.pending = 0
+        self.task: int | None = None
 
 
 class _PooledDescriptor(torch.autograd.Function):
@@ -169,9 +170,7 @@ class _PooledDescriptor(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_s: torch.Tensor):
         handoff = ctx.handoff
-        if handoff is None or handoff.pending:
-            if handoff is not None:
-                handoff.pending -= 1
+        if handoff is None or handoff.task == torch._C._current_graph_task_id():
             return (None,) * len(ctx.needs_input_grad)
         m, saved, create_graph = ctx.m, ctx.saved_tensors, torch.is_grad_enabled()
         with torch.enable_grad():
@@ -210,7 +209,7 @@ class _FusedSKTail(torch.autograd.Function):
             grads = _grads(us, seeds, saved[: 3 * m], needs[: 3 * m], True)
             return (*skipped, *grads, None, None, grad_a, *[None] * len(fuse_state))
         if ctx.handoff is not None:
-            ctx.handoff.pending += 1
+            ctx.handoff.task = torch._C._current_graph_task_id()
         acc = chan.dtype
         n, _, h, w = cs[0].shape
         a = attention.to(acc)
