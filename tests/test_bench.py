@@ -88,10 +88,10 @@ def test_gpu_report_runs_end_to_end_on_the_cpu(tmp_path):
     report = json.loads(report_path.read_text())
     assert [run["name"] for run in report["runs"]] == [
         "train bf16 eager",
-        "train fp32 (TF32) eager",
         "inference bf16 eager",
-        "inference fp32 (TF32) eager",
+        "train fp32 (TF32) eager",
         "sknet train bf16",
+        "inference fp32 (TF32) eager",
     ]
     assert "stopped" not in report
 
