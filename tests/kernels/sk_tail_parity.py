@@ -226,6 +226,28 @@ def check_compiled(device: str, backend: str) -> None:
             assert ran == {"pool", "select"}, f"kernels in the compiled evaluation: {ran}"
             want, _ = reference_sk_conv(ref_copy_stats(ref, layer).eval(), x, training=False)
             close(state["out"], want, tol, "compiled V (eval)")
+    if backend == "aot_eager":
+        check_compiled_model(device, dtype, tol)
+
+
+def check_compiled_model(device: str, dtype: torch.dtype, tol: float) -> None:
+    """A whole SK network's training step compiles as one graph with the kernels in it, and matches eager."""
+    from sknet.models import create_model
+
+    torch._dynamo.reset()
+    torch.manual_seed(3)
+    model = create_model("sknet_tiny").to(device, dtype).train()
+    eager = copy.deepcopy(model)
+    x = torch.randn(4, 1, 28, 28, device=device, dtype=dtype)
+    y = torch.randint(0, 10, (4,), device=device)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    ran = kernels_launched(lambda: torch.nn.functional.cross_entropy(compiled(x), y).backward())
+    assert ran == {"stats", "pool", "select", "bwd_reduce", "bwd_apply"}, f"kernels in the compiled model: {ran}"
+    torch.nn.functional.cross_entropy(eager(x), y).backward()
+    for (name, p), q in zip(model.named_parameters(), eager.parameters(), strict=True):
+        close(p.grad, q.grad, tol, f"compiled model dL/d{name}")
+    for (name, a), b in zip(model.named_buffers(), eager.buffers(), strict=True):
+        close(a, b, tol, f"compiled model {name}")
 
 
 def hessian_vector_product(layer, x, grad):
