@@ -80,6 +80,8 @@ def test_predict_images(trained, tmp_path, capsys):
         (["train", "--config", "{tmp}/missing.yaml"], "config file"),
         ([*TRAIN, "--sync-bn", "--output", "{tmp}/o"], "sync_bn needs CUDA"),
         ([*TRAIN, "--precision", "fp16", "--output", "{tmp}/o"], "fp16 needs a CUDA device"),
+        ([*TRAIN, "--compile-mode", "reduce-overhead", "--output", "{tmp}/o"], "needs compile: add --compile"),
+        ([*TRAIN, "--compile-mode", "fastest", "--output", "{tmp}/o"], "invalid choice: 'fastest'"),
         (["train", "--resume", "{tmp}/nope.pt", *TRAIN[1:], "--output", "{tmp}/o"], "does not exist", 4),
         (["eval", "--weights", "{tmp}/nope.safetensors"], "does not exist", 4),
         (["predict", "{tmp}/nope.png", "--weights", "{run}/model.safetensors"], "does not exist", 3),

@@ -197,3 +197,16 @@ def test_compiled_training_matches_eager_and_its_files_load_plainly(tmp_path):
     Trainer(finish, resume=checkpoint).fit()
     rows = [json.loads(line) for line in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1]
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_the_compile_mode_reaches_torch_compile(monkeypatch, mode):
+    from sknet.train import setup
+    from sknet.train.distributed import DistInfo
+
+    seen = {}
+    monkeypatch.setattr(setup.torch, "compile", lambda model, **kwargs: seen.update(kwargs) or model)
+    model = torch.nn.Linear(2, 2)
+    config = tiny_config("unused", compile=True, compile_mode=mode)
+    assert setup.wrap_for_training(model, config, DistInfo()) is model
+    assert seen == {"mode": None if mode == "default" else mode}

@@ -48,6 +48,7 @@ HELP = {
     "precision": "fp32, bf16 (autocast on CPU/CUDA) or fp16 (CUDA, with a gradient scaler)",
     "channels_last": "NHWC memory layout (faster convolutions on recent GPUs and CPUs)",
     "compile": "torch.compile the model",
+    "compile_mode": "with --compile: torch.compile's mode (reduce-overhead: CUDA graphs on GPUs)",
     "sync_bn": "synchronise BatchNorm statistics across processes (CUDA)",
     "device": "auto (CUDA if present, else CPU), cpu, cuda or cuda:N; under torchrun rank r uses cuda:r",
     "seed": "seed of initial weights, data order and augmentation",

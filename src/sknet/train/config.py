@@ -51,6 +51,7 @@ RESUME_CHANGEABLE = frozenset(
         "device",
         "threads",
         "compile",
+        "compile_mode",
         "progress",
         "tensorboard",
         "step_log_every",
@@ -60,6 +61,10 @@ RESUME_CHANGEABLE = frozenset(
         "download",
     }
 )
+
+
+# torch.compile's modes ("reduce-overhead" captures the step's kernels in CUDA graphs on GPUs).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 # Options only one kind of data uses (the other ignores them).
@@ -97,6 +102,7 @@ CHECKS: dict[str, Check] = {
     "precision": Check(Precision),
     "channels_last": Check(bool),
     "compile": Check(bool),
+    "compile_mode": Check(str, choices=COMPILE_MODES),
     "sync_bn": Check(bool),
     "device": Check(str),
     "seed": integer(0, 2**63 - 1),
@@ -146,6 +152,7 @@ class TrainConfig:
     precision: Precision = Precision.FP32
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead": CUDA graphs
     sync_bn: bool = False
     device: str = "auto"
     seed: int = 0

@@ -22,6 +22,8 @@ def check_config(config: TrainConfig, resume: str | Path | None = None) -> None:
     """Device-independent checks: model name and options, dataset name, the resume file's presence."""
     model_info(config.model).check_options(config.model_options)  # unknown names: close matches
     dataset_spec(config.dataset)
+    if config.compile_mode != "default" and not config.compile:
+        raise ConfigError(f"compile_mode {config.compile_mode!r} needs compile: add --compile")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install 'sknet[tensorboard]'")
     if resume is not None and not Path(resume).exists() and not previous_path(Path(resume)).is_file():

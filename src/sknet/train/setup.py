@@ -34,7 +34,9 @@ def wrap_for_training(model: nn.Module, config: TrainConfig, dist: DistInfo) -> 
     if dist.enabled:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return torch.compile(model) if config.compile else model
+    if not config.compile:
+        return model
+    return torch.compile(model, mode=None if config.compile_mode == "default" else config.compile_mode)
 
 
 def build_loaders(
