@@ -25,6 +25,7 @@ In evaluation the same pool and select kernels run with BN's running statistics 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sknet.kernels import sk_tail_triton as kernels
@@ -106,16 +107,12 @@ def descriptor_grad(s: torch.Tensor, a: torch.Tensor, grad_a: torch.Tensor, fuse
     return grad_y @ w
 
 
-def _chan_table(cs, means, invstds, gammas, betas) -> torch.Tensor:
-    """The kernels' per-path, per-channel table (MAX_PATHS, ROWS, C); rows of unused paths are zero."""
-    acc = kernels.acc_dtype(cs[0].dtype)
-    chan = torch.zeros(kernels.MAX_PATHS, kernels.ROWS, cs[0].shape[1], device=cs[0].device, dtype=acc)
-    m = len(cs)
-    chan[:m, kernels.MEAN] = torch.stack(means).to(acc)
-    chan[:m, kernels.INVSTD] = torch.stack(invstds).to(acc)
-    chan[:m, kernels.GAMMA] = torch.stack(gammas).to(acc)
-    chan[:m, kernels.BETA] = torch.stack(betas).to(acc)
-    return chan
+def _chan_table(means: torch.Tensor, invstds: torch.Tensor, gammas, betas) -> torch.Tensor:
+    """The kernels' per-path, per-channel table (MAX_PATHS, ROWS, C) from (M, C) statistics and the paths'
+    γ and β; rows and paths beyond them are zero (backward fills DBETA_MEAN and DGAMMA_MEAN)."""
+    m, acc = means.shape[0], means.dtype
+    rows = torch.stack([means, invstds.to(acc), torch.stack(gammas).to(acc), torch.stack(betas).to(acc)], dim=1)
+    return F.pad(rows, (0, 0, 0, kernels.ROWS - 4, 0, kernels.MAX_PATHS - m))
 
 
 def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var_unbiased: torch.Tensor) -> None:
@@ -129,20 +126,24 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var_unbiased: 
     bn.running_var.lerp_(var_unbiased.to(dtype), factor)
 
 
-def _batch_stats(sk: nn.Module, cs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per path: the batch mean and 1/σ over (N, H, W), from per-sample moments; updates running stats."""
+def _batch_stats(sk: nn.Module, cs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch mean and 1/σ over (N, H, W), (M, C) each in the accumulation dtype, from per-sample moments;
+    updates the paths' running statistics."""
     n, _, h, w = cs[0].shape
     count = n * h * w
     moments = kernels.moments(cs)  # (N, M, 2, C)
     sample_means, sample_m2 = moments[:, :, 0], moments[:, :, 1]
     means = sample_means.mean(0)  # (M, C)
     m2 = sample_m2.sum(0) + (h * w) * (sample_means - means).square().sum(0)  # Chan's combination over N
-    out_means, out_invstds = [], []
+    eps = {path.bn.eps for path in sk.paths}
+    if len(eps) == 1:
+        invstds = torch.rsqrt(m2 / count + eps.pop())
+    else:
+        invstds = torch.stack([torch.rsqrt(m2[i] / count + path.bn.eps) for i, path in enumerate(sk.paths)])
+    var_unbiased = m2 / max(count - 1, 1)
     for i, path in enumerate(sk.paths):
-        out_means.append(means[i])
-        out_invstds.append(torch.rsqrt(m2[i] / count + path.bn.eps))
-        _update_running_stats(path.bn, means[i], m2[i] / max(count - 1, 1))
-    return out_means, out_invstds
+        _update_running_stats(path.bn, means[i], var_unbiased[i])
+    return means, invstds
 
 
 class _Handoff:
@@ -247,7 +248,7 @@ def sk_fused_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         plain = [c.detach() for c in cs]
         means, invstds = _batch_stats(sk, plain)
-        chan = _chan_table(plain, means, invstds, gammas, betas)
+        chan = _chan_table(means, invstds, gammas, betas)
     handoff = None if torch.compiler.is_compiling() else _Handoff()
     s = _PooledDescriptor.apply(sk, handoff, len(cs), chan, *cs, *gammas, *betas)  # (N, C), acc. dtype
     attention = _attention(sk, s)
@@ -262,18 +263,19 @@ def sk_fused_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _eval_forward(sk: nn.Module, cs: list[torch.Tensor]) -> torch.Tensor:
+    acc = kernels.acc_dtype(cs[0].dtype)
     means, invstds, gammas, betas = [], [], [], []
-    for path, c in zip(sk.paths, cs, strict=True):
+    for path in sk.paths:
         bn = path.bn
         if type(bn) is nn.Identity:  # BN folded into the conv (bias included in c)
-            zero = torch.zeros(c.shape[1], device=c.device)
+            zero = torch.zeros(cs[0].shape[1], device=cs[0].device, dtype=acc)
             means.append(zero), invstds.append(zero + 1), gammas.append(zero + 1), betas.append(zero)
             continue
-        means.append(bn.running_mean)
-        invstds.append(torch.rsqrt(bn.running_var + bn.eps))
+        means.append(bn.running_mean.to(acc))
+        invstds.append(torch.rsqrt(bn.running_var.to(acc) + bn.eps))
         gammas.append(bn.weight)
         betas.append(bn.bias)
-    chan = _chan_table(cs, means, invstds, gammas, betas)
+    chan = _chan_table(torch.stack(means), torch.stack(invstds), gammas, betas)
     return kernels.select(cs, chan, _attention(sk, kernels.pool(cs, chan)))
 
 
