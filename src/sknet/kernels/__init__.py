@@ -1,1 +1,25 @@
 """Optional fused kernels (Triton) used on CUDA; the PyTorch code paths are the reference and fallback."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton  # noqa: F401  (ships with CUDA builds of torch)
+
+    HAVE_TRITON = True
+except ImportError:  # pragma: no cover
+    HAVE_TRITON = False
+
+
+def kernels_run_on(t: torch.Tensor) -> bool:
+    """Whether the Triton kernels run for `t`: on CUDA (triton ships with CUDA builds of torch), or in
+    Triton's interpreter on the CPU when forced (TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1: how the CPU
+    tests run them). SKNET_FUSED=0 turns every kernel off (the PyTorch paths run: for comparisons, debugging)."""
+    if not HAVE_TRITON or os.environ.get("SKNET_FUSED") == "0":
+        return False
+    if t.is_cuda:
+        return True
+    return os.environ.get("SKNET_FORCE_TRITON") == "1" and os.environ.get("TRITON_INTERPRET") == "1"

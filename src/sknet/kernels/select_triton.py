@@ -9,9 +9,9 @@ they run in Triton's interpreter (TRITON_INTERPRET=1), which is how CI checks th
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from sknet.kernels import kernels_run_on
 
 try:
     import triton
@@ -34,13 +34,9 @@ def _layout(t: torch.Tensor) -> bool | None:
 def use_triton(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> bool:
     """Whether the fused kernels apply: CUDA tensors in fp32, fp16 or bf16 (they accumulate in fp32), M ≤ 3,
     one dense layout, triton importable, and not turned off (SKNET_FUSED=0, as for the fused SK tail)."""
-    if triton is None or len(paths) > MAX_PATHS or torch.compiler.is_compiling():
+    if len(paths) > MAX_PATHS or torch.compiler.is_compiling():
         return False  # compiled graphs: inductor generates the fused elementwise code itself
-    if os.environ.get("SKNET_FUSED") == "0" or paths[0].dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return False
-    # Testing hook: with TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1, CPU tensors take the kernel path too.
-    forced = os.environ.get("SKNET_FORCE_TRITON") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
-    if not (paths[0].is_cuda or forced):
+    if paths[0].dtype not in (torch.float32, torch.float16, torch.bfloat16) or not kernels_run_on(paths[0]):
         return False
     layout = _layout(paths[0])
     return layout is not None and all(_layout(p) == layout and p.dtype == paths[0].dtype for p in paths)

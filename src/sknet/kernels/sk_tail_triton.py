@@ -23,8 +23,6 @@ Each launch is a PyTorch custom operator (``torch.ops.sknet.sk_tail_*``), so tor
 On CPUs the kernels run in Triton's interpreter (TRITON_INTERPRET=1), which is how CI checks them.
 """
 
-import os
-
 import torch
 
 try:
@@ -67,17 +65,6 @@ def _cdiv(a: int, b: int) -> int:
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: fp32, or fp64 for fp64 maps."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def available(t: torch.Tensor) -> bool:
-    """Whether the kernels can run on `t`'s device: CUDA with triton, or Triton's interpreter when forced
-    (TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1: how the CPU tests run them). SKNET_FUSED=0 turns
-    them off (the plain composition runs instead: for comparisons and debugging)."""
-    if triton is None or os.environ.get("SKNET_FUSED") == "0":
-        return False
-    if t.is_cuda:
-        return True
-    return os.environ.get("SKNET_FORCE_TRITON") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 if triton is not None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sknet.kernels import kernels_run_on
 from sknet.kernels import sk_tail_triton as kernels
 from sknet.layers.sk_recompute import replay_paths
 
@@ -40,7 +41,7 @@ def fused_tail_ok(sk: nn.Module, x: torch.Tensor) -> bool:
     library's own Fuse/Select (its derivative is stated in closed form in :func:`descriptor_grad`)."""
     if sk.select is None or len(sk.paths) > kernels.MAX_PATHS or x.dtype not in SUPPORTED_DTYPES:
         return False
-    if not getattr(sk, "fused_tail", True) or not kernels.available(x):
+    if not getattr(sk, "fused_tail", True) or not kernels_run_on(x):
         return False
     for path in sk.paths:
         if type(getattr(path, "act", None)) is not nn.ReLU:
