@@ -52,14 +52,10 @@ MIN_CHUNK_BLOCKS = 4  # a chunk spans at least this many tiles of BLOCK_HW posit
 def _chunking(n: int, c: int, hw: int, block_c: int, block_hw: int) -> tuple[int, int]:
     """(chunk, split): H×W in `split` chunks of `chunk` positions (a multiple of block_hw; the last may be
     shorter)."""
-    programs = n * _cdiv(c, block_c)
-    split = max(1, min(_cdiv(TARGET_PROGRAMS, programs), hw // (MIN_CHUNK_BLOCKS * block_hw)))
-    chunk = _cdiv(_cdiv(hw, split), block_hw) * block_hw
-    return chunk, _cdiv(hw, chunk)
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+    programs = n * triton.cdiv(c, block_c)
+    split = max(1, min(triton.cdiv(TARGET_PROGRAMS, programs), hw // (MIN_CHUNK_BLOCKS * block_hw)))
+    chunk = triton.cdiv(triton.cdiv(hw, split), block_hw) * block_hw
+    return chunk, triton.cdiv(hw, chunk)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

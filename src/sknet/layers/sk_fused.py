@@ -234,9 +234,9 @@ class _FusedSKTail(torch.autograd.Function):
 
 def _grads(outputs, seeds, inputs, needs, create_graph: bool) -> list[torch.Tensor | None]:
     """Gradients of `outputs` (seeded) for the `inputs` that need one."""
-    wanted = [t for t, need in zip(inputs, needs, strict=False) if need]
+    wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
     grads = iter(torch.autograd.grad(outputs, wanted, seeds, create_graph=create_graph, allow_unused=True))
-    return [next(grads) if need else None for need in needs[: len(inputs)]]
+    return [next(grads) if need else None for need in needs]
 
 
 def sk_fused_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
