@@ -5,6 +5,7 @@ attention (the paths' outputs simply added, Table 7's "SK ✗" rows) next to Res
 
     python benchmarks/bounds.py                  # inference (BN folded, batch 8) and training (batch 16)
     python benchmarks/bounds.py --mode train --repeats 7
+    python benchmarks/bounds.py --mode traffic   # the fused SK tail's memory traffic floor (a model)
 
 If "3x3 + 3x3 d2, sum" is already below a speed goal, no select step can reach it: the gap is the second
 convolution path.
@@ -14,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from sknet.bench import Candidate, run_bench
 from sknet.bn_folding import fuse_for_inference
+from sknet.layers import SKConv2d
 from sknet.models import create_model
 
 
@@ -35,12 +39,65 @@ def candidates(fused: bool) -> list[Candidate]:
     ]
 
 
+def sk_tail_shapes(name: str, batch: int, size: int, element_bytes: int):
+    """The path maps (N, C, H, W, M) of every SK layer of model `name` at batch × size², from one CPU forward
+    at batch 1 (shapes scale with the batch)."""
+    from sknet.kernels.traffic import TailShape
+
+    model, shapes = create_model(name).eval(), []
+
+    def record(module, inputs, output):
+        _, c, h, w = output.shape
+        shapes.append(TailShape(batch, c, h, w, module.num_paths, element_bytes))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, SKConv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def traffic_floor(name: str = "sknet50", batch: int = 128, size: int = 224) -> dict[str, tuple[int, int, float]]:
+    """kernel → (bytes read, bytes written, seconds at the H100's bandwidth) per training step, bf16 maps,
+    channels_last: the model of sknet.kernels.traffic over the SK layers of `name`."""
+    from sknet.kernels.traffic import floor_seconds, step_traffic
+
+    traffic = step_traffic(sk_tail_shapes(name, batch, size, element_bytes=2), channels_last=True)
+    floors = floor_seconds(traffic)
+    return {k: (r, w, floors[k]) for k, (r, w) in traffic.items()}
+
+
+def print_traffic(name: str = "sknet50", batch: int = 128, size: int = 224, measured: dict | None = None) -> None:
+    """The traffic model's table; `measured` (kernel → seconds per step) adds a measured column."""
+    from sknet.kernels.traffic import H100_BANDWIDTH
+
+    rows = traffic_floor(name, batch, size)
+    print(
+        f"MODEL (not a measurement): fused SK tail of {name}, one training step, batch {batch}, {size}², bf16 maps, "
+        f"channels_last, every map read from DRAM, at the H100's {H100_BANDWIDTH / 1e12:.2f} TB/s"
+    )
+    print(
+        f"  {'kernel':8s} {'read MB':>9s} {'written MB':>11s} {'floor ms':>9s}" + ("  measured ms" if measured else "")
+    )
+    for kernel, (r, w, seconds) in rows.items():
+        extra = f"  {measured[kernel] * 1e3:11.3f}" if measured and kernel in measured else ""
+        print(f"  {kernel:8s} {r / 1e6:9.1f} {w / 1e6:11.1f} {seconds * 1e3:9.3f}{extra}")
+    total_r, total_w = sum(v[0] for v in rows.values()), sum(v[1] for v in rows.values())
+    total = sum(v[2] for v in rows.values())
+    extra = f"  {sum(measured.values()) * 1e3:11.3f}" if measured else ""
+    print(f"  {'total':8s} {total_r / 1e6:9.1f} {total_w / 1e6:11.1f} {total * 1e3:9.3f}{extra}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("inference", "train", "both"), default="both")
+    parser.add_argument("--mode", choices=("inference", "train", "both", "traffic"), default="both")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--resolution", type=int, default=224)
     args = parser.parse_args()
+    if args.mode == "traffic":
+        print_traffic(size=args.resolution)
+        return
     for mode in ("inference", "train") if args.mode == "both" else (args.mode,):
         batch = 8 if mode == "inference" else 16
         results = run_bench(

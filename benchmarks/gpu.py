@@ -38,6 +38,7 @@ CONFIGS = [  # in order of need: gpu.sh's time budget may stop the last ones
     ("train bf16 compiled", "train", "bf16", 128, True),
     ("inference fp32 (TF32) eager", "inference", "fp32", 256, False),
     ("train bf16 compiled, plain tail", "train", "bf16", 128, True),  # diagnostic: fused vs plain when compiled
+    ("sk tail kernels vs traffic floor", "tail", "bf16", 128, False),  # diagnostic: bounds.py's model, measured
 ]
 TARGETS = {
     "train bf16 eager": 0.80,
@@ -88,6 +89,50 @@ def trainer_vs_step(dtype: str, batch: int, quick: bool, device: str = "cuda", s
     if quick:
         args.warmup, args.steps = 3, 5
     return train_vs_step.measure(args)
+
+
+# The fused tail's kernels (sknet.kernels.sk_tail_triton) under the names of the traffic model's rows.
+TAIL_KERNELS = {
+    "_stats_kernel": "stats",
+    "_pool_kernel": "pool",
+    "_select_kernel": "select",
+    "_bwd_reduce_kernel": "reduce",
+    "_bwd_apply_kernel": "apply",
+}
+
+
+def tail_kernel_seconds(batch: int, device: str, size: int, steps: int = 3) -> dict[str, float]:
+    """Seconds per training step (bf16 autocast, channels_last) that each fused-tail kernel of SKNet-50 spends
+    on the GPU, from torch.profiler's device times (empty on a CPU, where the kernels do not run)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if device != "cuda":
+        return {}
+    model = create_model("sknet50").to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=device)
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    seconds: dict[str, float] = {}
+    for event in prof.key_averages():
+        name = TAIL_KERNELS.get(event.key)
+        if name is not None:
+            total = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+            seconds[name] = seconds.get(name, 0.0) + total * 1e-6 / steps
+    return seconds
 
 
 def main() -> int:
@@ -158,6 +203,18 @@ def run_configs(args, report: dict, path: Path, table: list) -> None:
         if args.quick:
             batch = min(batch, 16)
         start = time.perf_counter()
+        if mode == "tail":
+            sys.path.insert(0, str(Path(__file__).parent))
+            import bounds
+
+            measured = tail_kernel_seconds(batch, args.device, args.size)
+            report["runs"].append({"name": name, "batch": batch, "seconds_per_step": measured})
+            path.write_text(json.dumps(report, indent=2))
+            bounds.print_traffic(batch=batch, size=args.size, measured=measured or None)
+            if measured:
+                floor = sum(v[2] for v in bounds.traffic_floor(batch=batch, size=args.size).values())
+                table.append((name, "traffic floor / measured tail time", floor / sum(measured.values()), None))
+            continue
         if mode == "trainer":
             found = trainer_vs_step(dtype, batch, args.quick, args.device, args.size)
             report["runs"].append({"name": name, "seconds": round(time.perf_counter() - start, 1), **found})

@@ -79,6 +79,14 @@ def test_lean_path_not_used_in_eval_no_grad_or_autocast():
     assert not lean_path_ok(layer.paths, x)
 
 
+def test_lean_path_is_the_cpus_alone():
+    """On any other device the fused tail runs, or the plain composition where it declines (one rule)."""
+    from sknet.layers.sk_recompute import lean_path_ok
+
+    layer = SKConv2d(32, 32, groups=4).to("meta")
+    assert not lean_path_ok(layer.paths, torch.empty(2, 32, 4, 4, device="meta"))
+
+
 def _grads(layer, x, grad, forward=None):
     layer = copy.deepcopy(layer)
     x = x.detach().clone().requires_grad_(True)

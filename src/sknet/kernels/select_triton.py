@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from sknet.kernels import kernels_run_on
+from sknet.kernels.launch import launch
 
 try:
     import triton
@@ -20,6 +21,10 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 MAX_PATHS = 3
+MAP_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # accumulated in fp32
+# An explicit register cap and 8 warps, as for the fused tail's kernels (sk_tail_triton: ptxas's own choice
+# spilled at 48 registers; capped with 4 warps, M = 3 spilled on maps whose sizes are not multiples of 16).
+LAUNCH_OPTIONS = {"num_warps": 8, "maxnreg": 128}
 
 
 def _layout(t: torch.Tensor) -> bool | None:
@@ -36,7 +41,10 @@ def use_triton(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> bool
     one dense layout, triton importable, and not turned off (SKNET_FUSED=0, as for the fused SK tail)."""
     if len(paths) > MAX_PATHS or torch.compiler.is_compiling():
         return False  # compiled graphs: inductor generates the fused elementwise code itself
-    if paths[0].dtype not in (torch.float32, torch.float16, torch.bfloat16) or not kernels_run_on(paths[0]):
+    if paths[0].dtype not in MAP_DTYPES or not kernels_run_on(paths[0]):
+        return False
+    _, c, h, w = paths[0].shape
+    if c * h * w >= 2**31:  # offsets inside a sample are 32-bit
         return False
     layout = _layout(paths[0])
     return layout is not None and all(_layout(p) == layout and p.dtype == paths[0].dtype for p in paths)
@@ -132,8 +140,19 @@ def select_forward(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> 
     a = attention.float().contiguous()
     total = u.numel()
     block = 1024
-    _select_fwd_kernel[(triton.cdiv(total, block),)](
-        *_padded(paths), a, v, total, c, h * w, M=len(paths), CHANNELS_LAST=channels_last, BLOCK=block
+    launch(
+        _select_fwd_kernel,
+        (triton.cdiv(total, block),),
+        *_padded(paths),
+        a,
+        v,
+        total,
+        c,
+        h * w,
+        M=len(paths),
+        CHANNELS_LAST=channels_last,
+        BLOCK=block,
+        **LAUNCH_OPTIONS,
     )
     return v
 
@@ -150,7 +169,9 @@ def select_backward(grad_v: torch.Tensor, paths: tuple[torch.Tensor, ...], atten
     grad_a = torch.empty(n, len(paths), c, device=u.device, dtype=torch.float32)
     block_c = 32
     grid = (n, triton.cdiv(c, block_c))
-    _select_bwd_kernel[grid](
+    launch(
+        _select_bwd_kernel,
+        grid,
         grad_v,
         *_padded(paths),
         a,
@@ -162,5 +183,6 @@ def select_backward(grad_v: torch.Tensor, paths: tuple[torch.Tensor, ...], atten
         CHANNELS_LAST=channels_last,
         BLOCK_C=block_c,
         BLOCK_HW=32,
+        **LAUNCH_OPTIONS,
     )
     return grad_a.to(attention.dtype), grads

@@ -25,6 +25,8 @@ On CPUs the kernels run in Triton's interpreter (TRITON_INTERPRET=1), which is h
 
 import torch
 
+from sknet.kernels.launch import launch
+
 try:
     import triton
     import triton.language as tl
@@ -32,6 +34,8 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 MAX_PATHS = 3
+# The dtypes of c_m the kernels take (they accumulate in fp32, fp64 for fp64 maps).
+MAP_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # Rows of the per-path, per-channel table `chan` (MAX_PATHS, ROWS, C) the kernels read (unused paths: 0).
 MEAN, INVSTD, GAMMA, BETA, DBETA_MEAN, DGAMMA_MEAN = range(6)
 ROWS = 6
@@ -58,19 +62,57 @@ def _chunking(n: int, c: int, hw: int, block_c: int, block_hw: int) -> tuple[int
     return chunk, triton.cdiv(hw, chunk)
 
 
+# Launch options: warps per program (Triton) and registers per thread (ptxas). Every kernel gets an
+# explicit register cap: left to its own heuristics ptxas spilled some specializations at 48–80 registers,
+# and capped at 128 with 4 warps, maps whose sizes are not multiples of 16 (no vector accesses: 16 scalar
+# elements and addresses a thread) spilled too (sm_90, found by the compile check). 8 warps hold a tile at
+# 8 elements a thread, 16 warps (M = 3) at 4; 128 registers keep ≥ 25% theoretical occupancy on sm_90
+# (16 of 64 warps per SM). Maps in fp64 (two registers a value; a correctness dtype, not a speed path)
+# may use all 255.
+MAX_REGISTERS = 128
+
+
+def _launch_options(paths: int, dtype: torch.dtype) -> dict[str, int]:
+    if dtype == torch.float64:
+        return {"num_warps": 8, "maxnreg": 255}
+    return {"num_warps": 16 if paths == MAX_PATHS else 8, "maxnreg": MAX_REGISTERS}
+
+
+# The backward reduce kernel keeps 4·M accumulators live across its loop next to its tiles: to fit in 128
+# registers without spilling, each thread holds 4 elements of a tile (half the others' tile over 8 warps),
+# 2 for M = 3 (16 warps), 1 for fp64 (a quarter tile over 16 warps). Checked for every specialization by
+# tests/kernels/test_compile.py; the figures are in benchmarks/RESULTS.md (benchmarks/kernel_resources.py).
+def _reduce_blocks(channels_last: bool, dtype: torch.dtype) -> tuple[int, int]:
+    block_c, block_hw = _blocks(channels_last)
+    return block_c, block_hw // (4 if dtype == torch.float64 else 2)
+
+
+def _reduce_launch_options(paths: int, dtype: torch.dtype) -> dict[str, int]:
+    warps = 16 if paths == MAX_PATHS or dtype == torch.float64 else 8
+    return {"num_warps": warps, "maxnreg": MAX_REGISTERS}
+
+
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulation dtype: fp32, or fp64 for fp64 maps."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 if triton is not None:
+    # The same row numbers as compile-time constants (jitted code reads only constexpr globals).
+    _MEAN, _INVSTD, _GAMMA, _BETA = (tl.constexpr(r) for r in (MEAN, INVSTD, GAMMA, BETA))
+    _DBETA_MEAN, _DGAMMA_MEAN, _ROWS = (tl.constexpr(r) for r in (DBETA_MEAN, DGAMMA_MEAN, ROWS))
 
     @triton.jit
-    def _tile(base, n, cs, hw, C, HW, sn, sc, shw):
-        """Offsets and mask of the (BLOCK_HW, BLOCK_C) tile of sample n."""
-        offs = n.to(tl.int64) * sn + hw[:, None] * shw + cs[None, :] * sc  # N·C·H·W may pass 2³¹
-        mask = (hw[:, None] < HW) & (cs[None, :] < C)
-        return base + offs, mask
+    def _tile(base, n, cs, hw, sn, sc, shw):
+        """Pointers of the (BLOCK_HW, BLOCK_C) tile of sample n (mask it with :func:`_inside`)."""
+        # The sample's base in 64 bits (N·C·H·W may pass 2³¹), offsets inside it in 32 (C·H·W < 2³¹: the
+        # operators check): 64-bit arithmetic per element costs registers.
+        return (base + n.to(tl.int64) * sn) + (hw[:, None] * shw + cs[None, :] * sc)
+
+    @triton.jit
+    def _inside(cs, hw, C, HW):
+        """Which elements of the (BLOCK_HW, BLOCK_C) tile lie inside the map."""
+        return (hw[:, None] < HW) & (cs[None, :] < C)
 
     @triton.jit
     def _chunk(out, n, cs, HW, CHUNK, row_size):
@@ -91,8 +133,8 @@ if triton is not None:
         m2 = tl.zeros((BLOCK_C,), dtype=ACC)
         for start in range(first, stop, BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
-            ptrs, mask = _tile(c_ptr, n, cs, hw, C, HW, sn, sc, shw)
-            x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+            mask = _inside(cs, hw, C, HW)
+            x = tl.load(_tile(c_ptr, n, cs, hw, sn, sc, shw), mask=mask, other=0.0).to(ACC)
             count = tl.cast(start - first, ACC)  # elements already combined (every earlier block was full)
             nb = tl.cast(tl.minimum(stop - start, BLOCK_HW), ACC)
             block_mean = tl.sum(x, axis=0) / nb
@@ -127,16 +169,28 @@ if triton is not None:
             tl.store(row + 5 * C, m2, mask=c_ok)
 
     @triton.jit
-    def _affine(chan, m, cs, C, ACC: tl.constexpr):
-        """Per-channel (scale, shift) of u = ReLU(scale·c + shift) for path m, and (mean, invstd, γ, β)."""
-        base = chan + m * (6 * C) + cs
+    def _bn(chan, m, cs, C, ACC: tl.constexpr):
+        """Path m's per-channel (mean, invstd, γ, β) from the table `chan`."""
+        base = chan + m * (_ROWS * C) + cs
         c_ok = cs < C
-        mean = tl.load(base, mask=c_ok, other=0.0).to(ACC)
-        invstd = tl.load(base + C, mask=c_ok, other=0.0).to(ACC)
-        gamma = tl.load(base + 2 * C, mask=c_ok, other=0.0).to(ACC)
-        beta = tl.load(base + 3 * C, mask=c_ok, other=0.0).to(ACC)
+        mean = tl.load(base + _MEAN * C, mask=c_ok, other=0.0).to(ACC)
+        invstd = tl.load(base + _INVSTD * C, mask=c_ok, other=0.0).to(ACC)
+        gamma = tl.load(base + _GAMMA * C, mask=c_ok, other=0.0).to(ACC)
+        beta = tl.load(base + _BETA * C, mask=c_ok, other=0.0).to(ACC)
+        return mean, invstd, gamma, beta
+
+    @triton.jit
+    def _affine(chan, m, cs, C, ACC: tl.constexpr):
+        """Per-channel (scale, shift) of u = ReLU(scale·c + shift) for path m."""
+        mean, invstd, gamma, beta = _bn(chan, m, cs, C, ACC)
         scale = gamma * invstd
-        return scale, beta - mean * scale, mean, invstd, gamma, beta
+        return scale, beta - mean * scale
+
+    @triton.jit
+    def _relu_bn(c_ptr, scale, shift, n, cs, hw, mask, sn, sc, shw, ACC: tl.constexpr):
+        """u = ReLU(scale·c + shift) over one tile of c, 0 outside the map."""
+        x = tl.load(_tile(c_ptr, n, cs, hw, sn, sc, shw), mask=mask, other=0.0).to(ACC)
+        return tl.where(mask, tl.maximum(x * scale[None, :] + shift[None, :], 0.0), 0.0)
 
     @triton.jit
     def _pool_kernel(
@@ -147,23 +201,18 @@ if triton is not None:
         n = tl.program_id(0)
         cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         first, stop, row = _chunk(s, n, cs, HW, CHUNK, C)
-        sc0, sh0, _, _, _, _ = _affine(chan, 0, cs, C, ACC)
-        sc1, sh1, _, _, _, _ = _affine(chan, 1, cs, C, ACC)  # `chan` always has MAX_PATHS rows
-        sc2, sh2, _, _, _, _ = _affine(chan, 2, cs, C, ACC)
+        scale0, shift0 = _affine(chan, 0, cs, C, ACC)
+        scale1, shift1 = _affine(chan, 1, cs, C, ACC)  # `chan` always has MAX_PATHS rows
+        scale2, shift2 = _affine(chan, 2, cs, C, ACC)
         acc = tl.zeros((BLOCK_C,), dtype=ACC)
         for start in range(first, stop, BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
-            ptrs, mask = _tile(c0, n, cs, hw, C, HW, sn, sc, shw)
-            x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-            u = tl.where(mask, tl.maximum(x * sc0[None, :] + sh0[None, :], 0.0), 0.0)
+            mask = _inside(cs, hw, C, HW)
+            u = _relu_bn(c0, scale0, shift0, n, cs, hw, mask, sn, sc, shw, ACC)
             if M > 1:
-                ptrs, _ = _tile(c1, n, cs, hw, C, HW, sn, sc, shw)
-                x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-                u += tl.where(mask, tl.maximum(x * sc1[None, :] + sh1[None, :], 0.0), 0.0)
+                u += _relu_bn(c1, scale1, shift1, n, cs, hw, mask, sn, sc, shw, ACC)
             if M > 2:
-                ptrs, _ = _tile(c2, n, cs, hw, C, HW, sn, sc, shw)
-                x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-                u += tl.where(mask, tl.maximum(x * sc2[None, :] + sh2[None, :], 0.0), 0.0)
+                u += _relu_bn(c2, scale2, shift2, n, cs, hw, mask, sn, sc, shw, ACC)
             acc += tl.sum(u, axis=0)
         tl.store(row, acc, mask=cs < C)
 
@@ -177,33 +226,26 @@ if triton is not None:
         cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         hw = tl.program_id(2) * BLOCK_HW + tl.arange(0, BLOCK_HW)
         c_ok = cs < C
+        mask = _inside(cs, hw, C, HW)
         a_row = a + n * (M * C) + cs
-        ptrs, mask = _tile(c0, n, cs, hw, C, HW, sn, sc, shw)
-        scale, shift, _, _, _, _ = _affine(chan, 0, cs, C, ACC)
+        scale, shift = _affine(chan, 0, cs, C, ACC)
         weight = tl.load(a_row, mask=c_ok, other=0.0).to(ACC)
-        x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-        acc = tl.maximum(x * scale[None, :] + shift[None, :], 0.0) * weight[None, :]
+        acc = _relu_bn(c0, scale, shift, n, cs, hw, mask, sn, sc, shw, ACC) * weight[None, :]
         if M > 1:
-            ptrs, _ = _tile(c1, n, cs, hw, C, HW, sn, sc, shw)
-            scale, shift, _, _, _, _ = _affine(chan, 1, cs, C, ACC)
+            scale, shift = _affine(chan, 1, cs, C, ACC)
             weight = tl.load(a_row + C, mask=c_ok, other=0.0).to(ACC)
-            x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-            acc += tl.maximum(x * scale[None, :] + shift[None, :], 0.0) * weight[None, :]
+            acc += _relu_bn(c1, scale, shift, n, cs, hw, mask, sn, sc, shw, ACC) * weight[None, :]
         if M > 2:
-            ptrs, _ = _tile(c2, n, cs, hw, C, HW, sn, sc, shw)
-            scale, shift, _, _, _, _ = _affine(chan, 2, cs, C, ACC)
+            scale, shift = _affine(chan, 2, cs, C, ACC)
             weight = tl.load(a_row + 2 * C, mask=c_ok, other=0.0).to(ACC)
-            x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-            acc += tl.maximum(x * scale[None, :] + shift[None, :], 0.0) * weight[None, :]
-        out, _ = _tile(v, n, cs, hw, C, HW, sn, sc, shw)
-        tl.store(out, acc.to(v.dtype.element_ty), mask=mask)
+            acc += _relu_bn(c2, scale, shift, n, cs, hw, mask, sn, sc, shw, ACC) * weight[None, :]
+        tl.store(_tile(v, n, cs, hw, sn, sc, shw), acc.to(v.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _path_sums(c_ptr, g, chan, m, n, cs, hw, C, HW, sn, sc, shw, ACC: tl.constexpr):
+    def _path_sums(c_ptr, g, chan, m, n, cs, hw, mask, C, sn, sc, shw, ACC: tl.constexpr):
         """Tile sums over H×W of mask·g, mask·g·x̂, mask, mask·x̂ for path m."""
-        ptrs, mask = _tile(c_ptr, n, cs, hw, C, HW, sn, sc, shw)
-        _, _, mean, invstd, gamma, beta = _affine(chan, m, cs, C, ACC)
-        x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+        mean, invstd, gamma, beta = _bn(chan, m, cs, C, ACC)
+        x = tl.load(_tile(c_ptr, n, cs, hw, sn, sc, shw), mask=mask, other=0.0).to(ACC)
         xhat = (x - mean[None, :]) * invstd[None, :]
         on = mask & (xhat * gamma[None, :] + beta[None, :] > 0)
         gm = tl.where(on, g, 0.0)
@@ -226,21 +268,21 @@ if triton is not None:
         p12, p22, p32, p42 = p10, p10, p10, p10
         for start in range(first, stop, BLOCK_HW):
             hw = start + tl.arange(0, BLOCK_HW)
-            ptrs, mask = _tile(g_ptr, n, cs, hw, C, HW, sn, sc, shw)
-            g = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
-            q1, q2, q3, q4 = _path_sums(c0, g, chan, 0, n, cs, hw, C, HW, sn, sc, shw, ACC)
+            mask = _inside(cs, hw, C, HW)
+            g = tl.load(_tile(g_ptr, n, cs, hw, sn, sc, shw), mask=mask, other=0.0).to(ACC)
+            q1, q2, q3, q4 = _path_sums(c0, g, chan, 0, n, cs, hw, mask, C, sn, sc, shw, ACC)
             p10 += q1
             p20 += q2
             p30 += q3
             p40 += q4
             if M > 1:
-                q1, q2, q3, q4 = _path_sums(c1, g, chan, 1, n, cs, hw, C, HW, sn, sc, shw, ACC)
+                q1, q2, q3, q4 = _path_sums(c1, g, chan, 1, n, cs, hw, mask, C, sn, sc, shw, ACC)
                 p11 += q1
                 p21 += q2
                 p31 += q3
                 p41 += q4
             if M > 2:
-                q1, q2, q3, q4 = _path_sums(c2, g, chan, 2, n, cs, hw, C, HW, sn, sc, shw, ACC)
+                q1, q2, q3, q4 = _path_sums(c2, g, chan, 2, n, cs, hw, mask, C, sn, sc, shw, ACC)
                 p12 += q1
                 p22 += q2
                 p32 += q3
@@ -261,22 +303,20 @@ if triton is not None:
             tl.store(row + 11 * C, p42, mask=c_ok)
 
     @triton.jit
-    def _path_grad(c_ptr, dc_ptr, g, k, a_row, chan, m, n, cs, hw, C, HW, sn, sc, shw, ACC: tl.constexpr):
+    def _path_grad(c_ptr, dc_ptr, g, k, a_row, chan, m, n, cs, hw, mask, C, sn, sc, shw, ACC: tl.constexpr):
         """dL/dc_m of one tile: γσ⁻¹·(mask·(a_m·g + k) − dβ/(N·HW) − x̂·dγ/(N·HW))."""
-        ptrs, mask = _tile(c_ptr, n, cs, hw, C, HW, sn, sc, shw)
         c_ok = cs < C
-        _, _, mean, invstd, gamma, beta = _affine(chan, m, cs, C, ACC)
-        base = chan + m * (6 * C) + cs
-        dbeta_mean = tl.load(base + 4 * C, mask=c_ok, other=0.0).to(ACC)
-        dgamma_mean = tl.load(base + 5 * C, mask=c_ok, other=0.0).to(ACC)
+        mean, invstd, gamma, beta = _bn(chan, m, cs, C, ACC)
+        base = chan + m * (_ROWS * C) + cs
+        dbeta_mean = tl.load(base + _DBETA_MEAN * C, mask=c_ok, other=0.0).to(ACC)
+        dgamma_mean = tl.load(base + _DGAMMA_MEAN * C, mask=c_ok, other=0.0).to(ACC)
         weight = tl.load(a_row + m * C, mask=c_ok, other=0.0).to(ACC)
-        x = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+        x = tl.load(_tile(c_ptr, n, cs, hw, sn, sc, shw), mask=mask, other=0.0).to(ACC)
         xhat = (x - mean[None, :]) * invstd[None, :]
         on = xhat * gamma[None, :] + beta[None, :] > 0
         dz = tl.where(on, g * weight[None, :] + k[None, :], 0.0)
         dc = (gamma * invstd)[None, :] * (dz - dbeta_mean[None, :] - xhat * dgamma_mean[None, :])
-        out, _ = _tile(dc_ptr, n, cs, hw, C, HW, sn, sc, shw)
-        tl.store(out, dc.to(dc_ptr.dtype.element_ty), mask=mask)
+        tl.store(_tile(dc_ptr, n, cs, hw, sn, sc, shw), dc.to(dc_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _bwd_apply_kernel(
@@ -286,15 +326,15 @@ if triton is not None:
         n = tl.program_id(0)
         cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         hw = tl.program_id(2) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        ptrs, mask = _tile(g_ptr, n, cs, hw, C, HW, sn, sc, shw)
-        g = tl.load(ptrs, mask=mask, other=0.0).to(ACC)
+        mask = _inside(cs, hw, C, HW)
+        g = tl.load(_tile(g_ptr, n, cs, hw, sn, sc, shw), mask=mask, other=0.0).to(ACC)
         k = tl.load(k_ptr + n * C + cs, mask=cs < C, other=0.0).to(ACC)
         a_row = a + n * (M * C) + cs
-        _path_grad(c0, d0, g, k, a_row, chan, 0, n, cs, hw, C, HW, sn, sc, shw, ACC)
+        _path_grad(c0, d0, g, k, a_row, chan, 0, n, cs, hw, mask, C, sn, sc, shw, ACC)
         if M > 1:
-            _path_grad(c1, d1, g, k, a_row, chan, 1, n, cs, hw, C, HW, sn, sc, shw, ACC)
+            _path_grad(c1, d1, g, k, a_row, chan, 1, n, cs, hw, mask, C, sn, sc, shw, ACC)
         if M > 2:
-            _path_grad(c2, d2, g, k, a_row, chan, 2, n, cs, hw, C, HW, sn, sc, shw, ACC)
+            _path_grad(c2, d2, g, k, a_row, chan, 2, n, cs, hw, mask, C, sn, sc, shw, ACC)
 
 
 # --------------------------------------------------------------------------------------- operators
@@ -325,8 +365,14 @@ def _aligned(cs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return (first, *(like(first, c) for c in cs[1:]))
 
 
+# One sample's map must have fewer elements than this: the kernels index inside a sample in 32 bits.
+MAX_SAMPLE_ELEMENTS = 2**31
+
+
 def _geometry(ref: torch.Tensor) -> tuple[int, int, int, int, int, int, bool]:
     n, c, h, w = ref.shape
+    if c * h * w >= MAX_SAMPLE_ELEMENTS:
+        raise ValueError(f"the fused SK tail takes maps of < 2^31 elements per sample, got C·H·W = {c}·{h}·{w}")
     channels_last = ref.stride(1) == 1 and c > 1
     return n, c, h * w, ref.stride(0), ref.stride(1), ref.stride(3), channels_last
 
@@ -347,9 +393,12 @@ def moments(cs: list[torch.Tensor]) -> torch.Tensor:
     block_c, block_hw = _blocks(channels_last)
     chunk, split = _chunking(n, c, hw, block_c, block_hw)
     parts = cs[0].new_empty(n, split, len(cs), 2, c, dtype=acc_dtype(cs[0].dtype))
-    _stats_kernel[(n, triton.cdiv(c, block_c), split)](
+    launch(
+        _stats_kernel,
+        (n, triton.cdiv(c, block_c), split),
         *_padded(cs), parts, c, hw, chunk, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(parts.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+        **_launch_options(len(cs), cs[0].dtype),
     )  # fmt: skip
     if split == 1:
         return parts[:, 0]
@@ -375,9 +424,12 @@ def pool(cs: list[torch.Tensor], chan: torch.Tensor) -> torch.Tensor:
     block_c, block_hw = _blocks(channels_last)
     chunk, split = _chunking(n, c, hw, block_c, block_hw)
     sums = cs[0].new_empty(n, split, c, dtype=chan.dtype)
-    _pool_kernel[(n, triton.cdiv(c, block_c), split)](
+    launch(
+        _pool_kernel,
+        (n, triton.cdiv(c, block_c), split),
         *_padded(cs), chan.contiguous(), sums, c, hw, chunk, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+        **_launch_options(len(cs), cs[0].dtype),
     )  # fmt: skip
     return sums.sum(1) / hw
 
@@ -395,9 +447,12 @@ def select(cs: list[torch.Tensor], chan: torch.Tensor, attention: torch.Tensor) 
     v = torch.empty_like(cs[0])
     a = attention.to(chan.dtype).contiguous()
     block_c, block_hw = _blocks(channels_last)
-    _select_kernel[(n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw))](
+    launch(
+        _select_kernel,
+        (n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw)),
         *_padded(cs), chan.contiguous(), a, v, c, hw, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+        **_launch_options(len(cs), cs[0].dtype),
     )  # fmt: skip
     return v
 
@@ -412,12 +467,15 @@ def backward_sums(grad_v: torch.Tensor, cs: list[torch.Tensor], chan: torch.Tens
     """(N, M, 4, C): P1..P4 of the module docstring."""
     cs = _aligned(cs)
     n, c, hw, sn, sc, shw, channels_last = _geometry(cs[0])
-    block_c, block_hw = _blocks(channels_last)
+    block_c, block_hw = _reduce_blocks(channels_last, cs[0].dtype)
     chunk, split = _chunking(n, c, hw, block_c, block_hw)
     parts = cs[0].new_empty(n, split, len(cs), 4, c, dtype=chan.dtype)
-    _bwd_reduce_kernel[(n, triton.cdiv(c, block_c), split)](
+    launch(
+        _bwd_reduce_kernel,
+        (n, triton.cdiv(c, block_c), split),
         like(cs[0], grad_v), *_padded(cs), chan.contiguous(), parts, c, hw, chunk, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+        **_reduce_launch_options(len(cs), chan.dtype),
     )  # fmt: skip
     return parts.sum(1)
 
@@ -438,10 +496,13 @@ def backward_apply(
     grads = [torch.empty_like(cs[0]) for _ in cs]
     a = attention.to(chan.dtype).contiguous()
     block_c, block_hw = _blocks(channels_last)
-    _bwd_apply_kernel[(n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw))](
+    launch(
+        _bwd_apply_kernel,
+        (n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw)),
         like(cs[0], grad_v), *_padded(cs), *_padded(tuple(grads)), chan.contiguous(), a,
         k.to(chan.dtype).contiguous(), c, hw, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
+        **_launch_options(len(cs), cs[0].dtype),
     )  # fmt: skip
     return grads
 

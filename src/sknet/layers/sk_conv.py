@@ -239,7 +239,10 @@ class SKConv2d(nn.Module):
                 "SKConv2d in training mode needs a batch of at least 2: the fuse-step BatchNorm "
                 "normalises the pooled descriptor over the batch (use eval() or a larger batch)"
             )
-        # Three implementations of the same equations, chosen here and only here:
+        # Three implementations of the same equations, chosen here and only here, first match wins:
+        #   CUDA (training and evaluation): the fused Triton tail where fused_tail_ok, else the plain one;
+        #   CPU eager training in fp32/fp64: the lean path (sk_recompute), else the plain one.
+        # (On an H100 the lean path trained slower than the plain composition: it is the CPU's alone.)
         if fused_tail_ok(self, x):  # CUDA: fused Triton kernels for everything after the path convs
             return sk_fused_forward(self, x)
         if self.select is not None and self.training and lean_path_ok(self.paths, x):

@@ -32,7 +32,7 @@ from sknet.kernels import kernels_run_on
 from sknet.kernels import sk_tail_triton as kernels
 from sknet.layers.sk_recompute import replay_paths
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+SUPPORTED_DTYPES = kernels.MAP_DTYPES
 
 
 def fused_tail_ok(sk: nn.Module, x: torch.Tensor) -> bool:
@@ -42,6 +42,8 @@ def fused_tail_ok(sk: nn.Module, x: torch.Tensor) -> bool:
     if sk.select is None or len(sk.paths) > kernels.MAX_PATHS or x.dtype not in SUPPORTED_DTYPES:
         return False
     if not getattr(sk, "fused_tail", True) or not kernels_run_on(x):
+        return False
+    if sk.out_channels * x.shape[2] * x.shape[3] >= kernels.MAX_SAMPLE_ELEMENTS:  # 32-bit offsets per sample
         return False
     for path in sk.paths:
         if type(getattr(path, "act", None)) is not nn.ReLU:

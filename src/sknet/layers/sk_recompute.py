@@ -207,11 +207,17 @@ def sk_train_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def lean_path_ok(paths: nn.ModuleList, x: torch.Tensor) -> bool:
-    """The lean path applies to plain BatchNorm2d paths in eager training, fp32/fp64 without autocast.
+    """The lean path applies to plain BatchNorm2d paths in eager training on the CPU, fp32/fp64 without
+    autocast.
 
-    Under torch.compile the plain composition is used instead: the compiler fuses its elementwise passes
-    and chooses what to recompute itself.
+    It is a CPU path: on CUDA, where the fused tail declines (a hook, a dtype it does not take), the plain
+    composition runs, because on an H100 this path trained slower than the plain module in fp32 (0.45× vs
+    timm's plain SK module at 0.54× of ResNeXt-50: ../shared/reference/gpu-h100-2026-11-23.md). Under
+    torch.compile the plain composition is used too: the compiler fuses its elementwise passes and chooses
+    what to recompute itself.
     """
+    if x.device.type != "cpu":
+        return False
     if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
         return False
     for path in paths:
