@@ -63,19 +63,23 @@ def _chunking(n: int, c: int, hw: int, block_c: int, block_hw: int) -> tuple[int
 
 
 # Launch options: warps per program (Triton) and registers per thread (ptxas). Every kernel gets an
-# explicit register cap: left to its own heuristics ptxas spilled some specializations at 48–80 registers,
-# and capped at 128 with 4 warps, maps whose sizes are not multiples of 16 (no vector accesses: 16 scalar
-# elements and addresses a thread) spilled too (sm_90, found by the compile check). 8 warps hold a tile at
-# 8 elements a thread, 16 warps (M = 3) at 4; 128 registers keep ≥ 25% theoretical occupancy on sm_90
-# (16 of 64 warps per SM). Maps in fp64 (two registers a value; a correctness dtype, not a speed path)
-# may use all 255.
+# explicit register cap (left to its own heuristics ptxas spilled some specializations at 48–80 registers)
+# of 128, which keeps ≥ 25% theoretical occupancy on sm_90 (16 of 64 warps per SM). Within it, 4 warps
+# hold a tile when the map's contiguous axis is a multiple of 16 (vector accesses); 8 warps when it is
+# not (scalar elements and addresses: 16 a thread spilled), 16 for M = 3 (spilled at 8). ptxas uses what
+# the cap allows: SKNet-50's select kernel went from 64 registers (50%) to 110 (25%); a GPU measurement
+# decides whether a lower cap pays (96 is spill-free everywhere but the apply kernel). Found and checked, for every
+# specialization, by tests/kernels/test_compile.py. Maps in fp64 (two registers a value; a correctness
+# dtype, not a speed path) get 8 warps and may use all 255 registers.
 MAX_REGISTERS = 128
 
 
-def _launch_options(paths: int, dtype: torch.dtype) -> dict[str, int]:
+def _launch_options(paths: int, dtype: torch.dtype, contiguous: int) -> dict[str, int]:
+    """`contiguous`: the length of the maps' contiguous axis (C for channels_last, H·W for NCHW)."""
     if dtype == torch.float64:
         return {"num_warps": 8, "maxnreg": 255}
-    return {"num_warps": 16 if paths == MAX_PATHS else 8, "maxnreg": MAX_REGISTERS}
+    warps = 16 if paths == MAX_PATHS else 8 if contiguous % 16 else 4
+    return {"num_warps": warps, "maxnreg": MAX_REGISTERS}
 
 
 # The backward reduce kernel keeps 4·M accumulators live across its loop next to its tiles: to fit in 128
@@ -398,7 +402,7 @@ def moments(cs: list[torch.Tensor]) -> torch.Tensor:
         (n, triton.cdiv(c, block_c), split),
         *_padded(cs), parts, c, hw, chunk, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(parts.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
-        **_launch_options(len(cs), cs[0].dtype),
+        **_launch_options(len(cs), cs[0].dtype, c if channels_last else hw),
     )  # fmt: skip
     if split == 1:
         return parts[:, 0]
@@ -429,7 +433,7 @@ def pool(cs: list[torch.Tensor], chan: torch.Tensor) -> torch.Tensor:
         (n, triton.cdiv(c, block_c), split),
         *_padded(cs), chan.contiguous(), sums, c, hw, chunk, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
-        **_launch_options(len(cs), cs[0].dtype),
+        **_launch_options(len(cs), cs[0].dtype, c if channels_last else hw),
     )  # fmt: skip
     return sums.sum(1) / hw
 
@@ -452,7 +456,7 @@ def select(cs: list[torch.Tensor], chan: torch.Tensor, attention: torch.Tensor) 
         (n, triton.cdiv(c, block_c), triton.cdiv(hw, block_hw)),
         *_padded(cs), chan.contiguous(), a, v, c, hw, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
-        **_launch_options(len(cs), cs[0].dtype),
+        **_launch_options(len(cs), cs[0].dtype, c if channels_last else hw),
     )  # fmt: skip
     return v
 
@@ -502,7 +506,7 @@ def backward_apply(
         like(cs[0], grad_v), *_padded(cs), *_padded(tuple(grads)), chan.contiguous(), a,
         k.to(chan.dtype).contiguous(), c, hw, sn, sc, shw,
         M=len(cs), ACC=_tl_acc(chan.dtype), BLOCK_C=block_c, BLOCK_HW=block_hw,
-        **_launch_options(len(cs), cs[0].dtype),
+        **_launch_options(len(cs), cs[0].dtype, c if channels_last else hw),
     )  # fmt: skip
     return grads
 
