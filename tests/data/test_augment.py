@@ -148,3 +148,21 @@ def test_switch_and_apply_probabilities():
     never = MixCut(3, mixup=1.0, cutmix=0.0, prob=0.0, switch_prob=0.5, label_smoothing=0.2)
     out, targets = never(x, labels)
     assert torch.equal(out, x) and torch.equal(targets, smoothed(labels, 3, 0.2))
+
+
+def test_folder_data_get_auto_augment_in_the_workers_and_erasing_on_the_device(tmp_path):
+    from PIL import Image
+
+    from sknet.data.pipeline import LoaderOptions, build_loader
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 30), (i * 40, 100, 200)).save(tmp_path / "train" / cls / f"{i}.png")
+    options = LoaderOptions(4, train=True, image_size=16, workers=0, auto_augment="trivial", random_erase=1.0)
+    loader = build_loader("imagefolder", "train", options, "cpu", tmp_path)
+    assert loader.augment is not None and loader.augment.auto_augment is None  # not twice
+    steps = loader.loader.loader.dataset.transform.transforms
+    assert any(getattr(step, "__self__", None).__class__ is RandomAugment for step in steps)
+    x, y, _ = next(iter(loader))
+    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and y.shape == (4,)
