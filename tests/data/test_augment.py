@@ -166,3 +166,28 @@ def test_folder_data_get_auto_augment_in_the_workers_and_erasing_on_the_device(t
     assert any(getattr(step, "__self__", None).__class__ is RandomAugment for step in steps)
     x, y, _ = next(iter(loader))
     assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32 and y.shape == (4,)
+
+
+def test_repeated_augmentation_puts_the_copies_of_an_image_on_different_ranks():
+    from sknet.data.augment import repeat_order
+    from sknet.data.folder import ShardedSampler
+    from sknet.data.loader import InMemoryImages, TensorBatchLoader, random_crop_flip
+
+    assert repeat_order(torch.arange(6), 3).tolist() == [0, 0, 0, 1, 1, 1]
+    assert repeat_order(torch.arange(6), 1).tolist() == list(range(6))
+    images = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
+    data = InMemoryImages(images, torch.arange(30), [str(i) for i in range(30)], (0.5,), (0.5,))
+    ranks = [
+        list(TensorBatchLoader(data, 2, True, True, random_crop_flip(2), seed=1, rank=r, world_size=3, repeats=3))
+        for r in range(3)
+    ]
+    assert len(ranks[0]) == 5  # the epoch keeps its length: 30 samples over 3 ranks, batches of 2
+    for step in range(5):
+        labels = [ranks[r][step][1] for r in range(3)]
+        assert torch.equal(labels[0], labels[1]) and torch.equal(labels[1], labels[2])  # the same images...
+        pixels = [ranks[r][step][0] for r in range(3)]
+        assert not (torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[1], pixels[2]))  # ...augmented apart
+    seen = torch.cat([batch[1] for batch in ranks[0]])
+    assert seen.unique().numel() == 10  # an epoch sees 30 / 3 distinct images
+    samplers = [list(ShardedSampler(30, True, seed=1, rank=r, world_size=3, repeats=3)) for r in range(3)]
+    assert samplers[0] == samplers[1] == samplers[2] and len(set(samplers[0])) == 10

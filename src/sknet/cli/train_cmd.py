@@ -50,6 +50,8 @@ HELP = {
     "mixup_prob": "probability of applying MixUp/CutMix to a batch",
     "mixup_switch_prob": "with both --mixup and --cutmix: probability of CutMix for a batch",
     "auto_augment": "per-image augmentation policy (torchvision's RandAugment/TrivialAugmentWide/AutoAugment)",
+    "aug_repeats": "repeated augmentation (timm's --aug-repeats, for DDP): each image N times per epoch order, "
+    "its copies on different processes (0, 1: off)",
     "random_erase": "probability of erasing a random rectangle of each image (RandomErasing, noise fill)",
     "ema_decay": "keep an EMA of the weights with this decay, updated every step and evaluated beside them",
     "ema_warmup": "timm's EMA warmup: the decay grows as 1 − (1 + step)^(−2/3) up to --ema-decay",

@@ -161,6 +161,16 @@ class MixCut:
         return mixed.contiguous(memory_format=_format(x)), targets
 
 
+def repeat_order(order: torch.Tensor, repeats: int) -> torch.Tensor:
+    """Repeated augmentation (Hoffer et al. 2020; Berman et al. 2019; timm's RepeatAugSampler): each index
+    of an epoch's order `repeats` times in a row, cut back to the epoch's length. Taken every world_size-th
+    by the ranks, the copies of an image land on different ranks (different augmentations of it in one
+    step); an epoch then sees len/repeats distinct images. `repeats` ≤ 1: the order as it is."""
+    if repeats <= 1:
+        return order
+    return order.repeat_interleave(repeats)[: len(order)]
+
+
 def key_seed(*keys: int) -> int:
     """A stable 63-bit seed from integer keys (Python's hash of ints is not stable across types)."""
     seed = 0

@@ -52,6 +52,7 @@ class LoaderOptions:
     channels_last: bool = False
     auto_augment: str | None = None  # training: a policy (sknet.data.augment), folder data: in the workers
     random_erase: float = 0.0  # training: probability of erasing a rectangle of each image (on the device)
+    aug_repeats: int = 1  # training: repeated augmentation, copies of each image per epoch order (≤ 1: off)
     limit: int | None = None  # the first `limit` images only (evaluation and analysis)
     mean: Sequence[float] | None = None  # folder data: normalisation (default ImageNet's; e.g. a model's own)
     std: Sequence[float] | None = None
@@ -98,7 +99,14 @@ def _in_memory(data: InMemoryImages, opt: LoaderOptions, recipe_padding: int):
     if opt.train:
         augment = random_crop_flip(padding, opt.hflip)
         batches = TensorBatchLoader(
-            data, opt.batch_size, shuffle=True, drop_last=True, augment=augment, seed=opt.seed, **common
+            data,
+            opt.batch_size,
+            shuffle=True,
+            drop_last=True,
+            augment=augment,
+            seed=opt.seed,
+            repeats=opt.aug_repeats,
+            **common,
         )
     else:
         batches = TensorBatchLoader(data, opt.batch_size, pad=False, **common)
@@ -122,7 +130,8 @@ def _folder(root: Path, opt: LoaderOptions, pin: bool):
     count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
     if count < len(dataset):
         dataset.samples = dataset.samples[:count]
-    sampler = ShardedSampler(count, opt.train, opt.seed, opt.rank, opt.world_size, pad=opt.train)
+    repeats = opt.aug_repeats if opt.train else 1
+    sampler = ShardedSampler(count, opt.train, opt.seed, opt.rank, opt.world_size, pad=opt.train, repeats=repeats)
     loader = torch.utils.data.DataLoader(
         dataset,
         opt.batch_size,

@@ -158,6 +158,7 @@ class TrainConfig:
     mixup_switch_prob: float = 0.5  # with both on: probability of CutMix for a batch
     auto_augment: str | None = None  # e.g. "rand-m9-mstd0.5", "trivial", "imagenet"
     random_erase: float = 0.0  # probability of erasing a rectangle of each image
+    aug_repeats: int = 0  # repeated augmentation: copies of each image in an epoch's order (0, 1: off)
     ema_decay: float | None = None  # weight EMA after every step (e.g. 0.9998), evaluated beside the weights
     ema_warmup: bool = False  # timm's EMA warmup: decay min(ema_decay, 1 − (1 + k)^(−2/3)) at update k
     weights_from: str = "raw"  # model.safetensors: "raw", "ema" or the "better" in the last evaluation

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sknet.data.augment import AUTO_AUGMENT_HELP, MixCut, is_auto_augment, keyed_rng
-from sknet.train.check import Check, number
+from sknet.train.check import Check, integer, number
 from sknet.train.ema import WeightEMA
 
 # Which weights model.safetensors holds when the run ends: the trained ones, their EMA, or whichever of the
@@ -28,6 +28,7 @@ RECIPE_CHECKS: dict[str, Check] = {
     "mixup_switch_prob": number(0, 1),
     "auto_augment": Check(str, optional=True, valid=is_auto_augment, form=AUTO_AUGMENT_HELP),
     "random_erase": number(0, 1),
+    "aug_repeats": integer(0, 64),
     "ema_decay": number(0, 1, open_low=True, open_high=True, optional=True),
     "ema_warmup": Check(bool),
     "weights_from": Check(str, choices=WEIGHTS_FROM),
