@@ -105,7 +105,7 @@ def bad_values(check: Check) -> list:
     """Values `check` must refuse: other types, and just outside each bound."""
     wrong_type = {int: ["x", 1.5, True], float: ["x", True, float("nan")], bool: ["yes", 1], str: [5, 1.5], dict: [3]}
     values = list(wrong_type.get(check.kind, ["no-such-choice", 3]))
-    if check.choices:
+    if check.choices or check.valid:
         values.append("no-such-choice")
     step = 1 if check.kind is int else 1e-3
     if check.low is not None:

@@ -129,3 +129,28 @@ def test_nan_on_one_rank_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp
     assert int(state["epoch"]) == 1 and all(
         v.isfinite().all() for v in state["model"].values() if v.is_floating_point()
     )
+
+
+RECIPE = ["--mixup", "0.2", "--cutmix", "1.0", "--auto-augment", "trivial", "--random-erase", "0.25"]
+RECIPE += ["--ema-decay", "0.99", "--ema-warmup", "--weights-from", "ema", "--set", "drop_path_rate=0.1"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_with_every_recipe_option(tmp_path):
+    import torch
+
+    from sknet.weights import load_checkpoint, read_weights
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "sknet"]
+    out = tmp_path / "two"
+    _run([*torchrun, *COMMON, "--batch-size", "8", "--epochs", "1", "--output", str(out), *RECIPE], env)
+    losses = _losses(out)
+    assert len(losses) == 16 and all(map(torch.isfinite, torch.tensor(losses)))
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert "val_ema_acc1" in row
+    ema = load_checkpoint(out / "checkpoint.pt")["recipe"]["ema"]
+    assert int(ema["n_averaged"]) == 16
+    saved, _ = read_weights(out / "model.safetensors")  # --weights-from ema: rank 0's EMA
+    for name, value in saved.items():
+        assert torch.equal(value, ema[f"module.{name}"]), name

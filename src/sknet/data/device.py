@@ -36,44 +36,52 @@ class DeviceLoader:
     """Iterates (x float on `device`, y on `device`, images skipped by the loader) over a uint8 loader.
 
     `loader` yields (images uint8, labels) or (images, labels, skipped); its `len`, `set_epoch` and
-    `batch_size` are passed through. On CUDA one batch is prefetched on a side stream.
+    `batch_size` are passed through. On CUDA one batch is prefetched on a side stream. `augment`: the
+    per-batch augmentation stages run here, on the device (:class:`sknet.data.augment.BatchAugment`), keyed
+    by the epoch and step so that a resumed epoch repeats them.
     """
 
-    def __init__(self, loader: Iterable, device: torch.device, normalizer: Normalizer) -> None:
+    def __init__(self, loader: Iterable, device: torch.device, normalizer: Normalizer, augment=None) -> None:
         self.loader = loader
         self.device = torch.device(device)
         self.normalize = normalizer
+        self.augment = augment
         self.cuda = self.device.type == "cuda"
+        self.epoch, self.start_step = 0, 0
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
         self.loader.set_epoch(epoch, start_step)
 
-    def _to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _to_device(self, batch, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         images, labels = batch[0], batch[1]
         skipped = int(batch[2]) if len(batch) > 2 else 0
         if self.cuda and not images.is_pinned():
             images, labels = images.pin_memory(), labels.pin_memory()
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        return self.normalize(images), labels, skipped
+        if self.augment is None:
+            return self.normalize(images), labels, skipped
+        images = self.augment.before(images, self.epoch, step)
+        return self.augment.after(self.normalize(images), self.epoch, step), labels, skipped
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         if not self.cuda:
-            for batch in self.loader:
-                yield self._to_device(batch)
+            for step, batch in enumerate(self.loader, start=self.start_step):
+                yield self._to_device(batch, step)
             return
         stream = torch.cuda.Stream(self.device)
-        batches = iter(self.loader)
+        batches = enumerate(self.loader, start=self.start_step)
 
         def prefetch():
-            batch = next(batches, None)
+            step, batch = next(batches, (None, None))
             if batch is None:
                 return None
             with torch.cuda.stream(stream):
-                return self._to_device(batch)
+                return self._to_device(batch, step)
 
         upcoming = prefetch()
         while upcoming is not None:

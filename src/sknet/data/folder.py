@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from sknet.data.augment import repeat_order
 from sknet.data.datasets import Split
 from sknet.data.images import open_image
 from sknet.errors import DataError
@@ -117,9 +118,17 @@ class ShardedSampler(torch.utils.data.Sampler[int]):
     world_size-th index; `start` skips that many of this rank's indices (mid-epoch resume)."""
 
     def __init__(
-        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, pad: bool = True
+        self,
+        size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = True,
+        repeats: int = 1,
     ) -> None:
-        self.size, self.shuffle, self.seed = size, shuffle, seed
+        """`repeats`: repeated augmentation (sknet.data.augment.repeat_order)."""
+        self.size, self.shuffle, self.seed, self.repeats = size, shuffle, seed, repeats
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.epoch, self.start = 0, 0
 
@@ -129,7 +138,7 @@ class ShardedSampler(torch.utils.data.Sampler[int]):
     def _indices(self) -> list[int]:
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.size, generator=gen).tolist()
+            order = repeat_order(torch.randperm(self.size, generator=gen), self.repeats).tolist()
         else:
             order = list(range(self.size))
         if self.pad and self.size % self.world_size:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sknet.data.augment import repeat_order
 from sknet.errors import ConfigError
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -92,6 +93,7 @@ class TensorBatchLoader:
         rank: int = 0,
         world_size: int = 1,
         pad: bool = True,
+        repeats: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -106,6 +108,7 @@ class TensorBatchLoader:
         self.rank = rank
         self.world_size = world_size
         self.pad = pad  # False (evaluation): every sample exactly once, ranks may get unequal shares
+        self.repeats = repeats  # repeated augmentation (sknet.data.augment.repeat_order)
         self.epoch = 0
         self.start_step = 0
 
@@ -116,6 +119,7 @@ class TensorBatchLoader:
     def _global_order(self) -> torch.Tensor:
         n = len(self.data)
         order = torch.randperm(n, generator=_generator(self.seed, self.epoch)) if self.shuffle else torch.arange(n)
+        order = repeat_order(order, self.repeats)
         total = math.ceil(n / self.world_size) * self.world_size
         if self.pad and total > n:  # pad by repeating the start, as DistributedSampler does
             order = torch.cat([order, order[: total - n]])

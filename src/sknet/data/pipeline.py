@@ -50,6 +50,9 @@ class LoaderOptions:
     rank: int = 0
     world_size: int = 1
     channels_last: bool = False
+    auto_augment: str | None = None  # training: a policy (sknet.data.augment), folder data: in the workers
+    random_erase: float = 0.0  # training: probability of erasing a rectangle of each image (on the device)
+    aug_repeats: int = 1  # training: repeated augmentation, copies of each image per epoch order (≤ 1: off)
     limit: int | None = None  # the first `limit` images only (evaluation and analysis)
     mean: Sequence[float] | None = None  # folder data: normalisation (default ImageNet's; e.g. a model's own)
     std: Sequence[float] | None = None
@@ -71,12 +74,19 @@ def build_loader(
     if options.limit is not None and options.limit < 1:
         raise ConfigError(f"the image limit must be ≥ 1, got {options.limit}")
     source = images if images is not None else build_dataset(dataset, data_dir, split, download)
-    if isinstance(source, InMemoryImages):
+    in_memory = isinstance(source, InMemoryImages)
+    if in_memory:
         batches, info = _in_memory(source, options, dataset_spec(dataset).crop_padding)
     else:
         batches, info = _folder(Path(source), options, torch.device(device).type == "cuda")
     normalizer = Normalizer(info.mean, info.std, options.channels_last)
-    loader = DeviceLoader(batches, torch.device(device), normalizer)
+    augment = None
+    if options.train and ((options.auto_augment and in_memory) or options.random_erase > 0):
+        from sknet.data.augment import BatchAugment
+
+        policy = options.auto_augment if in_memory else None  # folder data: per sample in the workers
+        augment = BatchAugment(options.seed, options.rank, policy, options.random_erase)
+    loader = DeviceLoader(batches, torch.device(device), normalizer, augment)
     loader.info = info
     return loader
 
@@ -89,7 +99,14 @@ def _in_memory(data: InMemoryImages, opt: LoaderOptions, recipe_padding: int):
     if opt.train:
         augment = random_crop_flip(padding, opt.hflip)
         batches = TensorBatchLoader(
-            data, opt.batch_size, shuffle=True, drop_last=True, augment=augment, seed=opt.seed, **common
+            data,
+            opt.batch_size,
+            shuffle=True,
+            drop_last=True,
+            augment=augment,
+            seed=opt.seed,
+            repeats=opt.aug_repeats,
+            **common,
         )
     else:
         batches = TensorBatchLoader(data, opt.batch_size, pad=False, **common)
@@ -105,12 +122,16 @@ def _folder(root: Path, opt: LoaderOptions, pin: bool):
     mean = tuple(opt.mean) if opt.mean is not None else IMAGENET_MEAN
     std = tuple(opt.std) if opt.std is not None else IMAGENET_STD
     # uint8 out of the workers; normalised on the device (DeviceLoader). The folder is scanned once.
-    make = train_transform if opt.train else eval_transform
-    dataset = ImageFolderDataset(root, make(opt.image_size, mean, std, normalize=False), opt.bad_images)
+    if opt.train:
+        transform = train_transform(opt.image_size, mean, std, normalize=False, auto_augment=opt.auto_augment)
+    else:
+        transform = eval_transform(opt.image_size, mean, std, normalize=False)
+    dataset = ImageFolderDataset(root, transform, opt.bad_images)
     count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
     if count < len(dataset):
         dataset.samples = dataset.samples[:count]
-    sampler = ShardedSampler(count, opt.train, opt.seed, opt.rank, opt.world_size, pad=opt.train)
+    repeats = opt.aug_repeats if opt.train else 1
+    sampler = ShardedSampler(count, opt.train, opt.seed, opt.rank, opt.world_size, pad=opt.train, repeats=repeats)
     loader = torch.utils.data.DataLoader(
         dataset,
         opt.batch_size,

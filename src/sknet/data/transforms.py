@@ -1,10 +1,14 @@
-"""The paper's image transforms (torchvision), for folder datasets and for `sknet predict`."""
+"""The paper's image transforms (torchvision's ``transforms.v2``), for folder datasets and `sknet predict`.
+
+PIL images in, plain tensors out (``ToPureTensor``: no tv_tensors subclass leaks into collation or models).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torchvision import transforms as T
+import torch
+from torchvision.transforms import v2 as T
 
 from sknet.weights import EVAL_CROP_FRACTION
 
@@ -17,18 +21,25 @@ INTERPOLATION = {
 
 def _to_tensor(mean: Sequence[float], std: Sequence[float], normalize: bool) -> list:
     # normalize=False: uint8 tensors, 4× less to collate and copy; the trainer normalises on the device.
-    return [T.ToTensor(), T.Normalize(mean, std)] if normalize else [T.PILToTensor()]
+    if not normalize:
+        return [T.PILToTensor(), T.ToPureTensor()]
+    return [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std), T.ToPureTensor()]
 
 
-def train_transform(size: int, mean: Sequence[float], std: Sequence[float], normalize: bool = True) -> T.Compose:
-    """Random-size crop (8–100 % of the area, aspect 3/4–4/3) + horizontal flip (paper section 4.1)."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
-            T.RandomHorizontalFlip(),
-            *_to_tensor(mean, std, normalize),
-        ]
-    )
+def train_transform(
+    size: int, mean: Sequence[float], std: Sequence[float], normalize: bool = True, auto_augment: str | None = None
+) -> T.Compose:
+    """Random-size crop (8–100 % of the area, aspect 3/4–4/3) + horizontal flip (paper section 4.1), then
+    `auto_augment` when given (a policy of :mod:`sknet.data.augment`, on the uint8 image, as timm orders it)."""
+    steps: list = [T.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)), T.RandomHorizontalFlip()]
+    steps += _to_tensor(mean, std, normalize=False)
+    if auto_augment:
+        from sknet.data.augment import RandomAugment
+
+        steps.append(RandomAugment(auto_augment).one)
+    if normalize:
+        steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
+    return T.Compose(steps)
 
 
 def eval_transform(

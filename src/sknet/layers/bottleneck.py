@@ -1,6 +1,6 @@
 """One ResNeXt bottleneck with a pluggable middle: plain grouped 3×3, SK convolution, optional SE.
 
-    x → 1×1 reduce (BN, ReLU) → middle (stride here) → 1×1 expand (BN) → [SE] → + shortcut(x) → ReLU
+    x → 1×1 reduce (BN, ReLU) → middle (stride here) → 1×1 expand (BN) → [SE] → [drop path] → + shortcut(x) → ReLU
 
 ResNeXt: middle = grouped 3×3. SENet: ResNeXt + SE on the expanded output, before the residual add.
 SKNet: middle = SKConv2d. The stride never sits in the 1×1 reduce (paper, section 3.2).
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from sknet.enums import parse_enum
 from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
@@ -99,7 +100,11 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         config: BlockConfig | None = None,
         attn_dim: int | None = None,
+        drop_path: float = 0.0,
     ) -> None:
+        """`drop_path`: probability of dropping the residual branch of a sample in training (stochastic depth,
+        Huang et al. 2016; torchvision's StochasticDepth, "row" mode: survivors scaled by 1/(1 − p), the
+        identity in eval)."""
         super().__init__()
         config = config or BlockConfig()
         check_positive_int("width", width)
@@ -115,6 +120,8 @@ class Bottleneck(nn.Module):
             else None
         )
         self.act = nn.ReLU(inplace=True)
+        # None rather than an identity module when off: the module tree (and what FX traces) stays as before.
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else None
 
     def zero_init_last_bn(self) -> None:
         """Start the residual branch at zero (Goyal et al.): the block begins as the identity."""
@@ -126,5 +133,7 @@ class Bottleneck(nn.Module):
         out = self.conv3(self.conv2(self.conv1(x)))
         if self.se is not None:
             out = self.se(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         out += shortcut  # in place: BN and SE do not keep their outputs for backward
         return self.act(out)

@@ -49,18 +49,26 @@ class BottleneckNet(nn.Module):
     stage_names: list[str]
     head_conv: nn.Module | None
 
-    def __init__(self, num_classes: int, in_chans: int, drop_rate: float) -> None:
+    def __init__(self, num_classes: int, in_chans: int, drop_rate: float, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_chans", in_chans)
-        if not 0.0 <= float(drop_rate) < 1.0:
-            raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        for name, rate in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {rate!r}")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = float(drop_rate)
+        self.drop_path_rate = float(drop_path_rate)
         self.stage_names = []
         self.head_conv = None  # a last 1×1 conv before pooling (ShuffleNetV2 conv5, MobileNetV2)
         self.feature_info: list[dict[str, object]] = []
+
+    def block_drop_path(self, index: int, total: int) -> float:
+        """The stochastic-depth rate of bottleneck `index` (0-based) of `total`: linear over depth from 0 for
+        the first to `drop_path_rate` for the last (Huang et al. 2016; timm's ResNets:
+        drop_path_rate · index / (total − 1))."""
+        return self.drop_path_rate * index / max(total - 1, 1)
 
     def add_stage(self, stage: nn.Sequential, out_channels: int, reduction: int) -> None:
         name = f"layer{len(self.stage_names) + 1}"

@@ -44,6 +44,7 @@ class ResNeXt(BottleneckNet):
         attn_dims: per-stage (conv2..conv5) SK d overriding max(C/r, L) (None keeps the formula); the
             authors' released SKNet-101 uses (None, 16, None, None).
         zero_init_last_bn: start every residual branch at zero.
+        drop_path_rate: stochastic depth of the last bottleneck, linear over depth from 0 (training only).
     """
 
     def __init__(
@@ -57,8 +58,9 @@ class ResNeXt(BottleneckNet):
         zero_init_last_bn: bool = False,
         stem_pool: str | StemPool = StemPool.PYTORCH,
         attn_dims: Sequence[int | None] | None = None,
+        drop_path_rate: float = 0.0,
     ) -> None:
-        super().__init__(num_classes, in_chans, drop_rate)
+        super().__init__(num_classes, in_chans, drop_rate, drop_path_rate)
         layers = tuple(layers)
         if len(layers) != 4:
             raise ConfigError(f"layers must give 4 stages, got {layers!r}")
@@ -80,7 +82,7 @@ class ResNeXt(BottleneckNet):
         else:
             self.stem.add_module("pool", nn.MaxPool2d(3, 2, padding=1))
 
-        in_channels = 64
+        in_channels, index = 64, 0
         for i, (units, attn_dim) in enumerate(zip(layers, attn_dims, strict=True)):
             width = block.groups * width_per_group * 2**i
             out_channels = 256 * 2**i
@@ -93,10 +95,12 @@ class ResNeXt(BottleneckNet):
                         stride=2 if (u == 0 and i > 0) else 1,
                         config=block,
                         attn_dim=attn_dim,
+                        drop_path=self.block_drop_path(index + u, sum(layers)),
                     )
                     for u in range(units)
                 ]
             )
+            index += units
             self.add_stage(stage, out_channels, reduction=4 * 2**i)
             in_channels = out_channels
         self.build_head(in_channels, zero_init_last_bn)
@@ -109,6 +113,7 @@ COMMON_OPTIONS = (
     "num_classes",
     "in_chans",
     "drop_rate",
+    "drop_path_rate",
     "zero_init_last_bn",
     "stem_pool",
     "groups",

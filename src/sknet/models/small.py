@@ -41,8 +41,9 @@ class SmallResNeXt(BottleneckNet):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         zero_init_last_bn: bool = False,
+        drop_path_rate: float = 0.0,
     ) -> None:
-        super().__init__(num_classes, in_chans, drop_rate)
+        super().__init__(num_classes, in_chans, drop_rate, drop_path_rate)
         if not stages:
             raise ConfigError("a network needs at least one stage")
         check_positive_int("stem_width", stem_width)
@@ -50,7 +51,8 @@ class SmallResNeXt(BottleneckNet):
         self.block_config = block
         self.stem = nn.Sequential()
         self.stem.add_module("conv", ConvBNAct(in_chans, stem_width, 3, stride=stem_stride))
-        in_channels, reduction = stem_width, stem_stride
+        in_channels, reduction, index = stem_width, stem_stride, 0
+        total = sum(spec.units for spec in stages)
         for spec in stages:
             check_positive_int("units per stage", spec.units)
             reduction *= spec.stride
@@ -62,16 +64,26 @@ class SmallResNeXt(BottleneckNet):
                         spec.out_channels,
                         stride=spec.stride if u == 0 else 1,
                         config=block,
+                        drop_path=self.block_drop_path(index + u, total),
                     )
                     for u in range(spec.units)
                 ]
             )
+            index += spec.units
             self.add_stage(stage, spec.out_channels, reduction)
             in_channels = spec.out_channels
         self.build_head(in_channels, zero_init_last_bn)
 
 
-SMALL_OPTIONS = ("num_classes", "in_chans", "drop_rate", "zero_init_last_bn", "groups", "stem_stride")
+SMALL_OPTIONS = (
+    "num_classes",
+    "in_chans",
+    "drop_rate",
+    "drop_path_rate",
+    "zero_init_last_bn",
+    "groups",
+    "stem_stride",
+)
 SMALL_SK_OPTIONS = (*SMALL_OPTIONS, "branches", "reduction", "min_dim", "aggregation")
 
 # Compact models for 28×28 grayscale: a stride-2 stem, then units at 14, 7 and 4 pixels. On CPUs a
@@ -115,7 +127,7 @@ def cifar_stages(cardinality: int, group_width: int) -> tuple[StageSpec, ...]:
     return tuple(StageSpec(3, width * 2**i, 256 * 2**i, 1 if i == 0 else 2) for i in range(3))
 
 
-CIFAR_OPTIONS = ("num_classes", "in_chans", "drop_rate", "zero_init_last_bn", "groups")
+CIFAR_OPTIONS = ("num_classes", "in_chans", "drop_rate", "drop_path_rate", "zero_init_last_bn", "groups")
 CIFAR_SK_OPTIONS = (*CIFAR_OPTIONS, "branches", "reduction", "min_dim", "aggregation")
 CIFAR_SE_OPTIONS = (*CIFAR_OPTIONS, "se_reduction")
 

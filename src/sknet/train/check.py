@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,8 @@ from sknet.errors import ConfigError
 @dataclass(frozen=True)
 class Check:
     """What a configuration value must be: its kind, and for numbers an interval (bounds inclusive unless
-    `open_low`/`open_high`); `optional`: None is allowed; `choices`: the allowed strings."""
+    `open_low`/`open_high`); `optional`: None is allowed; `choices`: the allowed strings; `valid`: a test of
+    the value's form (e.g. a policy's grammar), described by `form`."""
 
     kind: type
     low: float | None = None
@@ -24,9 +26,13 @@ class Check:
     open_high: bool = False
     optional: bool = False
     choices: tuple[str, ...] | None = None
+    valid: Callable[[Any], bool] | None = None
+    form: str | None = None
 
     def describe(self) -> str:
-        if issubclass(self.kind, enum.Enum):
+        if self.form is not None:
+            text = self.form
+        elif issubclass(self.kind, enum.Enum):
             text = "one of " + ", ".join(repr(m.value) for m in self.kind)
         elif self.choices:
             text = "one of " + ", ".join(map(repr, self.choices))
@@ -60,6 +66,8 @@ class Check:
             ok_type = math.isfinite(value)
         if ok_type and self.choices is not None:
             ok_type = value in self.choices
+        if ok_type and self.valid is not None:
+            ok_type = self.valid(value)
         if ok_type and self.low is not None:
             ok_type = value > self.low if self.open_low else value >= self.low
         if ok_type and self.high is not None:
@@ -79,3 +87,12 @@ def number(low=None, high=None, **kw) -> Check:
 
 def integer(low=None, high=None, **kw) -> Check:
     return Check(int, low, high, **kw)
+
+
+def plain_value(value: object) -> object:
+    """JSON's fallback for configuration values: enums as their values, tuples as lists, else text."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)

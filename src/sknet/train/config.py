@@ -19,7 +19,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a depend
 
 from sknet.errors import ConfigError
 from sknet.progress import PROGRESS_MODES
-from sknet.train.check import Check, integer, number
+from sknet.train.check import Check, integer, number, plain_value
+from sknet.train.recipe import RECIPE_CHECKS
 
 
 class Optimizer(str, enum.Enum):
@@ -59,6 +60,7 @@ RESUME_CHANGEABLE = frozenset(
         "checkpoint_every",
         "bad_images",
         "download",
+        "weights_from",
     }
 )
 
@@ -99,6 +101,7 @@ CHECKS: dict[str, Check] = {
     "label_smoothing": number(0, 1, open_high=True),
     "accum_steps": integer(1, 1_000_000),
     "grad_clip": number(0, None, open_low=True, optional=True),
+    **RECIPE_CHECKS,
     "precision": Check(Precision),
     "channels_last": Check(bool),
     "compile": Check(bool),
@@ -148,6 +151,17 @@ class TrainConfig:
     label_smoothing: float = 0.0
     accum_steps: int = 1
     grad_clip: float | None = None
+    # the modern recipe (timm's options and meanings): sknet.train.recipe
+    mixup: float = 0.0  # MixUp's Beta(α, α) (0: off)
+    cutmix: float = 0.0  # CutMix's Beta(α, α) (0: off)
+    mixup_prob: float = 1.0  # probability of mixing a batch at all
+    mixup_switch_prob: float = 0.5  # with both on: probability of CutMix for a batch
+    auto_augment: str | None = None  # e.g. "rand-m9-mstd0.5", "trivial", "imagenet"
+    random_erase: float = 0.0  # probability of erasing a rectangle of each image
+    aug_repeats: int = 0  # repeated augmentation: copies of each image in an epoch's order (0, 1: off)
+    ema_decay: float | None = None  # weight EMA after every step (e.g. 0.9998), evaluated beside the weights
+    ema_warmup: bool = False  # timm's EMA warmup: decay min(ema_decay, 1 − (1 + k)^(−2/3)) at update k
+    weights_from: str = "raw"  # model.safetensors: "raw", "ema" or the "better" in the last evaluation
     # execution
     precision: Precision = Precision.FP32
     channels_last: bool = False
@@ -172,7 +186,7 @@ class TrainConfig:
             setattr(self, f.name, CHECKS[f.name].apply(f.name, getattr(self, f.name)))
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=_plain))
+        return json.loads(json.dumps(dataclasses.asdict(self), default=plain_value))
 
     def save(self, path: str | Path, unused: tuple[str, ...] = ()) -> None:
         """The resolved configuration as YAML; `unused`: options this run's data ignores, named in a comment."""
@@ -230,11 +244,3 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping of option names to values")
     return values
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)

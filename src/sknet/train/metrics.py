@@ -14,6 +14,7 @@ import torch
 
 from sknet.errors import TrainingDiverged
 from sknet.train.distributed import DistInfo, all_reduce_, all_reduce_sum
+from sknet.train.step import skip_flag
 
 
 class EpochMetrics:
@@ -58,7 +59,7 @@ class EpochMetrics:
 class NonFiniteGuard:
     """Flags an accumulation group whose loss is NaN or infinite, on every rank, without a host read.
 
-    `close_group` gives the flag for the optimizer step (a (1,) float tensor, > 0: skip the update, as
+    `close_group` gives the flag for the optimizer step (:func:`~sknet.train.step.skip_flag`, > 0: skip the update, as
     AMP's scaler skips an overflow) after summing it over ranks, so every rank skips together; from the
     first bad step on, every step is skipped. That step is recorded on the device; `first_bad` reads it
     (a host read, done at log intervals).
@@ -66,14 +67,14 @@ class NonFiniteGuard:
 
     def __init__(self, device: torch.device, dist_info: DistInfo) -> None:
         self.dist = dist_info
-        self.group = torch.zeros(1, dtype=torch.float32, device=device)
+        self.group = skip_flag(torch.zeros((), device=device))
         self.batch = torch.full((), -1, dtype=torch.int64, device=device)  # batch (1-based) of the first bad step
         self.loss = torch.zeros((), dtype=torch.float32, device=device)  # this rank's loss there
 
     @torch.no_grad()
     def add(self, loss: torch.Tensor) -> None:
         bad = ~torch.isfinite(loss.detach().float())
-        self.group = torch.maximum(self.group, bad.float().reshape(1))
+        self.group = torch.maximum(self.group, skip_flag(bad))
         # This rank's first non-finite value (NaN or inf) is what the message shows.
         first_here = bad & (self.loss == 0)
         self.loss = torch.where(first_here, loss.detach().float(), self.loss)
@@ -81,11 +82,11 @@ class NonFiniteGuard:
     @torch.no_grad()
     def close_group(self, batch: int) -> torch.Tensor:
         flag = all_reduce_(self.group, self.dist)
-        self.batch = torch.where((self.batch < 0) & (flag[0] > 0), batch, self.batch)
+        self.batch = torch.where((self.batch < 0) & (flag > 0), batch, self.batch)
         self.group = torch.zeros_like(self.group)
         # Sticky: once a step was skipped, every later one is too, so that when the host reads the flag the
         # model is exactly as after the last good step (as if training had stopped right there).
-        return (self.batch >= 0).float().reshape(1)
+        return skip_flag(self.batch >= 0)
 
     def first_bad(self) -> tuple[int, float] | None:
         """(batch, this rank's loss) of the first skipped step, or None (a host read)."""

@@ -24,6 +24,8 @@ def check_config(config: TrainConfig, resume: str | Path | None = None) -> None:
     dataset_spec(config.dataset)
     if config.compile_mode != "default" and not config.compile:
         raise ConfigError(f"compile_mode {config.compile_mode!r} needs compile: add --compile")
+    if config.weights_from != "raw" and config.ema_decay is None:
+        raise ConfigError(f"weights_from {config.weights_from!r} needs an EMA: add --ema-decay (e.g. 0.9998)")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install 'sknet[tensorboard]'")
     if resume is not None and not Path(resume).exists() and not previous_path(Path(resume)).is_file():

@@ -101,6 +101,8 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     )
     if row.get("val_acc1") is not None:
         text += f"  | test loss {row['val_loss']:.4f}  top-1 {100 * row['val_acc1']:.2f}%"
+    if row.get("val_ema_acc1") is not None:
+        text += f"  (EMA: loss {row['val_ema_loss']:.4f}  top-1 {100 * row['val_ema_acc1']:.2f}%)"
     if row.get("skipped_images"):
         text += f"  ({row['skipped_images']} unreadable images skipped)"
     return text

@@ -58,6 +58,9 @@ def build_loaders(
             rank=dist.rank,
             world_size=dist.world_size,
             channels_last=config.channels_last,
+            auto_augment=config.auto_augment,
+            random_erase=config.random_erase,
+            aug_repeats=config.aug_repeats,
         )
         loaders.append(
             build_loader(config.dataset, split, options, dist.device, config.data_dir, config.download, images)

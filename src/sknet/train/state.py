@@ -107,13 +107,14 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def capture(parts, progress: RunProgress, config: dict[str, Any], meta: dict[str, Any], rngs: list) -> dict[str, Any]:
-    """The checkpoint dictionary. `parts`: the trainer's model, optimizer, scheduler and scaler."""
+    """The checkpoint dictionary. `parts`: the trainer's model, optimizer, scheduler, scaler and recipe."""
     return {
         "format": CHECKPOINT_FORMAT,
         "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler else None,
+        "recipe": parts.recipe.state_dict(),  # the weight EMA
         **progress.to_dict(),
         "rng": rngs,
         "config": config,
@@ -133,6 +134,7 @@ def restore(state: dict[str, Any], source: str, parts, model_name: str, rank: in
         raise CheckpointError(f"{source}: optimizer state does not fit this configuration: {err}") from None
     if parts.scaler is not None and state.get("scaler"):
         parts.scaler.load_state_dict(state["scaler"])
+    parts.recipe.load_state_dict(state.get("recipe"), source)
     rngs = state["rng"]
     set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
     return RunProgress.from_dict(state)

@@ -16,6 +16,14 @@ from torch import nn
 from sknet.train.config import Precision
 
 
+def skip_flag(bad: torch.Tensor) -> torch.Tensor:
+    """The skipped-update flag in the one shape every consumer takes: a 0-dim float32 tensor (> 0: skip).
+
+    That is the ``found_inf`` torch's GradScaler hands fused optimizers; fused SGD also takes a (1,) tensor,
+    but fused Adam/AdamW subtract it from their 0-dim step counts and refuse one."""
+    return bad.detach().to(torch.float32).reshape(())
+
+
 def autocast(precision: Precision, device: torch.device):
     """The autocast context of a precision (fp32: none)."""
     if precision is Precision.FP32:
@@ -57,7 +65,7 @@ class OptimizerStep:
         self.skips_on_device = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
 
     def __call__(self, skip: torch.Tensor) -> None:
-        """Apply the gradients unless `skip` ((1,) float tensor) is > 0; then clear them and step the schedule."""
+        """Apply the gradients unless `skip` (see :func:`skip_flag`) is > 0; then clear them and step the schedule."""
         if self.scaler is not None:
             self._scaled_step(skip)
         else:

@@ -1,8 +1,8 @@
 """The training loop behind `sknet train`: one process or many under torchrun, exact resume.
 
 The pieces it calls each do one job: `preflight` (cheap checks), `run_folder` (no overwrite, one writer),
-`sknet.data.pipeline` (loaders), `optim` and `step` (the update), `metrics` (device-side statistics and
-the divergence guard), `state` (what a checkpoint holds), `interrupt` (SIGINT/SIGTERM), `records` (logs).
+`sknet.data.pipeline` (loaders), `optim`/`step` (the update), `recipe` (mixing, EMA), `metrics` (device-side
+statistics, divergence guard), `state` (what a checkpoint holds), `interrupt` (SIGINT/SIGTERM), `records` (logs).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
@@ -25,6 +24,7 @@ from sknet.train.interrupt import StopSignals
 from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
 from sknet.train.preflight import check_config, check_device
+from sknet.train.recipe import Recipe
 from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, write_outputs
 from sknet.train.run_folder import RunFolder, check_output
 from sknet.train.setup import build_loaders, build_model, configure_torch, weights_metadata, wrap_for_training
@@ -75,6 +75,7 @@ class Trainer:
         self.data = self.train_loader.info
         self.model, self.model_options = build_model(config, self.data, self.dist)
         self.optimizer = build_optimizer(self.model, config)
+        self.recipe = Recipe(config, len(self.data.classes), self.model, self.dist.rank)  # mixing, EMA
         self.scheduler = build_scheduler(self.optimizer, config, math.ceil(len(self.train_loader) / config.accum_steps))
         self.scaler = torch.amp.GradScaler("cuda") if config.precision is Precision.FP16 else None
         self.guard = NonFiniteGuard(self.device, self.dist)
@@ -117,11 +118,9 @@ class Trainer:
         try:
             with self.stop:
                 while self.run.epoch < cfg.epochs or self.run.pending_epoch is not None:
-                    if self.run.pending_epoch is None:
-                        if self._reached_max_steps():
-                            break
-                        if not self._train_epoch(log):  # stopped inside the epoch, at a step boundary
-                            break
+                    # Stopped before the epoch (max_steps), or inside it at a step boundary.
+                    if self.run.pending_epoch is None and (self._reached_max_steps() or not self._train_epoch(log)):
+                        break
                     self._close_epoch(log)
                 # Still under the handlers: a signal now lets the outputs be written (seconds) first.
                 return self._finish(time.perf_counter() - start_time)
@@ -141,7 +140,7 @@ class Trainer:
         loader, start = self.train_loader, run.batch
         loader.set_epoch(run.epoch, start)
         total = len(loader)
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        criterion = self.recipe.criterion()
         metrics = EpochMetrics(self.device, run.epoch_sums if self.dist.is_main else None)
         label = f"epoch {run.epoch + 1}/{cfg.epochs}"
         progress = Progress(total, label, cfg.progress, initial=start, enabled=self.dist.is_main)
@@ -152,13 +151,15 @@ class Trainer:
         for i, (x, y, skipped) in enumerate(loader, start=start):
             metrics.skipped += skipped
             group, last_micro = accumulation_group(i, total, cfg.accum_steps)
-            loss, logits = forward_backward(model, x, y, criterion, cfg.precision, self.scaler, group, last_micro)
+            x, target = self.recipe.targets(x, y, run.epoch, i)  # mixed, with soft targets (--mixup, --cutmix)
+            loss, logits = forward_backward(model, x, target, criterion, cfg.precision, self.scaler, group, last_micro)
             metrics.add(loss, logits, y)
             self.guard.add(loss)
             if last_micro:
                 # Every rank skips a group whose loss was not finite on any rank (one collective, on the
                 # device); the weights stay those of the last good step. Acted on at the next host read.
                 self.optimizer_step(self.guard.close_group(i + 1))
+                self.recipe.after_step(self.model)
                 run.batch, run.global_step = i + 1, run.global_step + 1
                 if cfg.step_log_every and run.global_step % cfg.step_log_every == 0:
                     log_step(log, loss, run, self.optimizer.param_groups[0]["lr"], self.dist)
@@ -188,7 +189,7 @@ class Trainer:
             results = self._evaluate()
             if results is None:  # interrupted: the checkpoint holds the epoch, evaluated again on resume
                 self._save_and_stop(f"during the evaluation of epoch {run.epoch}")
-            row.update({f"val_{k}": v for k, v in results.items()})
+            row.update(results)
         run.history.append(row)
         run.pending_epoch = None
         if self.dist.is_main:
@@ -202,10 +203,10 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float] | None:
         # Each process asks its own flag per batch; the stop is agreed in evaluate's final sum.
-        progress = self.config.progress if self.dist.is_main else "never"
         amp, reduce = partial(autocast, self.config.precision, self.device), partial(all_reduce_sum, info=self.dist)
-        should_stop = lambda: self.stop.requested is not None  # noqa: E731
-        return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop)
+        progress, stop = self.config.progress if self.dist.is_main else "never", lambda: self.stop.requested is not None
+        run = partial(evaluate, loader=self.val_loader, device=self.device, reduce=reduce, autocast=amp)
+        return self.recipe.evaluate(self.model, partial(run, progress=progress, should_stop=stop))  # and the EMA
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
@@ -235,7 +236,8 @@ class Trainer:
         summary = run_summary(self.out, self.run.history, self.run.epoch, seconds)
         if self.dist.is_main:
             title = f"{self.config.model} on {self.config.dataset}"
-            write_outputs(self.out, self.model, self.weights_metadata(), self.run.history, summary, title)
+            final = self.recipe.final(self.model, self.run.history)  # the raw weights or their EMA (weights_from)
+            write_outputs(self.out, final, self.weights_metadata(), self.run.history, summary, title)
         return summary
 
 
