@@ -37,7 +37,7 @@ def _losses(folder):
 
 
 def _run(args, env):
-    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(args, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -120,7 +120,7 @@ def test_nan_on_one_rank_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp
         "--output",
         str(tmp_path / "run"),
     ]
-    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=240)  # a deadlock would hang
+    result = subprocess.run(args, capture_output=True, text=True, env=env)  # a deadlock hangs: CI's limit
     assert result.returncode != 0
     assert "the loss became nan at epoch 2" in result.stderr, result.stderr[-3000:]
     from sknet.weights import load_checkpoint

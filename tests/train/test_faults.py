@@ -60,8 +60,7 @@ def test_kill_9_at_a_random_step_then_resume_loses_no_completed_epoch(tmp_path):
     out = tmp_path / "run"
     rng = random.Random(os.getpid())
     proc = subprocess.Popen(train_argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(epochs_logged(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while len(epochs_logged(out)) < 2 and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside a later epoch (or while it saves)
     killed = proc.poll() is None
@@ -75,9 +74,7 @@ def test_kill_9_at_a_random_step_then_resume_loses_no_completed_epoch(tmp_path):
     saved_epochs = int(state["epoch"])
     assert saved_epochs >= len(before) - 1  # at most the epoch being saved at the kill is not in the file
 
-    resumed = subprocess.run(
-        train_argv(out, "--resume", str(out / "checkpoint.pt")), capture_output=True, text=True, timeout=300
-    )
+    resumed = subprocess.run(train_argv(out, "--resume", str(out / "checkpoint.pt")), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = epochs_logged(out)
     assert [row["epoch"] for row in after] == list(range(1, EPOCHS + 1))

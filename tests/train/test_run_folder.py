@@ -50,7 +50,7 @@ def test_a_second_writer_is_refused_and_a_dead_one_leaves_no_lock(tmp_path):
     out = tmp_path / "run"
     holder = RunFolder(out)
     holder.claim(False)
-    result = subprocess.run(train_argv(out), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(train_argv(out), capture_output=True, text=True)
     assert result.returncode == 2 and f"another process (pid {os.getpid()}) is writing a run to {out}" in result.stderr
     holder.release()
     # A process holding the lock dies by SIGKILL: the lock goes with it.
