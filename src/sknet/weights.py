@@ -356,6 +356,8 @@ def load_state_into(
             parts.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-        raise CheckpointError(f"{source} does not fit this model (it looks like {what}): {'; '.join(parts)}")
+        raise CheckpointError(
+            f"{source}: its tensors do not fit this model (they look like {what}): {'; '.join(parts)}"
+        )
     if not check_only:
         model.load_state_dict(state)

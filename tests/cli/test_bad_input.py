@@ -36,7 +36,10 @@ CASES = [
         "does not exist",
         4,
     ),
-    (["convert", "--from", "caffe", "{d}/missing.caffemodel", "--out", "{d}/x.safetensors"], "missing.caffemodel"),
+    (["convert", "--from", "caffe", "{d}/missing.caffemodel", "--out", "{d}/x.safetensors"], "missing.caffemodel", 4),
+    # an output folder that does not exist: storage (the README's table), before any work
+    (["export", "--model", "sknet_tiny", "--format", "onnx", "--out", "{d}/nodir/x.onnx"], "folder", 6),
+    (["convert", "--from", "caffe", "{d}/empty.caffemodel", "--out", "{d}/nodir/x.safetensors"], "nodir", 6),
     (["train", "--config", "{d}/missing.yaml"], "missing.yaml"),
     (["train", "--resume", "{d}/missing.pt", "--dataset", "synthetic", "--output", "{d}/o"], "does not exist", 4),
     # wrong types and values

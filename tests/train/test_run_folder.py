@@ -96,7 +96,7 @@ def test_resuming_a_finished_run_changes_nothing(finished, capsys):
     before = snapshot(finished)
     time.sleep(0.01)
     assert main(["train", "--resume", str(finished), "--progress", "never"]) == 0
-    assert "is finished (1 of 1 epochs); nothing to do" in capsys.readouterr().out
+    assert "is finished (1 of 1 epoch); nothing to do" in capsys.readouterr().out
     assert snapshot(finished) == before
     assert json.loads(before["summary.json"])["epochs"] == 1
 

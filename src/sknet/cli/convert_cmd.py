@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sknet.errors import ConfigError
+from sknet.errors import CheckpointError, ConfigError, one_line, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
-    if not out.parent.exists():
-        raise FileNotFoundError(2, "No such directory", str(out.parent))
+    output_folder(out)
+    if args.source == "caffe" and not Path(args.name).is_file():
+        raise CheckpointError(f"no such .caffemodel file: {one_line(args.name)}")
     meta: dict[str, object] = {}
     if args.source == "timm":
         from sknet.convert.timm import convert_timm_state, load_timm_pretrained, sknet_name, timm_data_config

@@ -10,7 +10,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from sknet.cli.options import add_model_override_args, model_overrides
-from sknet.errors import CheckpointError, ConfigError
+from sknet.data.pipeline import MAX_DEFAULT_WORKERS
+from sknet.errors import CheckpointError, ConfigError, plural
 from sknet.train.config import CHECKS, RESUME_CHANGEABLE, TrainConfig, read_config_file
 from sknet.train.state import read_training_checkpoint
 from sknet.weights import previous_path
@@ -92,7 +93,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         kind = _field_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help_text = f"{HELP[f.name]} ({CHECKS[f.name].describe()}; default: {getattr(default, 'value', default)})"
+        shown = getattr(default, "value", default)
+        if f.name == "workers":
+            shown = f"the cores available, at most {MAX_DEFAULT_WORKERS}"  # a default_factory: this machine's
+        help_text = f"{HELP[f.name]} ({CHECKS[f.name].describe()}; default: {shown})"
         if kind is bool:
             # --x sets True and --no-x False; for a field named no_x, --no-x sets True and --x False.
             negative = "--" + f.name[3:].replace("_", "-") if f.name.startswith("no_") else "--no-" + flag[2:]
@@ -156,14 +160,15 @@ def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sknet.train.distributed import Launch
     from sknet.train.trainer import train
 
     config = config_from_args(args)
     resume = checkpoint_of(Path(args.resume)) if args.resume else None
     summary = train(config, resume=resume, overwrite=args.overwrite)
-    if "val_acc1" in summary:
+    if "val_acc1" in summary and Launch.from_env().rank == 0:  # under torchrun, one line for the run
         print(
-            f"done: {summary['epochs']} epochs in {summary['train_seconds']:.0f} s; test top-1 accuracy "
+            f"done: {plural(summary['epochs'], 'epoch')} in {summary['train_seconds']:.0f} s; test top-1 accuracy "
             f"{100 * summary['val_acc1']:.2f}% (error {100 * (1 - summary['val_acc1']):.2f}%), top-5 "
             f"{100 * summary['val_acc5']:.2f}%; outputs in {summary['output']}"
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from sknet.errors import storage_error
+from sknet.errors import plural, storage_error
 
 
 class RunLog:
@@ -143,5 +143,8 @@ def finished_run(folder: Path, done: int, epochs: int, announce: bool) -> dict[s
     complete = saved.is_file() and (folder / "model.safetensors").is_file()
     if announce:
         note = "nothing to do" if complete else "writing its missing outputs"
-        print(f"the run in {folder} is finished ({done} of {epochs} epochs); {note} (raise --epochs to train longer)")
+        print(
+            f"the run in {folder} is finished ({done} of {plural(epochs, 'epoch')}); {note} "
+            "(raise --epochs to train longer)"
+        )
     return json.loads(saved.read_text()) if complete else None

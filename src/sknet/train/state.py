@@ -58,6 +58,7 @@ class RunProgress:
     pending_epoch: dict[str, Any] | None = None  # trained, not yet evaluated and recorded
     epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0])  # loss·n, correct, n,
     # skipped, seconds of the current epoch so far (summed over ranks)
+    train_seconds: float = 0.0  # wall time of fit() over every process of the run so far, up to the last save
 
     def end_training_epoch(self, lr: float) -> None:
         """The epoch's training is complete: its row (to be evaluated and recorded) from the epoch's totals."""
@@ -81,6 +82,7 @@ class RunProgress:
             "history": self.history,
             "pending_epoch": self.pending_epoch,
             "epoch_sums": list(self.epoch_sums),
+            "train_seconds": self.train_seconds,
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class RunProgress:
             list(state.get("history", [])),
             state.get("pending_epoch"),
             [float(v) for v in sums],
+            float(state.get("train_seconds") or 0.0),  # checkpoints before 0.x did not count it
         )
 
 

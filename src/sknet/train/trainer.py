@@ -92,6 +92,7 @@ class Trainer:
 
     def state_dict(self, gather: bool = True) -> dict[str, Any]:
         """Everything needed to continue exactly. `gather` (a collective under DDP) adds every rank's RNG."""
+        self._count_seconds()
         rngs = gather_rng(self.dist) if gather else gather_rng(None)
         return capture(self, self.run, self.config.to_dict(), self.weights_metadata(), rngs)
 
@@ -113,7 +114,7 @@ class Trainer:
             cfg.save(self.out / "config.yaml", IN_MEMORY_ONLY if self.data.resizable else FOLDER_ONLY)
             log = RunLog(self.out, cfg.tensorboard)
             log.restart(self.run.history)
-        start_time = time.perf_counter()
+        self._clock = (time.perf_counter(), self.run.train_seconds)  # this process's start, the time before it
         try:
             with self.stop:
                 while self.run.epoch < cfg.epochs or self.run.pending_epoch is not None:
@@ -124,7 +125,8 @@ class Trainer:
                             break
                     self._close_epoch(log)
                 # Still under the handlers: a signal now lets the outputs be written (seconds) first.
-                return self._finish(time.perf_counter() - start_time)
+                self._count_seconds()
+                return self._finish(self.run.train_seconds)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint on disk stays as it is
             last = self.out / "checkpoint.pt"
             hint = f"continue from the last checkpoint with --resume {last}" if last.exists() else "no checkpoint yet"
@@ -206,6 +208,12 @@ class Trainer:
         amp, reduce = partial(autocast, self.config.precision, self.device), partial(all_reduce_sum, info=self.dist)
         should_stop = lambda: self.stop.requested is not None  # noqa: E731
         return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop)
+
+    def _count_seconds(self) -> None:
+        """run.train_seconds: the seconds of every process that trained this run (resumes included)."""
+        clock = getattr(self, "_clock", None)
+        if clock is not None:
+            self.run.train_seconds = clock[1] + time.perf_counter() - clock[0]
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
