@@ -71,14 +71,21 @@ def test_a_second_writer_is_refused_and_a_dead_one_leaves_no_lock(tmp_path):
     folder.release()
 
 
-def test_resume_with_the_run_folder_alone(tmp_path):
+def test_resume_with_the_run_folder_alone(tmp_path, capsys):
     straight, out = tmp_path / "straight", tmp_path / "run"
     assert main(train_argv(straight)[3:]) == 0
     assert main([*train_argv(out)[3:], "--max-steps", "20"]) == 0  # stops in epoch 2
+    before = snapshot(out)
+    capsys.readouterr()
     assert main(["train", "--resume", str(out)]) == 0  # the saved configuration: still stops at step 20
+    said = capsys.readouterr().out
+    assert "stopped at max_steps=20 (epoch 2, batch" in said and "--max-steps none to continue" in said, said
+    assert "done:" not in said and snapshot(out) == before  # nothing trained, no file changed
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
-    # The checkpoint file alone is enough too; --max-steps is a change that is allowed.
-    assert main(["train", "--resume", str(out / "checkpoint.pt"), "--max-steps", "1000"]) == 0
+    assert main(["train", "--resume", str(out), "--max-steps", "15"]) == 0
+    assert "is at step 20, past max_steps=15" in capsys.readouterr().out and snapshot(out) == before
+    # The checkpoint file alone is enough too; --max-steps is a change that is allowed, null lifts it.
+    assert main(["train", "--resume", str(out / "checkpoint.pt"), "--max-steps", "null"]) == 0
     state_equal(read_weights(straight / "model.safetensors")[0], read_weights(out / "model.safetensors")[0], atol=0)
 
 

@@ -65,6 +65,20 @@ HELP = {
 }
 
 
+# `--max-steps null` (or none): the option's value is None, as `--help` says "(or null)"; a sentinel, since
+# None on the parsed arguments means "not given".
+NULL = object()
+NULL_WORDS = ("null", "none")
+
+
+def _or_null(kind: type):
+    def parse(text: str):
+        return NULL if text.strip().lower() in NULL_WORDS else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
 def _field_type(annotation: object) -> type:
     hint = typing.get_type_hints(TrainConfig)[annotation] if isinstance(annotation, str) else annotation
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -107,7 +121,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         elif CHECKS[f.name].choices:
             parser.add_argument(flag, dest=f.name, choices=CHECKS[f.name].choices, default=None, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+            parse = _or_null(kind) if CHECKS[f.name].optional else kind
+            parser.add_argument(flag, dest=f.name, type=parse, default=None, help=help_text)
     add_model_override_args(parser)
     parser.set_defaults(run=run)
 
@@ -118,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for f in fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None and f.name != "model_options":
-            values[f.name] = value
+            values[f.name] = None if value is NULL else value
     options = model_overrides(args)
     if args.resume:
         return resumed_config(Path(args.resume), values, options)
@@ -166,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     resume = checkpoint_of(Path(args.resume)) if args.resume else None
     summary = train(config, resume=resume, overwrite=args.overwrite)
-    if "val_acc1" in summary and Launch.from_env().rank == 0:  # under torchrun, one line for the run
+    if (
+        "val_acc1" in summary and not summary.get("stopped") and Launch.from_env().rank == 0
+    ):  # under torchrun, one line for the run
         print(
             f"done: {plural(summary['epochs'], 'epoch')} in {summary['train_seconds']:.0f} s; test top-1 accuracy "
             f"{100 * summary['val_acc1']:.2f}% (error {100 * (1 - summary['val_acc1']):.2f}%), top-5 "

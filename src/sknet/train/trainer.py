@@ -109,6 +109,11 @@ class Trainer:
                 return self._already_finished()
             finally:
                 self.folder.release()
+        if self._reached_max_steps() and self.run.pending_epoch is None:
+            try:
+                return self._stopped_at_max_steps()
+            finally:
+                self.folder.release()
         log = None
         if self.dist.is_main:
             cfg.save(self.out / "config.yaml", IN_MEMORY_ONLY if self.data.resizable else FOLDER_ONLY)
@@ -238,6 +243,20 @@ class Trainer:
         """Resuming a finished run changes nothing, except writing outputs a kill cut short."""
         summary = finished_run(self.out, self.run.epoch, self.config.epochs, announce=self.dist.is_main)
         return summary if summary is not None else self._finish(0.0)
+
+    def _stopped_at_max_steps(self) -> dict[str, Any]:
+        """Resuming a run that stopped at max_steps with the same max_steps trains nothing: say how to go
+        on, change no file, and return its summary (marked ``stopped``)."""
+        steps, done = self.config.max_steps, self.run.global_step
+        if self.dist.is_main:
+            where = f"stopped at max_steps={steps}" if done == steps else f"is at step {done}, past max_steps={steps}"
+            print(
+                f"the run in {self.out} {where} (epoch {self.run.epoch + 1}, batch {self.run.batch}); nothing "
+                f"to do: pass --max-steps M (M > {done}) or --max-steps none to continue",
+                flush=True,
+            )
+        summary = run_summary(self.out, self.run.history, self.run.epoch, self.run.train_seconds)
+        return {**summary, "stopped": f"max_steps={steps}"}
 
     def _finish(self, seconds: float) -> dict[str, Any]:
         summary = run_summary(self.out, self.run.history, self.run.epoch, seconds)
