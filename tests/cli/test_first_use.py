@@ -45,7 +45,7 @@ def test_a_failed_start_leaves_no_folder_and_no_lock(tmp_path, capsys):
 def test_the_summary_counts_every_process_of_a_resumed_run(tmp_path, monkeypatch, capsys):
     """A fake clock that advances 10 s per optimizer step: 3 steps, then 2 more after a resume, is 50 s."""
     clock = [0.0]
-    monkeypatch.setattr("sknet.train.trainer.time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr("sknet.train.state.time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     tick = lambda epoch, batch: clock.__setitem__(0, clock[0] + 10)  # noqa: E731
     out = tmp_path / "run"
     Trainer(tiny_config(out, epochs=1, max_steps=3), on_step=tick).fit()

@@ -137,6 +137,24 @@ def run_summary(folder: Path, history: list[dict[str, Any]], epochs: int, second
     return {**summary, **{k: v for k, v in last.items() if k.startswith("val_")}}
 
 
+def stopped_run(folder: Path, max_steps: int, run, announce: bool) -> dict[str, Any]:
+    """Resuming a run at its max_steps trains nothing: say how to go on, change no file, and return its
+    summary (marked ``stopped``). `run`: its RunProgress."""
+    done = run.global_step
+    if announce:
+        where = (
+            f"stopped at max_steps={max_steps}"
+            if done == max_steps
+            else f"is at step {done}, past max_steps={max_steps}"
+        )
+        print(
+            f"the run in {folder} {where} (epoch {run.epoch + 1}, batch {run.batch}); nothing to do: pass "
+            f"--max-steps M (M > {done}) or --max-steps none to continue",
+            flush=True,
+        )
+    return {**run_summary(folder, run.history, run.epoch, run.train_seconds), "stopped": f"max_steps={max_steps}"}
+
+
 def finished_run(folder: Path, done: int, epochs: int, announce: bool) -> dict[str, Any] | None:
     """The saved summary of a finished run, or None when its outputs are missing (a kill cut them short)."""
     saved = folder / "summary.json"

@@ -25,10 +25,10 @@ from sknet.train.interrupt import StopSignals
 from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
 from sknet.train.preflight import check_config, check_device
-from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, write_outputs
+from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, stopped_run, write_outputs
 from sknet.train.run_folder import RunFolder, check_output
 from sknet.train.setup import build_loaders, build_model, configure_torch, weights_metadata, wrap_for_training
-from sknet.train.state import RunProgress, capture, read_training_checkpoint, restore, seed_all, write_checkpoint
+from sknet.train.state import RunProgress, capture, resume_from, seed_all, write_checkpoint
 from sknet.train.step import OptimizerStep, accumulation_group, autocast, forward_backward
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "evaluate", "train"]
@@ -82,7 +82,7 @@ class Trainer:
         self.stop = StopSignals(announce=self.dist.is_main)  # its handlers are installed by fit()
         self.run = RunProgress()
         if resume is not None:
-            self.run = restore(read_training_checkpoint(resume), str(resume), self, config.model, self.dist.rank)
+            self.run = resume_from(resume, self, config.model, self.dist.rank)
         else:
             seed_all(config.seed + 1000 * self.dist.rank)  # per-rank runtime randomness (dropout)
         self.train_model = wrap_for_training(self.model, config, self.dist)  # DDP, torch.compile
@@ -92,35 +92,28 @@ class Trainer:
 
     def state_dict(self, gather: bool = True) -> dict[str, Any]:
         """Everything needed to continue exactly. `gather` (a collective under DDP) adds every rank's RNG."""
-        self._count_seconds()
+        self.run.count_seconds()
         rngs = gather_rng(self.dist) if gather else gather_rng(None)
         return capture(self, self.run, self.config.to_dict(), self.weights_metadata(), rngs)
 
     def save(self, name: str = "checkpoint.pt") -> Path:
         state = self.state_dict()  # collective under DDP: every rank takes part
+        self.guard.raise_if_non_finite_state(state["model"], self.run.global_step, self.out / name)
         return write_checkpoint(self.out / name, state) if self.dist.is_main else self.out / name
 
     # ----------------------------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
         """Train until `epochs`, evaluating and checkpointing as configured; return the run's summary."""
         cfg = self.config
-        if self.run.epoch >= cfg.epochs and self.run.pending_epoch is None:
-            try:
-                return self._already_finished()
-            finally:
-                self.folder.release()
-        if self._reached_max_steps() and self.run.pending_epoch is None:
-            try:
-                return self._stopped_at_max_steps()
-            finally:
-                self.folder.release()
         log = None
-        if self.dist.is_main:
-            cfg.save(self.out / "config.yaml", IN_MEMORY_ONLY if self.data.resizable else FOLDER_ONLY)
-            log = RunLog(self.out, cfg.tensorboard)
-            log.restart(self.run.history)
-        self._clock = (time.perf_counter(), self.run.train_seconds)  # this process's start, the time before it
         try:
+            if self.run.pending_epoch is None and (self.run.epoch >= cfg.epochs or self._reached_max_steps()):
+                return self._already_finished()
+            if self.dist.is_main:
+                cfg.save(self.out / "config.yaml", IN_MEMORY_ONLY if self.data.resizable else FOLDER_ONLY)
+                log = RunLog(self.out, cfg.tensorboard)
+                log.restart(self.run.history)
+            self.run.start_clock()
             with self.stop:
                 while self.run.epoch < cfg.epochs or self.run.pending_epoch is not None:
                     if self.run.pending_epoch is None:
@@ -130,8 +123,7 @@ class Trainer:
                             break
                     self._close_epoch(log)
                 # Still under the handlers: a signal now lets the outputs be written (seconds) first.
-                self._count_seconds()
-                return self._finish(self.run.train_seconds)
+                return self._finish()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint on disk stays as it is
             last = self.out / "checkpoint.pt"
             hint = f"continue from the last checkpoint with --resume {last}" if last.exists() else "no checkpoint yet"
@@ -214,12 +206,6 @@ class Trainer:
         should_stop = lambda: self.stop.requested is not None  # noqa: E731
         return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop)
 
-    def _count_seconds(self) -> None:
-        """run.train_seconds: the seconds of every process that trained this run (resumes included)."""
-        clock = getattr(self, "_clock", None)
-        if clock is not None:
-            self.run.train_seconds = clock[1] + time.perf_counter() - clock[0]
-
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
 
@@ -240,26 +226,15 @@ class Trainer:
         self.guard.raise_if_diverged(self.run.epoch, self.out / "checkpoint.pt")
 
     def _already_finished(self) -> dict[str, Any]:
-        """Resuming a finished run changes nothing, except writing outputs a kill cut short."""
+        """Resuming a finished run or one at its max_steps changes nothing (but outputs a kill cut short)."""
+        if self.run.epoch < self.config.epochs:
+            return stopped_run(self.out, self.config.max_steps, self.run, announce=self.dist.is_main)
         summary = finished_run(self.out, self.run.epoch, self.config.epochs, announce=self.dist.is_main)
-        return summary if summary is not None else self._finish(0.0)
+        return summary if summary is not None else self._finish()
 
-    def _stopped_at_max_steps(self) -> dict[str, Any]:
-        """Resuming a run that stopped at max_steps with the same max_steps trains nothing: say how to go
-        on, change no file, and return its summary (marked ``stopped``)."""
-        steps, done = self.config.max_steps, self.run.global_step
-        if self.dist.is_main:
-            where = f"stopped at max_steps={steps}" if done == steps else f"is at step {done}, past max_steps={steps}"
-            print(
-                f"the run in {self.out} {where} (epoch {self.run.epoch + 1}, batch {self.run.batch}); nothing "
-                f"to do: pass --max-steps M (M > {done}) or --max-steps none to continue",
-                flush=True,
-            )
+    def _finish(self) -> dict[str, Any]:
+        self.run.count_seconds()  # every process of the run, up to now
         summary = run_summary(self.out, self.run.history, self.run.epoch, self.run.train_seconds)
-        return {**summary, "stopped": f"max_steps={steps}"}
-
-    def _finish(self, seconds: float) -> dict[str, Any]:
-        summary = run_summary(self.out, self.run.history, self.run.epoch, seconds)
         if self.dist.is_main:
             title = f"{self.config.model} on {self.config.dataset}"
             write_outputs(self.out, self.model, self.weights_metadata(), self.run.history, summary, title)
