@@ -19,6 +19,16 @@ class SKNetError(Exception):
 
     exit_code = 2
 
+    def __init__(self, *args: object) -> None:
+        # A DataLoader worker's error is raised again in the main process as type(err)("Caught ... in
+        # DataLoader worker process N.\nOriginal Traceback ..."): keep the worker's own message, one line.
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught "):
+            trace = args[0].partition("\nOriginal Traceback")[2]
+            marker = f"{type(self).__module__}.{type(self).__qualname__}: "
+            if marker in trace:
+                args = (trace.rsplit(marker, 1)[1].rstrip("\n"),)
+        super().__init__(*args)
+
 
 class ConfigError(SKNetError, ValueError):
     """An invalid model, layer or training configuration (raised at construction time)."""

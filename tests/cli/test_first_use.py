@@ -83,3 +83,35 @@ def test_messages_quote_other_texts_on_one_line_and_cut_them_at_a_word():
     assert clip(text, 80) == "An error happened while trying to locate the file. Please check your connection…"
     assert clip("short") == "short"
     assert (plural(1, "epoch"), plural(2, "epoch"), plural(0, "epoch")) == ("1 epoch", "2 epochs", "0 epochs")
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path, capsys):
+    hostile = tmp_path / "bad\nsknet: all good.png"
+    hostile.write_bytes(b"not an image")
+    weights = tmp_path / "w\n.safetensors"
+    from sknet.weights import save_weights
+
+    save_weights(weights, __import__("sknet").create_model("sknet_tiny"), {"model": "sknet_tiny"})
+    assert main(["predict", str(hostile), "--weights", str(weights)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad\\nsknet: all good.png" in err, err
+    assert main(["eval", "--weights", str(tmp_path / "missing\n.safetensors")]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing\\n.safetensors" in err, err
+
+
+def test_an_error_in_a_loader_worker_reaches_the_user_as_its_own_line(tmp_path, capsys):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (20, 20), (i * 40, 100, 200)).save(tmp_path / split / cls / f"{i}.png")
+    (tmp_path / "train" / "cat" / "bad.jpg").write_bytes(b"not an image at all")
+    argv = ["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path), "--bad-images", "raise"]
+    argv += ["--workers", "2", "--image-size", "16", "--batch-size", "3", "--model", "resnext_tiny", "--device", "cpu"]
+    argv += ["--output", str(tmp_path / "run"), "--progress", "never", "--epochs", "1"]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "unreadable image" in err and "bad.jpg" in err, err

@@ -21,7 +21,7 @@ from sknet.cli import (
     profile_cmd,
     train_cmd,
 )
-from sknet.errors import STORAGE_ERRNOS, SKNetError, StorageError, TrainingInterrupted
+from sknet.errors import STORAGE_ERRNOS, SKNetError, StorageError, TrainingInterrupted, one_line
 
 COMMANDS = [train_cmd, eval_cmd, predict_cmd, attention_cmd, profile_cmd, bench_cmd, convert_cmd, export_cmd]
 
@@ -33,7 +33,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (naming the command and the problem), not usage + error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(err, OSError) and not isinstance(err, SKNetError) and err.filename is not None:
             message = f"{err.strerror or type(err).__name__}: {err.filename}"
         kind = "interrupted" if isinstance(err, TrainingInterrupted) else "error"
-        print(f"sknet {args.command}: {kind}: {message}", file=sys.stderr)
+        # One line, whatever the message quotes (a file name, a class name, a metadata value may hold a
+        # newline or a terminal escape): control characters are written as escapes.
+        print(f"sknet {args.command}: {kind}: {one_line(message)}", file=sys.stderr)
         if storage:
             return StorageError.exit_code
         return getattr(err, "exit_code", 2)
