@@ -233,8 +233,10 @@ def previous_path(path: Path) -> Path:
 def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool = True) -> None:
     """Write `state` atomically with its SHA-256 sidecar; the replaced checkpoint becomes checkpoint.prev.pt.
 
-    Whatever moment a crash hits, `path` is either complete (checksum matching, or a complete file whose
-    checksum was not yet written) or missing, and the previous checkpoint is intact.
+    `path` exists at every moment once it has been written: the old file is linked (or, where the file
+    system has no hard links, copied) to checkpoint.prev.pt, then the new one is renamed over it. Whatever
+    moment a crash hits, `path` is complete (checksum matching, or a complete file whose checksum was not
+    yet written) and the previous checkpoint is intact.
     """
     path = Path(path)
     buffer = io.BytesIO()
@@ -243,15 +245,27 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
     digest = hashlib.sha256(data).hexdigest()
     if keep_previous and path.is_file():
         prev = previous_path(path)
-        os.replace(path, prev)
+        _link_over(path, prev)
         if digest_path(path).is_file():
-            os.replace(digest_path(path), digest_path(prev))
+            _link_over(digest_path(path), digest_path(prev))
         else:
             digest_path(prev).unlink(missing_ok=True)
-    else:
-        digest_path(path).unlink(missing_ok=True)
+    digest_path(path).unlink(missing_ok=True)  # the old checksum must not stand beside the new file
     atomic_write(path, lambda f: f.write(data))
     atomic_write(digest_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+
+
+def _link_over(source: Path, target: Path) -> None:
+    """Make `target` a second name of `source` (a copy where hard links fail), replacing it atomically."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # no hard links here (some network and FAT file systems): a copy does the same job
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def _verify(path: Path, data: bytes) -> None:

@@ -117,3 +117,29 @@ def test_boolean_flags_named_no_mean_what_they_say():
     assert config_from_args(parse(["train", "--decay-bn-bias"])).no_decay_bn_bias is False
     assert config_from_args(parse(["train", "--no-hflip"])).hflip is False
     assert config_from_args(parse(["train", "--deterministic"])).deterministic is True
+
+
+def test_a_run_that_died_before_its_first_checkpoint_restarts_with_resume(tmp_path, monkeypatch, capsys):
+    class Killed(BaseException):  # what kill -9 during the first checkpoint write leaves, in-process
+        pass
+
+    def die(*args, **kwargs):
+        (out / ".checkpoint.pt.x.tmp").write_bytes(b"half")
+        raise Killed
+
+    out = tmp_path / "run"
+    argv = train_argv(out)[3:]
+    monkeypatch.setattr("sknet.train.trainer.write_checkpoint", die)
+    with pytest.raises(Killed):
+        main(argv)
+    monkeypatch.undo()
+    assert (out / "config.yaml").is_file() and not (out / "checkpoint.pt").exists()
+    assert main(argv) == 2  # a rerun is refused, pointing at --resume ...
+    assert f"continue it with --resume {out}" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out)]) == 0  # ... which starts it again, from step 0
+    said = capsys.readouterr().out
+    assert "holds no checkpoint (its run stopped before the first): starting it again from step 0" in said
+    (moved,) = tmp_path.glob("run.replaced-*")  # the dead run's files, kept
+    assert (moved / "config.yaml").is_file() and (out / "checkpoint.pt").is_file()
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 4
+    assert "no checkpoint to resume" in capsys.readouterr().err

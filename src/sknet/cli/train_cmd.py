@@ -142,11 +142,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def checkpoint_of(run: Path) -> Path:
-    """RUN or RUN/checkpoint.pt → the checkpoint file (checked to exist)."""
+    """RUN or RUN/checkpoint.pt → the checkpoint file (checked to exist, unless RUN holds the saved
+    configuration of a run that stopped before its first checkpoint: see `has_checkpoint`)."""
     path = run / "checkpoint.pt" if run.is_dir() else run
-    if not path.exists() and not previous_path(path).is_file():
-        raise CheckpointError(f"no checkpoint to resume: {run} does not exist")
+    if not has_checkpoint(path) and not (path.parent / "config.yaml").is_file():
+        what = "does not exist" if not run.exists() else "holds neither a checkpoint nor a saved config.yaml"
+        raise CheckpointError(f"no checkpoint to resume: {run} {what}")
     return path
+
+
+def has_checkpoint(path: Path) -> bool:
+    return path.is_file() or previous_path(path).is_file()
 
 
 def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
@@ -180,7 +186,17 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     resume = checkpoint_of(Path(args.resume)) if args.resume else None
-    summary = train(config, resume=resume, overwrite=args.overwrite)
+    overwrite = args.overwrite
+    if resume is not None and not has_checkpoint(resume):
+        # Killed before (or while) writing its first checkpoint: nothing to continue, all to redo. The dead
+        # run's files are moved aside (RUN.replaced-<time>/), as --overwrite does: nothing is deleted.
+        print(
+            f"{resume.parent} holds no checkpoint (its run stopped before the first): starting it again from "
+            "step 0 with its saved configuration",
+            flush=True,
+        )
+        resume, overwrite = None, True
+    summary = train(config, resume=resume, overwrite=overwrite)
     if (
         "val_acc1" in summary and not summary.get("stopped") and Launch.from_env().rank == 0
     ):  # under torchrun, one line for the run
