@@ -137,8 +137,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     options = model_overrides(args)
     if args.resume:
         return resumed_config(Path(args.resume), values, options)
-    values["model_options"] = {**(values.get("model_options") or {}), **options}
-    return TrainConfig.from_dict(values, source=args.config or "command line")
+    source = args.config or "command line"
+    values["model_options"] = {**_options_in(values, source), **options}
+    return TrainConfig.from_dict(values, source=source)
+
+
+def _options_in(values: dict, source: str) -> dict:
+    """The model_options of `values`, checked to be a mapping of plain values before anything merges them."""
+    try:
+        return CHECKS["model_options"].apply("model_options", values.get("model_options", {}))
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def checkpoint_of(run: Path) -> Path:
@@ -166,7 +175,10 @@ def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
         saved = dict(read_training_checkpoint(path).get("config") or {})
     saved["output"] = str(path.parent)  # the run continues where its checkpoint is, wherever it moved
     if model_options:
-        given["model_options"] = {**(given.get("model_options") or saved.get("model_options") or {}), **model_options}
+        given["model_options"] = {
+            **_options_in(given if "model_options" in given else saved, "config"),
+            **model_options,
+        }
     reference = TrainConfig.from_dict(saved, source=str(saved_file)).to_dict()
     requested = TrainConfig.from_dict({**saved, **given}, source="command line").to_dict()
     changed = sorted(k for k in given if k in requested and requested[k] != reference.get(k))

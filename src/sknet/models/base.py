@@ -53,7 +53,7 @@ class BottleneckNet(nn.Module):
         super().__init__()
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_chans", in_chans)
-        if not 0.0 <= float(drop_rate) < 1.0:
+        if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:
             raise ConfigError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
         self.num_classes = num_classes
         self.in_chans = in_chans
