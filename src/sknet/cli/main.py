@@ -5,7 +5,9 @@ interrupted with a resumable checkpoint, 130 interrupted); `--debug` adds the tr
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import NoReturn
@@ -46,7 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM outside training (loading, building, writing outputs) ends the command like Ctrl-C: one line,
+    # status 130, not a silent 143. Training installs its own handlers (a checkpoint, then 75).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as stop:  # during parsing, or a second Ctrl-C where the command does not catch it
+        print(f"sknet: interrupted by {stop.args[0] if stop.args else 'SIGINT'}", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -54,8 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("sknet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        how = stop.args[0] if stop.args and isinstance(stop.args[0], str) else "SIGINT"
+        print(f"sknet {args.command}: interrupted by {how}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `sknet profile | head`: the reader left; not an error worth a traceback
         import os

@@ -125,9 +125,9 @@ class Trainer:
                 # Still under the handlers: a signal now lets the outputs be written (seconds) first.
                 return self._finish()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint on disk stays as it is
-            last = self.out / "checkpoint.pt"
-            hint = f"continue from the last checkpoint with --resume {last}" if last.exists() else "no checkpoint yet"
-            raise TrainingInterrupted(f"stopped without saving; {hint}") from None
+            if not (last := self.out / "checkpoint.pt").exists():
+                raise  # nothing to resume: status 130 (sknet.cli.main), not 75
+            raise TrainingInterrupted(f"stopped without saving; continue with --resume {last}") from None
         finally:
             if log is not None:
                 log.close()
