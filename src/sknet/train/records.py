@@ -15,7 +15,8 @@ from sknet.errors import plural, storage_error
 class RunLog:
     """Appends one row per epoch to metrics.jsonl and metrics.csv (rank 0 only)."""
 
-    def __init__(self, folder: Path, tensorboard: bool = False) -> None:
+    def __init__(self, folder: Path, tensorboard: bool = False, history: list[dict[str, Any]] | None = None) -> None:
+        """`history`: the rows the logs must hold now (see restart)."""
         self.folder = folder
         self.jsonl = folder / "metrics.jsonl"
         self.csv = folder / "metrics.csv"
@@ -30,6 +31,8 @@ class RunLog:
                 warnings.warn("tensorboard is not installed (pip install tensorboard); skipping it", stacklevel=2)
             else:
                 self.writer = SummaryWriter(str(folder / "tensorboard"))
+        if history is not None:
+            self.restart(history)
 
     def restart(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the epoch logs to hold exactly `history` (a resumed run continues after its checkpoint)."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sknet.errors import CheckpointError, one_line
+from sknet.errors import CheckpointError, ConfigError, one_line
 
 CHECKPOINT_FORMAT = "sknet-checkpoint-v1"
 
@@ -181,10 +181,26 @@ def capture(parts, progress: RunProgress, config: dict[str, Any], meta: dict[str
     }
 
 
+def check_world_size(saved: int, parts, source: str) -> None:
+    """ConfigError when a run saved by `saved` processes (one RNG state each) is resumed by another number:
+    the global batch, hence the optimisation, would change."""
+    dist, config = getattr(parts, "dist", None), getattr(parts, "config", None)
+    world = dist.world_size if dist is not None else 1
+    if config is None or saved == world:
+        return
+    per_step, processes = config.batch_size * config.accum_steps, "process" if saved == 1 else "processes"
+    raise ConfigError(
+        f"{source} was trained by {saved} {processes} (global batch {saved * per_step}); resuming it with {world} "
+        f"would make the global batch {world * per_step}: resume with {saved} processes (torchrun "
+        f"--nproc_per_node {saved}), or start a new run"
+    )
+
+
 def restore(state: dict[str, Any], source: str, parts, model_name: str, rank: int) -> RunProgress:
     """Load a checkpoint dictionary into `parts`; set this rank's RNG; return where the run stands."""
     from sknet.weights import load_state_into
 
+    check_world_size(len(state["rng"]), parts, source)
     load_state_into(parts.model, state["model"], source, model_name, state.get("meta", {}).get("model"))
     try:
         parts.optimizer.load_state_dict(state["optimizer"])

@@ -20,7 +20,7 @@ from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
 from sknet.train.config import FOLDER_ONLY, IN_MEMORY_ONLY, Precision, TrainConfig
-from sknet.train.distributed import all_reduce_sum, cleanup, gather_rng, init_distributed
+from sknet.train.distributed import all_reduce_sum, broadcast_buffers, cleanup, gather_rng, init_distributed
 from sknet.train.interrupt import StopSignals
 from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
@@ -111,8 +111,7 @@ class Trainer:
                 return self._already_finished()
             if self.dist.is_main:
                 cfg.save(self.out / "config.yaml", IN_MEMORY_ONLY if self.data.resizable else FOLDER_ONLY)
-                log = RunLog(self.out, cfg.tensorboard)
-                log.restart(self.run.history)
+                log = RunLog(self.out, cfg.tensorboard, history=self.run.history)
             self.run.start_clock()
             with self.stop:
                 while self.run.epoch < cfg.epochs or self.run.pending_epoch is not None:
@@ -204,6 +203,7 @@ class Trainer:
         progress = self.config.progress if self.dist.is_main else "never"
         amp, reduce = partial(autocast, self.config.precision, self.device), partial(all_reduce_sum, info=self.dist)
         should_stop = lambda: self.stop.requested is not None  # noqa: E731
+        broadcast_buffers(self.model, self.dist)  # rank 0's BatchNorm statistics: those its checkpoint holds
         return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop)
 
     def _reached_max_steps(self) -> bool:
