@@ -124,3 +124,20 @@ def test_class_names_that_do_not_match_the_classifier_are_refused(tmp_path, caps
     assert main(["predict", str(tmp_path / "x.png"), "--weights", str(tmp_path / "w.safetensors")]) == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "3 class names for a model of 10 classes" in err, err
+
+
+def test_a_caffe_model_with_non_finite_blobs_is_not_converted(tmp_path, monkeypatch, capsys):
+    import sknet.convert.caffe as caffe
+
+    model = sknet.create_model("sknet50", num_classes=4)
+    with torch.no_grad():
+        model.fc.bias[1] = float("inf")
+    monkeypatch.setattr(caffe, "from_caffe", lambda *args: (model, "sknet50", {}))
+    (tmp_path / "m.caffemodel").write_bytes(b"blobs")
+    assert (
+        main(["convert", "--from", "caffe", str(tmp_path / "m.caffemodel"), "--out", str(tmp_path / "w.safetensors")])
+        == 4
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tensor 'fc.bias' holds NaN or infinite values" in err, err
+    assert not (tmp_path / "w.safetensors").exists()

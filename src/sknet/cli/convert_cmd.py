@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sknet.weights import save_weights
+    from sknet.weights import check_finite, save_weights
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         num_classes=int(model.fc.out_features),
         in_chans=3,
     )
+    check_finite(model.state_dict().items(), f"{one_line(args.name)} (converted)")  # never write broken weights
     save_weights(out, model, meta)
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}: {name} ({params:,} parameters) from {meta['source']}")
