@@ -5,7 +5,11 @@ call: its models run interleaved in one process, so each ratio is measured side 
 ratio table against the targets of the "Fast SK on GPUs" issue and writes
 benchmarks/results/<date>-<gpu>.json. Needs only torch (≥ 2.11) with CUDA; timm is used when present.
 
-    python benchmarks/gpu.py [--quick] [--no-compile] [--budget SECONDS]
+    python benchmarks/gpu.py [--quick] [--no-compile] [--budget SECONDS] [--models SK,BASELINE]
+
+``--models sknet_tiny,resnext_tiny`` runs every configuration on another pair (the test suite's CPU smoke
+run does, so that it takes seconds, not the better part of an hour on a busy 2-core machine); timm's
+skresnext50_32x4d joins only as the peer of the default pair.
 
 "sknet50 plain tail" is the same model with the fused CUDA tail switched off in every SK layer
 (``SKConv2d.fused_tail = False``): what the fused tail gains, eager and compiled, in the same run.
@@ -59,32 +63,42 @@ def plain_tail(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def candidates(name: str, mode: str, compiled: bool) -> list[Candidate]:
-    sknet50 = Candidate("sknet50", lambda: create_model("sknet50"), "sk")
-    plain = Candidate("sknet50 plain tail", lambda: plain_tail(create_model("sknet50")), "sk")
+DEFAULT_MODELS = ("sknet50", "resnext50")
+
+
+def build(name: str) -> torch.nn.Module:
+    """A registered model on the benchmark's input: 3 channels, 1000 classes (sknet.bench's random labels)."""
+    return create_model(name, in_chans=3, num_classes=1000)
+
+
+def candidates(name: str, mode: str, compiled: bool, models: tuple[str, str] = DEFAULT_MODELS) -> list[Candidate]:
+    sk, base = models
+    first = Candidate(sk, lambda: build(sk), "sk")
+    plain = Candidate(f"{sk} plain tail", lambda: plain_tail(build(sk)), "sk")
     if name.endswith("plain tail"):
-        sknet50 = plain
-    cands = [sknet50, Candidate("resnext50", lambda: create_model("resnext50"), "baseline")]
+        first = plain
+    cands = [first, Candidate(base, lambda: build(base), "baseline")]
     if name == "train bf16 eager":
         cands.append(plain)
     if mode == "inference":
-        cands.append(Candidate("sknet50 fused", lambda: fuse_for_inference(create_model("sknet50")), "sk", True))
-        cands.append(
-            Candidate("resnext50 fused", lambda: fuse_for_inference(create_model("resnext50")), "baseline", True)
-        )
-    if timm_available() and not compiled:  # compiling timm's models too would not fit the time budget
+        cands.append(Candidate(f"{sk} fused", lambda: fuse_for_inference(build(sk)), "sk", True))
+        cands.append(Candidate(f"{base} fused", lambda: fuse_for_inference(build(base)), "baseline", True))
+    # timm's SKNet is the peer of SKNet-50 only; compiling timm's models too would not fit the time budget
+    if models == DEFAULT_MODELS and timm_available() and not compiled:
         import timm
 
         cands.append(Candidate("timm skresnext50_32x4d", lambda: timm.create_model("skresnext50_32x4d"), "peer"))
     return cands
 
 
-def trainer_vs_step(dtype: str, batch: int, quick: bool, device: str = "cuda", size: int = 224) -> dict:
+def trainer_vs_step(
+    dtype: str, batch: int, quick: bool, device: str = "cuda", size: int = 224, model: str = "sknet50"
+) -> dict:
     """`sknet train` (in-memory 224² images, and an ImageFolder of JPEGs) against the bare step."""
     sys.path.insert(0, str(Path(__file__).parent))
     import train_vs_step
 
-    argv = ["--dtype", dtype, "--batch", str(batch), "--device", device, "--size", str(size)]
+    argv = ["--dtype", dtype, "--batch", str(batch), "--device", device, "--size", str(size), "--model", model]
     args = train_vs_step.parser().parse_args(argv)
     if quick:
         args.warmup, args.steps = 3, 5
@@ -144,6 +158,12 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=224, help="image side (default 224)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument(
+        "--models",
+        type=_pair,
+        default=DEFAULT_MODELS,
+        help="the SK model and its baseline, comma-separated (default sknet50,resnext50; the targets are theirs)",
+    )
+    parser.add_argument(
         "--budget",
         type=int,
         default=0,
@@ -188,6 +208,13 @@ def main() -> int:
     return 0
 
 
+def _pair(text: str) -> tuple[str, str]:
+    names = tuple(name.strip() for name in text.split(","))
+    if len(names) != 2 or not all(names):
+        raise argparse.ArgumentTypeError(f"expected two model names, SK,BASELINE; got {text!r}")
+    return names  # type: ignore[return-value]
+
+
 class OutOfTime(Exception):
     pass
 
@@ -216,11 +243,11 @@ def run_configs(args, report: dict, path: Path, table: list) -> None:
                 table.append((name, "traffic floor / measured tail time", floor / sum(measured.values()), None))
             continue
         if mode == "trainer":
-            found = trainer_vs_step(dtype, batch, args.quick, args.device, args.size)
+            found = trainer_vs_step(dtype, batch, args.quick, args.device, args.size, args.models[0])
             report["runs"].append({"name": name, "seconds": round(time.perf_counter() - start, 1), **found})
             path.write_text(json.dumps(report, indent=2))
             for key in ("train_in_memory / step", "train_folder / step"):
-                table.append((name, f"sknet50 {key} (speed)", found[key], TRAINER_TARGET))
+                table.append((name, f"{args.models[0]} {key} (speed)", found[key], TRAINER_TARGET))
             print(
                 f"{name}: batch {batch}: step {found['step_images_per_s']:.0f} img/s, in memory "
                 f"{found['train_in_memory_images_per_s']:.0f}, ImageFolder {found['train_folder_images_per_s']:.0f}",
@@ -237,7 +264,7 @@ def run_configs(args, report: dict, path: Path, table: list) -> None:
             3,
             compiled,
             ("channels_last",),
-            candidates(name, mode, compiled),
+            candidates(name, mode, compiled, args.models),
         )
         found = ratios(results)
         report["runs"].append(
@@ -255,13 +282,14 @@ def run_configs(args, report: dict, path: Path, table: list) -> None:
         )
         path.write_text(json.dumps(report, indent=2))  # after every configuration: a time-out keeps the rest
         speeds = {r.label: r.images_per_s for r in results}
+        sk, base = args.models
         for key, value in found.items():
             target = None
-            if key == "sknet50 / resnext50 (speed)" or key.startswith("sknet50 / timm resnext50"):
+            if key == f"{sk} / {base} (speed)" or key.startswith(f"{sk} / timm resnext50"):
                 target = TARGETS.get(name)
-            elif key == "sknet50 / resnext50 (activation memory)" and name == "train bf16 eager":
+            elif key == f"{sk} / {base} (activation memory)" and name == "train bf16 eager":
                 target = -MEMORY_TARGET  # at most
-            elif key == "sknet50 / timm skresnext50_32x4d (speed)" and name == "train bf16 eager":
+            elif key == f"{sk} / timm skresnext50_32x4d (speed)" and name == "train bf16 eager":
                 target = TIMM_TARGET
             table.append((name, key, value, target))
         print(f"{name}: batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s" for k, v in speeds.items()), flush=True)

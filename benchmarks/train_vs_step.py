@@ -128,7 +128,7 @@ def measure(args) -> dict:
         repeats=args.steps,
         warmup=args.warmup,
         formats=("channels_last",),
-        candidates=[Candidate(args.model, lambda: create_model(args.model, num_classes=NUM_CLASSES), "sk")],
+        candidates=[Candidate(args.model, lambda: create_model(args.model, num_classes=NUM_CLASSES, in_chans=3), "sk")],
     )[0].images_per_s
     report = {
         "model": args.model,

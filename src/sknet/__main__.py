@@ -2,6 +2,6 @@
 
 import sys
 
-from sknet.cli.main import main
+from sknet_launch import main  # the same first instructions as the `sknet` command
 
 sys.exit(main())

@@ -19,6 +19,16 @@ class SKNetError(Exception):
 
     exit_code = 2
 
+    def __init__(self, *args: object) -> None:
+        # A DataLoader worker's error is raised again in the main process as type(err)("Caught ... in
+        # DataLoader worker process N.\nOriginal Traceback ..."): keep the worker's own message, one line.
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught "):
+            trace = args[0].partition("\nOriginal Traceback")[2]
+            marker = f"{type(self).__module__}.{type(self).__qualname__}: "
+            if marker in trace:
+                args = (trace.rsplit(marker, 1)[1].rstrip("\n"),)
+        super().__init__(*args)
+
 
 class ConfigError(SKNetError, ValueError):
     """An invalid model, layer or training configuration (raised at construction time)."""
@@ -69,6 +79,39 @@ class TrainingInterrupted(SKNetError):
 STORAGE_ERRNOS = frozenset(
     getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EIO", "EFBIG") if hasattr(errno, name)
 )
+
+
+def one_line(value: object) -> str:
+    """`value` as text that stays on one line: control characters (newlines, tabs, escapes) of untrusted
+    strings — file names, class names, metadata values, messages of other libraries — are written as
+    Python escapes (``\\n``), so a message quoting them is still one line. Other characters are kept."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def clip(value: object, limit: int = 160) -> str:
+    """`value` on one line (:func:`one_line`), cut at a word boundary to about `limit` characters with "…"."""
+    text = one_line(value)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def output_folder(path: object, option: str = "--out") -> None:
+    """Refuse an output file whose folder does not exist (StorageError, exit 6), before any work."""
+    from pathlib import Path
+
+    parent = Path(str(path)).parent
+    if not parent.is_dir():
+        raise StorageError(f"cannot write {option} {one_line(path)}: the folder {one_line(parent)} does not exist")
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '2 epochs' (regular English plurals only)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def storage_error(err: OSError, what: str) -> StorageError | OSError:

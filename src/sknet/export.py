@@ -9,6 +9,7 @@ extra_files={"sknet.json": ""})``, ``torch.jit.load(path, _extra_files=...)``)."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import json
 import warnings
@@ -19,7 +20,7 @@ from torch import nn
 
 from sknet.bn_folding import fuse_for_inference
 from sknet.enums import parse_enum
-from sknet.errors import ConfigError
+from sknet.errors import ConfigError, output_folder
 from sknet.weights import DataConfig, data_config
 
 ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: above, external data
@@ -44,7 +45,9 @@ def export_model(
     record: DataConfig | None = None,
 ) -> list[Path]:
     """Write `model` (a copy, BN folded, eval mode) for inputs (batch, *input_size), any batch size; returns
-    every file written. `record`: the input record to embed (default: ``sknet.data_config(model)``).
+    every file written. `record`: the input record to embed (default: ``sknet.data_config(model)``); its
+    ``input_size`` is set to the traced size, so that a consumer following the metadata feeds what the
+    graph takes. Raises ConfigError for a non-square size or channels other than the record's.
 
     ONNX is one self-contained file unless the weights exceed 2 GB (then ``<path>.data`` beside it).
     ONNX: input "images", output "logits", dynamic axis 0 (needs the `onnx` and `onnxscript` packages).
@@ -55,10 +58,15 @@ def export_model(
     fmt = ExportFormat.parse(fmt)
     if len(input_size) != 3 or any(int(v) < 1 for v in input_size):
         raise ConfigError(f"input_size must be (channels, height, width) of positive sizes, got {input_size!r}")
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise FileNotFoundError(2, "No such directory", str(path.parent))
+    channels, height, width = (int(v) for v in input_size)
+    if height != width:
+        raise ConfigError(f"input_size must be square (the input record holds one side), got {height}×{width}")
     record = record or data_config(model)
+    if channels != record.in_chans:
+        raise ConfigError(f"input_size has {channels} channels; the model's input record has {record.in_chans}")
+    record = dataclasses.replace(record, input_size=height)  # the metadata describes the graph as traced
+    path = Path(path)
+    output_folder(path)
     meta = {"model": getattr(model, "weights_meta", {}).get("model"), **record.to_metadata()}
     extra = {"sknet.json": json.dumps(meta)}
     fused = fuse_for_inference(copy.deepcopy(model).cpu().float())

@@ -11,6 +11,8 @@ command line and the exporters all read and write weights through it.
 - Weights (``.safetensors``) hold the model's tensors plus metadata (model name and options, and the
   :class:`DataConfig`: input size, crop, interpolation, mean/std, classes, channel order), enough for
   ``create_model(weights=path)``, ``sknet eval``, ``sknet predict`` and the exports.
+- Tensors must be finite: a weights file or checkpoint holding NaN or inf in any floating tensor is
+  refused in one line naming the first such tensor (checked tensor by tensor as the file is read).
 - Metadata comes from files that may be hostile: it is validated (types, sane ranges, consistency)
   before anything is sized from it, and a file whose metadata fails is refused in one line.
 """
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sknet.errors import CheckpointError
+from sknet.errors import CheckpointError, one_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -159,6 +161,35 @@ def check_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
     return meta
 
 
+def first_non_finite(tensors) -> str | None:
+    """The name of the first floating tensor of `tensors` (an iterable of (name, tensor)) holding NaN or
+    inf, else None. One host read for all of them (a device flag per tensor, stacked), so it costs a
+    training checkpoint one sync."""
+    named = [(k, t) for k, t in tensors if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())]
+    if not named:
+        return None
+    flags = torch.stack([torch.isfinite(t).all() for _, t in named]).cpu()
+    if bool(flags.all()):
+        return None
+    return named[int((~flags).nonzero()[0])][0]
+
+
+def check_state_dict(state: dict, source: str) -> None:
+    """CheckpointError unless `state` maps names to finite tensors (a damaged file can hold anything)."""
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{source} is corrupt: its state dict holds entries that are not named tensors")
+    check_finite(state.items(), source)
+
+
+def check_finite(tensors, source: str) -> None:
+    """CheckpointError naming the first tensor of `tensors` that is not finite (see first_non_finite)."""
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(
+            f"{source}: tensor {one_line(bad)!r} holds NaN or infinite values; the weights are broken"
+        )
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(file_object)`` on a temporary file beside `path`, then atomically rename it to `path`."""
     path = Path(path)
@@ -202,8 +233,10 @@ def previous_path(path: Path) -> Path:
 def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool = True) -> None:
     """Write `state` atomically with its SHA-256 sidecar; the replaced checkpoint becomes checkpoint.prev.pt.
 
-    Whatever moment a crash hits, `path` is either complete (checksum matching, or a complete file whose
-    checksum was not yet written) or missing, and the previous checkpoint is intact.
+    `path` exists at every moment once it has been written: the old file is linked (or, where the file
+    system has no hard links, copied) to checkpoint.prev.pt, then the new one is renamed over it. Whatever
+    moment a crash hits, `path` is complete (checksum matching, or a complete file whose checksum was not
+    yet written) and the previous checkpoint is intact.
     """
     path = Path(path)
     buffer = io.BytesIO()
@@ -212,15 +245,27 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
     digest = hashlib.sha256(data).hexdigest()
     if keep_previous and path.is_file():
         prev = previous_path(path)
-        os.replace(path, prev)
+        _link_over(path, prev)
         if digest_path(path).is_file():
-            os.replace(digest_path(path), digest_path(prev))
+            _link_over(digest_path(path), digest_path(prev))
         else:
             digest_path(prev).unlink(missing_ok=True)
-    else:
-        digest_path(path).unlink(missing_ok=True)
+    digest_path(path).unlink(missing_ok=True)  # the old checksum must not stand beside the new file
     atomic_write(path, lambda f: f.write(data))
     atomic_write(digest_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+
+
+def _link_over(source: Path, target: Path) -> None:
+    """Make `target` a second name of `source` (a copy where hard links fail), replacing it atomically."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # no hard links here (some network and FAT file systems): a copy does the same job
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def _verify(path: Path, data: bytes) -> None:
@@ -233,24 +278,30 @@ def _verify(path: Path, data: bytes) -> None:
         raise CheckpointError(f"{path} fails its checksum ({sidecar.name}): the file is corrupt or truncated")
 
 
-def load_checkpoint(path: str | Path, fallback: bool = False) -> dict[str, Any]:
-    """Read a training checkpoint safely (tensors and plain containers only), verifying its checksum.
+def load_checkpoint(path: str | Path, fallback: bool = False, check=None) -> dict[str, Any]:
+    """Read a training checkpoint safely (tensors and plain containers only), verifying its checksum;
+    `check(state, source)` may refuse what it holds (CheckpointError).
 
-    With `fallback`, a missing, corrupt or truncated `path` gives way to the previous checkpoint
-    (checkpoint.prev.pt) with a warning; a file refused for safety never does.
+    With `fallback`, a missing, corrupt or truncated `path` (whatever the damage: CheckpointError from the
+    read or from `check`) gives way to the previous checkpoint (checkpoint.prev.pt) with a warning; a file
+    refused for safety never does. When the previous one fails too, the error named is the newer file's.
     """
     path = Path(path)
     try:
-        return _load_checkpoint(path)
+        return _load_checkpoint(path, check)
     except CheckpointError as err:
         prev = previous_path(path)
         if not fallback or getattr(err, "unsafe", False) or not prev.is_file():
             raise
+        try:
+            state = _load_checkpoint(prev, check)
+        except CheckpointError:
+            raise err from None
         warnings.warn(f"{err}; resuming from the previous checkpoint {prev} instead", stacklevel=2)
-        return _load_checkpoint(prev)
+        return state
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
+def _load_checkpoint(path: Path, check=None) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     data = path.read_bytes()  # read once: checksummed, then unpickled from memory
@@ -261,18 +312,27 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         text = str(err)
         if "GLOBAL" in text or "global" in text:  # a pickle that names code to import and run
             unsafe = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "").split(" was ")[0]
+            unsafe = one_line(unsafe.removeprefix("WeightsUnpickler error: "))
             refused = CheckpointError(
                 f"refusing to load {path}: it holds Python objects whose loading would run code "
-                f"({unsafe.removeprefix('WeightsUnpickler error: ') or 'disallowed global'}); only tensors and "
+                f"({unsafe or 'disallowed global'}); only tensors and "
                 "plain containers are accepted. Convert it to safetensors in a trusted environment"
             )
             refused.unsafe = True  # never fall back silently past a refused file
             raise refused from None
         raise CheckpointError(f"{path} is corrupt or truncated (not a torch checkpoint)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupt or truncated: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # damage surfaces as any type (struct.error, IndexError, TypeError, ...)
+        reason = one_line(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise CheckpointError(f"{path} is corrupt or truncated: {reason}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a checkpoint dictionary")
+    model = state.get("model") if isinstance(state.get("model"), dict) else state
+    if "model" in state and not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path} is corrupt: its model is not a state dict")
+    if "model" in state or all(isinstance(v, torch.Tensor) for v in state.values()):
+        check_state_dict(model, str(path))
+    if check is not None:
+        check(state, str(path))
     return state
 
 
@@ -307,7 +367,10 @@ def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict[str, torch.T
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()} if with_tensors else {}  # noqa: SIM118
+            tensors = {}
+            for key in f.keys() if with_tensors else ():  # safe_open has no __iter__
+                tensors[key] = f.get_tensor(key)
+                check_finite([(key, tensors[key])], str(path))  # streamed: refused at the first bad tensor
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from None
     try:
@@ -356,6 +419,8 @@ def load_state_into(
             parts.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-        raise CheckpointError(f"{source} does not fit this model (it looks like {what}): {'; '.join(parts)}")
+        raise CheckpointError(
+            f"{source}: its tensors do not fit this model (they look like {what}): {'; '.join(parts)}"
+        )
     if not check_only:
         model.load_state_dict(state)

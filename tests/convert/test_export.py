@@ -80,7 +80,9 @@ def test_export_cli(tmp_path, capsys):
     assert "check: batch 3" in capsys.readouterr().out
     assert main(["export", "--format", "onnx", "--out", str(tmp_path / "a.onnx")]) == 2
     assert "give --weights" in capsys.readouterr().err
-    assert main(["export", "--model", "sknet_tiny", "--format", "onnx", "--out", str(tmp_path / "no/a.onnx")]) == 2
+    assert (
+        main(["export", "--model", "sknet_tiny", "--format", "onnx", "--out", str(tmp_path / "no/a.onnx")]) == 6
+    )  # storage (README)
 
 
 def test_weights_carry_their_data_config_and_predict_uses_it(tmp_path, capsys):
@@ -122,3 +124,42 @@ def test_weights_carry_their_data_config_and_predict_uses_it(tmp_path, capsys):
     assert props["classes"] == [f"class{i}" for i in range(4)] and props["mean"] == [0.5] and props["std"] == [0.25]
     logits = session.run(None, {"images": x.numpy()})[0]
     np.testing.assert_allclose(torch.from_numpy(logits).softmax(1)[0].numpy(), expected.numpy(), atol=1e-5)
+
+
+def _graph_input_side(fmt: str, path) -> tuple[int, int]:
+    """(recorded input_size, the graph's input side) of an exported file."""
+    if fmt == "onnx":
+        import onnx
+
+        graph = onnx.load(str(path))
+        dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+        props = {p.key: p.value for p in graph.metadata_props}
+        assert dims[2] == dims[3]
+        return json.loads(props["input_size"]), dims[2]
+    extra = {"sknet.json": ""}
+    if fmt == "pt2":
+        program = torch.export.load(str(path), extra_files=extra)
+        names = program.graph_signature.user_inputs
+        (shape,) = [n.meta["val"].shape for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
+        return json.loads(extra["sknet.json"])["input_size"], int(shape[2])
+    loaded = torch.jit.load(str(path), _extra_files=extra)  # a trace keeps no input shape: run the recorded one
+    side = json.loads(extra["sknet.json"])["input_size"]
+    assert loaded(torch.randn(1, 1, side, side)).shape == (1, 10)
+    return side, 48
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
+def test_every_format_records_the_size_it_traced(tmp_path, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", "--model", "sknet_tiny", "--format", fmt, "--resolution", "48", "--out", str(out)]) == 0
+    recorded, graph = _graph_input_side(fmt, out)
+    assert recorded == graph == 48  # the record says 28 (the training size) unless the export rewrites it
+
+
+def test_export_refuses_a_size_the_record_cannot_describe(model, tmp_path):
+    with pytest.raises(sknet.ConfigError, match="must be square"):
+        export_model(model, tmp_path / "m.pt2", "pt2", (1, 28, 32))
+    with pytest.raises(sknet.ConfigError, match="3 channels; the model's input record has 1"):
+        export_model(model, tmp_path / "m.pt2", "pt2", (3, 28, 28))

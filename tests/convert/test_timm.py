@@ -88,5 +88,7 @@ def test_a_state_of_another_timm_model_is_a_clear_error():
 
     with torch.device("meta"):
         state = timm.create_model("resnext50_32x4d").state_dict()
-    with pytest.raises(sknet.CheckpointError, match="timm's skresnext50_32x4d weights does not fit this model"):
+    with pytest.raises(
+        sknet.CheckpointError, match="timm's skresnext50_32x4d weights: its tensors do not fit this model"
+    ):
         convert_timm_state(state, "sknet50")

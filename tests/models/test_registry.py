@@ -57,3 +57,15 @@ def test_readme_list_models_lines_are_real():
             assert repr(eval(call, {"sknet": sknet})) == shown.split(":")[0], line
             checked += 1
     assert checked >= 2
+
+
+def test_the_readme_counts_the_models_it_lists():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    total, ablations = map(
+        int, re.search(r"# (\d+): with CIFAR's sknet29, sknet_tiny and (\d+) ablations", readme).groups()
+    )
+    assert total == len(sknet.list_models("sknet*"))
+    assert ablations == len(sknet.list_models(family="ablation"))

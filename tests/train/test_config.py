@@ -84,7 +84,7 @@ def test_config_module_works_without_tomllib():
         "assert config.tomllib is tomli\n"
         "print('fallback ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0 and "fallback ok" in result.stdout, result.stderr[-2000:]
 
 
@@ -163,3 +163,21 @@ def test_toml_values_get_the_same_checks(tmp_path):
     (tmp_path / "c.toml").write_text("seed = 1.5\n")
     with pytest.raises(ConfigError, match=r"^seed must be an integer"):
         TrainConfig.load(tmp_path / "c.toml")
+
+
+def test_every_optional_option_takes_null_or_none_on_the_command_line():
+    """`--help` says "(or null)" for each optional option: the flag accepts null and none (any case)."""
+    import typing
+    from dataclasses import fields
+
+    from sknet.cli.main import build_parser
+    from sknet.cli.train_cmd import config_from_args
+
+    hints = typing.get_type_hints(TrainConfig)
+    optional = [f.name for f in fields(TrainConfig) if type(None) in typing.get_args(hints[f.name])]
+    assert {"max_steps", "crop_padding", "grad_clip", "threads", "data_dir"} <= set(optional)
+    for name in optional:
+        for word in ("null", "None"):
+            flag = "--" + name.replace("_", "-")
+            args = build_parser().parse_args(["train", "--dataset", "synthetic", "--max-steps", "7", flag, word])
+            assert getattr(config_from_args(args), name) is None, (name, word)

@@ -30,7 +30,7 @@ def long_argv(out):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
-    result = subprocess.run(long_argv(out), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(long_argv(out), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     return read_weights(out / "model.safetensors")[0], epochs_logged(out)
 
@@ -40,14 +40,13 @@ def reference(tmp_path_factory):
 def test_signal_at_a_random_point_then_resume_alone_is_exact(tmp_path, reference, sig, seed):
     out = tmp_path / "run"
     proc = subprocess.Popen(long_argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while len(epochs_logged(out)) < 1 and proc.poll() is None and time.monotonic() < deadline:
+    while len(epochs_logged(out)) < 1 and proc.poll() is None:
         time.sleep(0.01)
     time.sleep(random.Random(seed).uniform(0.0, 2.0))  # somewhere in a later epoch: a step, a save, an evaluation
     sent = proc.poll() is None
     if sent:
         proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate()
     assert sent, "the run ended before the signal: make it longer"
     assert proc.returncode == INTERRUPTED, err[-2000:]
     assert "saved a resumable checkpoint" in err and "Traceback" not in err, err[-2000:]
@@ -158,19 +157,19 @@ def test_signal_during_evaluation_in_a_real_process(tmp_path, sig, seed):
     script = tmp_path / "slow_eval.py"
     script.write_text(SLOW_EVALUATION)
     straight = tmp_path / "straight"
-    assert subprocess.run(train_argv(straight), capture_output=True, timeout=300).returncode == 0
+    assert subprocess.run(train_argv(straight), capture_output=True).returncode == 0
     out = tmp_path / "run"
     argv = [sys.executable, str(script), *train_argv(out)[3:]]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    marker, deadline = out / "evaluating", time.monotonic() + 120
+    marker = out / "evaluating"
     wanted = random.Random(seed).randint(1, 3)  # the evaluation of epoch 2, 3 or 4
-    while len(epochs_logged(out)) < wanted and proc.poll() is None and time.monotonic() < deadline:
+    while len(epochs_logged(out)) < wanted and proc.poll() is None:
         time.sleep(0.01)
     marker.unlink(missing_ok=True)
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not marker.exists() and proc.poll() is None:
         time.sleep(0.005)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate()
     assert proc.returncode == INTERRUPTED and f"stopped during the evaluation of epoch {wanted + 1}" in err, err[-2000:]
     assert len(epochs_logged(out)) == wanted  # the interrupted epoch is not recorded yet...
 

@@ -75,7 +75,7 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path):
         )
     with pytest.raises(CheckpointError, match="holds weights of model 'sknet_tiny'"):
         sknet.create_model("resnext_tiny", weights=tmp_path / "sk" / "model.safetensors")
-    with pytest.raises(CheckpointError, match="does not fit this model"):
+    with pytest.raises(CheckpointError, match="do not fit this model"):
         sknet.create_model("sknet_tiny", weights=tmp_path / "sk" / "model.safetensors", branches=(3, 5, 7))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sknet.errors import ConfigError
+from sknet.errors import CheckpointError, ConfigError, one_line, output_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,13 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sknet.weights import save_weights
+    from sknet.weights import check_finite, save_weights
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
-    if not out.parent.exists():
-        raise FileNotFoundError(2, "No such directory", str(out.parent))
+    output_folder(out)
+    if args.source == "caffe" and not Path(args.name).is_file():
+        raise CheckpointError(f"no such .caffemodel file: {one_line(args.name)}")
     meta: dict[str, object] = {}
     if args.source == "timm":
         from sknet.convert.timm import convert_timm_state, load_timm_pretrained, sknet_name, timm_data_config
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         num_classes=int(model.fc.out_features),
         in_chans=3,
     )
+    check_finite(model.state_dict().items(), f"{one_line(args.name)} (converted)")  # never write broken weights
     save_weights(out, model, meta)
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {out}: {name} ({params:,} parameters) from {meta['source']}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sknet.errors import ConfigError
+from sknet.errors import ConfigError, output_folder
 from sknet.export import ExportFormat
 
 
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resolution is not None and args.resolution < 1:
         raise ConfigError(f"--resolution must be ≥ 1, got {args.resolution}")
+    output_folder(args.out)
     if args.weights:
         model = create_model(args.model, weights=args.weights).eval()
     elif args.model:

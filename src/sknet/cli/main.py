@@ -5,7 +5,9 @@ interrupted with a resumable checkpoint, 130 interrupted); `--debug` adds the tr
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import NoReturn
@@ -21,7 +23,7 @@ from sknet.cli import (
     profile_cmd,
     train_cmd,
 )
-from sknet.errors import STORAGE_ERRNOS, SKNetError, StorageError, TrainingInterrupted
+from sknet.errors import STORAGE_ERRNOS, SKNetError, StorageError, TrainingInterrupted, one_line
 
 COMMANDS = [train_cmd, eval_cmd, predict_cmd, attention_cmd, profile_cmd, bench_cmd, convert_cmd, export_cmd]
 
@@ -33,7 +35,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (naming the command and the problem), not usage + error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM outside training (loading, building, writing outputs) ends the command like Ctrl-C: one line,
+    # status 130, not a silent 143. Training installs its own handlers (a checkpoint, then 75).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as stop:  # during parsing, or a second Ctrl-C where the command does not catch it
+        print(f"sknet: interrupted by {stop.args[0] if stop.args else 'SIGINT'}", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -54,8 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("sknet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        how = stop.args[0] if stop.args and isinstance(stop.args[0], str) else "SIGINT"
+        print(f"sknet {args.command}: interrupted by {how}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `sknet profile | head`: the reader left; not an error worth a traceback
         import os
@@ -72,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(err, OSError) and not isinstance(err, SKNetError) and err.filename is not None:
             message = f"{err.strerror or type(err).__name__}: {err.filename}"
         kind = "interrupted" if isinstance(err, TrainingInterrupted) else "error"
-        print(f"sknet {args.command}: {kind}: {message}", file=sys.stderr)
+        # One line, whatever the message quotes (a file name, a class name, a metadata value may hold a
+        # newline or a terminal escape): control characters are written as escapes.
+        print(f"sknet {args.command}: {kind}: {one_line(message)}", file=sys.stderr)
         if storage:
             return StorageError.exit_code
         return getattr(err, "exit_code", 2)

@@ -51,8 +51,14 @@ def add_run_args(parser: argparse.ArgumentParser, batch_size: int, device: str =
     """The options every command that runs a model over data shares, with one help text each."""
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default: {batch_size})")
     if workers:
+        from sknet.data.pipeline import MAX_DEFAULT_WORKERS, default_workers
+
         parser.add_argument(
-            "--workers", type=int, default=4, help="processes decoding folder images (0: in this process; default: 4)"
+            "--workers",
+            type=int,
+            default=default_workers(),
+            help="processes decoding folder images (0: in this process; default: the cores available, "
+            f"≤ {MAX_DEFAULT_WORKERS})",
         )
     parser.add_argument(
         "--device", default=device, help=f"auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: {device})"

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from sknet.cli.options import add_json_arg
-from sknet.errors import ConfigError
+from sknet.errors import ConfigError, one_line
 from sknet.models import create_model
 from sknet.predict import predict
 
@@ -30,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(r["image"] + ": " + ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]))
+            top = ", ".join(f"{one_line(t['class'])} {100 * t['probability']:.1f}%" for t in r["top"])
+            print(f"{one_line(r['image'])}: {top}")  # one line per image, whatever its name or class names hold
     return 0

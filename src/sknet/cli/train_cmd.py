@@ -10,7 +10,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from sknet.cli.options import add_model_override_args, model_overrides
-from sknet.errors import CheckpointError, ConfigError
+from sknet.data.pipeline import MAX_DEFAULT_WORKERS
+from sknet.errors import CheckpointError, ConfigError, plural
 from sknet.train.config import CHECKS, RESUME_CHANGEABLE, TrainConfig, read_config_file
 from sknet.train.state import read_training_checkpoint
 from sknet.weights import previous_path
@@ -75,6 +76,20 @@ HELP = {
 }
 
 
+# `--max-steps null` (or none): the option's value is None, as `--help` says "(or null)"; a sentinel, since
+# None on the parsed arguments means "not given".
+NULL = object()
+NULL_WORDS = ("null", "none")
+
+
+def _or_null(kind: type):
+    def parse(text: str):
+        return NULL if text.strip().lower() in NULL_WORDS else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
 def _field_type(annotation: object) -> type:
     hint = typing.get_type_hints(TrainConfig)[annotation] if isinstance(annotation, str) else annotation
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -103,7 +118,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         kind = _field_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help_text = f"{HELP[f.name]} ({CHECKS[f.name].describe()}; default: {getattr(default, 'value', default)})"
+        shown = getattr(default, "value", default)
+        if f.name == "workers":
+            shown = f"the cores available, at most {MAX_DEFAULT_WORKERS}"  # a default_factory: this machine's
+        help_text = f"{HELP[f.name]} ({CHECKS[f.name].describe()}; default: {shown})"
         if kind is bool:
             # --x sets True and --no-x False; for a field named no_x, --no-x sets True and --x False.
             negative = "--" + f.name[3:].replace("_", "-") if f.name.startswith("no_") else "--no-" + flag[2:]
@@ -114,7 +132,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         elif CHECKS[f.name].choices:
             parser.add_argument(flag, dest=f.name, choices=CHECKS[f.name].choices, default=None, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+            parse = _or_null(kind) if CHECKS[f.name].optional else kind
+            parser.add_argument(flag, dest=f.name, type=parse, default=None, help=help_text)
     add_model_override_args(parser)
     parser.set_defaults(run=run)
 
@@ -125,20 +144,35 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for f in fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None and f.name != "model_options":
-            values[f.name] = value
+            values[f.name] = None if value is NULL else value
     options = model_overrides(args)
     if args.resume:
         return resumed_config(Path(args.resume), values, options)
-    values["model_options"] = {**(values.get("model_options") or {}), **options}
-    return TrainConfig.from_dict(values, source=args.config or "command line")
+    source = args.config or "command line"
+    values["model_options"] = {**_options_in(values, source), **options}
+    return TrainConfig.from_dict(values, source=source)
+
+
+def _options_in(values: dict, source: str) -> dict:
+    """The model_options of `values`, checked to be a mapping of plain values before anything merges them."""
+    try:
+        return CHECKS["model_options"].apply("model_options", values.get("model_options", {}))
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def checkpoint_of(run: Path) -> Path:
-    """RUN or RUN/checkpoint.pt → the checkpoint file (checked to exist)."""
+    """RUN or RUN/checkpoint.pt → the checkpoint file (checked to exist, unless RUN holds the saved
+    configuration of a run that stopped before its first checkpoint: see `has_checkpoint`)."""
     path = run / "checkpoint.pt" if run.is_dir() else run
-    if not path.exists() and not previous_path(path).is_file():
-        raise CheckpointError(f"no checkpoint to resume: {run} does not exist")
+    if not has_checkpoint(path) and not (path.parent / "config.yaml").is_file():
+        what = "does not exist" if not run.exists() else "holds neither a checkpoint nor a saved config.yaml"
+        raise CheckpointError(f"no checkpoint to resume: {run} {what}")
     return path
+
+
+def has_checkpoint(path: Path) -> bool:
+    return path.is_file() or previous_path(path).is_file()
 
 
 def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
@@ -152,7 +186,10 @@ def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
         saved = dict(read_training_checkpoint(path).get("config") or {})
     saved["output"] = str(path.parent)  # the run continues where its checkpoint is, wherever it moved
     if model_options:
-        given["model_options"] = {**(given.get("model_options") or saved.get("model_options") or {}), **model_options}
+        given["model_options"] = {
+            **_options_in(given if "model_options" in given else saved, "config"),
+            **model_options,
+        }
     reference = TrainConfig.from_dict(saved, source=str(saved_file)).to_dict()
     requested = TrainConfig.from_dict({**saved, **given}, source="command line").to_dict()
     changed = sorted(k for k in given if k in requested and requested[k] != reference.get(k))
@@ -167,14 +204,27 @@ def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sknet.train.distributed import Launch
     from sknet.train.trainer import train
 
     config = config_from_args(args)
     resume = checkpoint_of(Path(args.resume)) if args.resume else None
-    summary = train(config, resume=resume, overwrite=args.overwrite)
-    if "val_acc1" in summary:
+    overwrite = args.overwrite
+    if resume is not None and not has_checkpoint(resume):
+        # Killed before (or while) writing its first checkpoint: nothing to continue, all to redo. The dead
+        # run's files are moved aside (RUN.replaced-<time>/), as --overwrite does: nothing is deleted.
         print(
-            f"done: {summary['epochs']} epochs in {summary['train_seconds']:.0f} s; test top-1 accuracy "
+            f"{resume.parent} holds no checkpoint (its run stopped before the first): starting it again from "
+            "step 0 with its saved configuration",
+            flush=True,
+        )
+        resume, overwrite = None, True
+    summary = train(config, resume=resume, overwrite=overwrite)
+    if (
+        "val_acc1" in summary and not summary.get("stopped") and Launch.from_env().rank == 0
+    ):  # under torchrun, one line for the run
+        print(
+            f"done: {plural(summary['epochs'], 'epoch')} in {summary['train_seconds']:.0f} s; test top-1 accuracy "
             f"{100 * summary['val_acc1']:.2f}% (error {100 * (1 - summary['val_acc1']):.2f}%), top-5 "
             f"{100 * summary['val_acc5']:.2f}%; outputs in {summary['output']}"
         )

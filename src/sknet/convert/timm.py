@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from sknet.errors import CheckpointError, ConfigError
+from sknet.errors import CheckpointError, ConfigError, clip
 from sknet.weights import EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DataConfig
 
 # sknet name → timm name (same topology, same parameter count).
@@ -112,7 +112,7 @@ def load_timm_pretrained(name: str, num_classes: int | None = None) -> nn.Module
             model = timm.create_model(source, pretrained=True)
     except Exception as err:  # network, hub and cache errors come in many types
         raise CheckpointError(
-            f"could not fetch timm's pretrained {source} ({type(err).__name__}: {str(err).splitlines()[0][:160]}). "
+            f"could not fetch timm's pretrained {source} ({type(err).__name__}: {clip(err)}). "
             f"Pretrained weights need the internet once (then timm's cache); offline, download {source}'s "
             f"weights elsewhere and convert the file: sknet convert --from timm {source} --checkpoint FILE "
             "--out OUT.safetensors"

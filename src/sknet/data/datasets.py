@@ -15,7 +15,7 @@ import torch
 
 from sknet.data.idx import read_idx
 from sknet.data.loader import InMemoryImages
-from sknet.errors import ConfigError, DataError
+from sknet.errors import ConfigError, DataError, one_line
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -92,6 +92,23 @@ def _idx_file(folder: Path, name: str) -> Path:
     return plain if plain.exists() else folder / f"{name}.gz"
 
 
+def fetch_dataset(what: str, target: Path, fetch) -> None:
+    """Run `fetch()` (a torchvision download into `target`); a failure (no network, a refused or cut
+    connection: many exception types) is one DataError line, and the folders it made are removed again."""
+    before = {p for p in target.rglob("*")} if target.exists() else set()
+    made_target = not target.exists()
+    try:
+        fetch()
+    except Exception as err:  # urllib, http, ssl and OSError alike mean "could not download"
+        if target.exists():
+            made = [p for p in target.rglob("*") if p.is_dir() and p not in before]
+            for folder in sorted(made, key=lambda p: len(p.parts), reverse=True) + ([target] if made_target else []):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        reason = one_line(getattr(err, "reason", None) or err)
+        raise DataError(f"downloading {what} to {target} failed (no network?): {reason}") from None
+
+
 def load_fashion_mnist(root: str | Path | None, split: Split, download: bool = False) -> InMemoryImages:
     root = Path(root) if root is not None else None
     folder = _find_fashion_mnist(root)
@@ -99,11 +116,12 @@ def load_fashion_mnist(root: str | Path | None, split: Split, download: bool = F
         from torchvision.datasets import FashionMNIST
 
         target = root or Path("data")
-        try:
+
+        def fetch() -> None:
             FashionMNIST(str(target), train=True, download=True)
             FashionMNIST(str(target), train=False, download=True)
-        except Exception as err:  # network errors come in many types
-            raise DataError(f"downloading Fashion-MNIST to {target} failed: {err}") from None
+
+        fetch_dataset("Fashion-MNIST", target, fetch)
         folder = _find_fashion_mnist(target)
     if folder is None:
         where = root if root is not None else DEBIAN_FASHION_MNIST
@@ -130,8 +148,11 @@ def load_cifar(name: str, root: str | Path | None, split: Split, download: bool 
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
     root = Path(root) if root is not None else Path("data")
+    train = split is Split.TRAIN
+    if download:
+        fetch_dataset(name, root, lambda: cls(str(root), train=train, download=True))
     try:
-        ds = cls(str(root), train=split is Split.TRAIN, download=download)
+        ds = cls(str(root), train=train, download=False)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted."
         raise DataError(
             f"{name} not found or corrupted in {root} ({err}). Pass --data-dir pointing at the folder holding "

@@ -8,8 +8,9 @@ and of `set_epoch(epoch, start_step)` (exact mid-epoch resume), and carries a :c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,6 +36,17 @@ class DataInfo:
     resizable: bool  # read at any --resolution (decoded images), or only at their stored size (tensors)
 
 
+MAX_DEFAULT_WORKERS = 8  # enough to feed one GPU from JPEGs (benchmarks/train_vs_step.py); more only by asking
+
+
+def default_workers() -> int:
+    """Loader processes by default: the cores this process may run on (its CPU affinity, which containers
+    and SLURM set), at most MAX_DEFAULT_WORKERS. More than the cores available makes PyTorch warn and
+    only adds contention."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_WORKERS))
+
+
 @dataclass(frozen=True)
 class LoaderOptions:
     """How to read one split. Augmentation, shuffling and dropping the last partial batch go with `train`."""
@@ -44,7 +56,7 @@ class LoaderOptions:
     image_size: int = 224  # folder data: crop size; in-memory data keep their native size
     crop_padding: int | None = None  # in-memory training: random-crop padding (None: the dataset's recipe)
     hflip: bool = True
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     bad_images: str = "skip"
     seed: int = 0
     rank: int = 0

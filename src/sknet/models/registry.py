@@ -178,6 +178,9 @@ def _build(
     if state is not None:
         load_state_into(model, state, str(weights), name, meta.get("model"))
     model.data_config = _data_config(info, overrides, meta, str(weights) if weights else name)
+    classes, outputs = model.data_config.classes, getattr(model, "num_classes", None)
+    if classes and outputs is not None and len(classes) != outputs:  # a file need not record num_classes
+        raise CheckpointError(f"{weights}: {len(classes)} class names for a model of {outputs} classes")
     model.weights_meta = {"model": name, **meta}  # what the weights recorded (dataset, options, ...)
     return model
 

@@ -37,9 +37,13 @@ class Check:
         elif self.choices:
             text = "one of " + ", ".join(map(repr, self.choices))
         else:
-            text = {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "a mapping"}[
-                self.kind
-            ]
+            text = {
+                int: "an integer",
+                float: "a number",
+                bool: "true or false",
+                str: "text",
+                dict: "a mapping of names to values",
+            }[self.kind]
             low, high = (_show(v) for v in (self.low, self.high))
             if self.low is not None and self.high is not None:
                 left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
@@ -74,7 +78,25 @@ class Check:
             ok_type = value < self.high if self.open_high else value <= self.high
         if not ok_type:
             raise ConfigError(f"{name} must be {self.describe()}, got {value!r}")
+        if self.kind is dict:  # the structure too: text keys, plain values (a file can hold anything)
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ConfigError(f"{name} must have text keys, got {key!r}")
+                if not _plain(item):
+                    raise ConfigError(f"{name}[{key!r}] must be {PLAIN}, got {item!r}")
         return value
+
+
+PLAIN = "a number, text, true/false, null or a list of them"
+
+
+def _plain(value: Any) -> bool:
+    """A value a model option may take: a finite number, text, a bool, None, or a list (tuple) of such."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (list, tuple)) and all(_plain(item) for item in value)
 
 
 def _show(bound: float | None) -> str:

@@ -17,6 +17,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
 
+from sknet.data.pipeline import default_workers
 from sknet.errors import ConfigError
 from sknet.progress import PROGRESS_MODES
 from sknet.train.check import Check, integer, number, plain_value
@@ -133,7 +134,7 @@ class TrainConfig:
     image_size: int = 224  # folder datasets only; in-memory datasets keep their native size
     crop_padding: int | None = None  # in-memory datasets: random-crop padding (None: dataset recipe; 0: off)
     hflip: bool = True  # in-memory datasets: random horizontal flips
-    workers: int = 4  # folder datasets only
+    workers: int = field(default_factory=default_workers)  # folder datasets only; default: the cores (≤ 8)
     bad_images: str = "skip"  # folder datasets: "skip" (count, warn) or "raise"
     # optimisation
     epochs: int = 10

@@ -107,6 +107,15 @@ def all_reduce_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's buffers on every rank. Each rank updates its BatchNorm running statistics with its own
+    batches after DDP's last broadcast; evaluating with rank 0's, which are the ones its checkpoint holds,
+    gives the same record whether or not the run was interrupted and resumed there."""
+    if info.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -15,6 +15,7 @@ import torch
 from sknet.errors import TrainingDiverged
 from sknet.train.distributed import DistInfo, all_reduce_, all_reduce_sum
 from sknet.train.step import skip_flag
+from sknet.weights import first_non_finite
 
 
 class EpochMetrics:
@@ -56,6 +57,13 @@ class EpochMetrics:
         return [*summed, self.resumed[4] + seconds]
 
 
+def kept(checkpoint: Path) -> str:
+    """What a stopped run left: the checkpoint named only when it exists."""
+    if checkpoint.is_file():
+        return f"the last good checkpoint ({checkpoint}) was kept"
+    return "no checkpoint had been written yet (the run stopped before its first)"
+
+
 class NonFiniteGuard:
     """Flags an accumulation group whose loss is NaN or infinite, on every rank, without a host read.
 
@@ -93,6 +101,20 @@ class NonFiniteGuard:
         batch = int(self.batch.item())
         return None if batch < 0 else (batch, float(self.loss.item()))
 
+    def raise_if_non_finite_state(self, state: dict, step: int, checkpoint: Path) -> None:
+        """TrainingDiverged, before a checkpoint is written, when rank 0's model `state` (parameters and
+        buffers: BatchNorm statistics can overflow while the loss stays finite) is not finite. One host
+        read, agreed over ranks so that every rank stops."""
+        bad = first_non_finite(state.items()) if self.dist.is_main else None
+        if all_reduce_sum([float(bad is not None)], self.dist)[0] == 0:
+            return
+        name = repr(bad) if bad is not None else "a tensor of rank 0's model"
+        raise TrainingDiverged(
+            f"{name} held NaN or infinite values after step {step} (the loss was finite); "
+            f"that checkpoint was not written, training stopped and {kept(checkpoint)}. Lower --lr, add "
+            "--warmup-epochs or --grad-clip"
+        )
+
     def raise_if_diverged(self, epoch: int, checkpoint: Path) -> None:
         """TrainingDiverged if a step was skipped for a non-finite loss (a host read; every rank reads the same
         all-reduced flag at the same step, so every rank stops)."""
@@ -101,6 +123,5 @@ class NonFiniteGuard:
             batch, value = bad
             raise TrainingDiverged(
                 f"the loss became {value} at epoch {epoch + 1}, batch {batch}; no update was applied from it, "
-                f"training stopped and the last good checkpoint ({checkpoint}) was kept. Lower --lr, add "
-                "--warmup-epochs or --grad-clip"
+                f"training stopped and {kept(checkpoint)}. Lower --lr, add --warmup-epochs or --grad-clip"
             )

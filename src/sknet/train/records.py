@@ -9,13 +9,14 @@ from typing import Any
 
 from torch import nn
 
-from sknet.errors import storage_error
+from sknet.errors import plural, storage_error
 
 
 class RunLog:
     """Appends one row per epoch to metrics.jsonl and metrics.csv (rank 0 only)."""
 
-    def __init__(self, folder: Path, tensorboard: bool = False) -> None:
+    def __init__(self, folder: Path, tensorboard: bool = False, history: list[dict[str, Any]] | None = None) -> None:
+        """`history`: the rows the logs must hold now (see restart)."""
         self.folder = folder
         self.jsonl = folder / "metrics.jsonl"
         self.csv = folder / "metrics.csv"
@@ -30,6 +31,8 @@ class RunLog:
                 warnings.warn("tensorboard is not installed (pip install tensorboard); skipping it", stacklevel=2)
             else:
                 self.writer = SummaryWriter(str(folder / "tensorboard"))
+        if history is not None:
+            self.restart(history)
 
     def restart(self, history: list[dict[str, Any]]) -> None:
         """Rewrite the epoch logs to hold exactly `history` (a resumed run continues after its checkpoint)."""
@@ -139,11 +142,32 @@ def run_summary(folder: Path, history: list[dict[str, Any]], epochs: int, second
     return {**summary, **{k: v for k, v in last.items() if k.startswith("val_")}}
 
 
+def stopped_run(folder: Path, max_steps: int, run, announce: bool) -> dict[str, Any]:
+    """Resuming a run at its max_steps trains nothing: say how to go on, change no file, and return its
+    summary (marked ``stopped``). `run`: its RunProgress."""
+    done = run.global_step
+    if announce:
+        where = (
+            f"stopped at max_steps={max_steps}"
+            if done == max_steps
+            else f"is at step {done}, past max_steps={max_steps}"
+        )
+        print(
+            f"the run in {folder} {where} (epoch {run.epoch + 1}, batch {run.batch}); nothing to do: pass "
+            f"--max-steps M (M > {done}) or --max-steps none to continue",
+            flush=True,
+        )
+    return {**run_summary(folder, run.history, run.epoch, run.train_seconds), "stopped": f"max_steps={max_steps}"}
+
+
 def finished_run(folder: Path, done: int, epochs: int, announce: bool) -> dict[str, Any] | None:
     """The saved summary of a finished run, or None when its outputs are missing (a kill cut them short)."""
     saved = folder / "summary.json"
     complete = saved.is_file() and (folder / "model.safetensors").is_file()
     if announce:
         note = "nothing to do" if complete else "writing its missing outputs"
-        print(f"the run in {folder} is finished ({done} of {epochs} epochs); {note} (raise --epochs to train longer)")
+        print(
+            f"the run in {folder} is finished ({done} of {plural(epochs, 'epoch')}); {note} "
+            "(raise --epochs to train longer)"
+        )
     return json.loads(saved.read_text()) if complete else None

@@ -60,9 +60,11 @@ class RunFolder:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = None
+        self._made = False  # whether claim() created the folder (release() removes it again if left empty)
 
     def claim(self, overwrite_existing: bool) -> Path | None:
         """Lock the folder; with `overwrite_existing`, move a run found there aside (returns where to)."""
+        self._made = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         for stale in self.folder.glob(".*.tmp"):  # a checkpoint write cut short by kill -9
@@ -105,6 +107,16 @@ class RunFolder:
         return target
 
     def release(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the descriptor drops the flock
-            self._lock = None
+        """Drop the lock. A start that failed before writing anything leaves no trace: the lock file goes,
+        and the folder too when this run created it."""
+        if self._lock is None:
+            return
+        try:
+            if [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+                (self.folder / LOCK_NAME).unlink()  # still held: no other process is inside
+                if self._made:
+                    self.folder.rmdir()
+        except OSError:
+            pass  # tidying up is a courtesy; the lock itself is dropped below however this went
+        self._lock.close()  # closing the descriptor drops the flock
+        self._lock = None

@@ -1,9 +1,7 @@
 """The training loop behind `sknet train`: one process or many under torchrun, exact resume.
 
-The pieces it calls each do one job: `preflight` (cheap checks), `run_folder` (no overwrite, one writer),
-`sknet.data.pipeline` (loaders), `optim`/`step` (the update), `recipe` (mixing, EMA), `metrics` (device-side
-statistics, divergence guard), `state` (what a checkpoint holds), `interrupt` (SIGINT/SIGTERM), `records` (logs).
-"""
+Its pieces each do one job: `preflight`, `run_folder` (one writer), `sknet.data.pipeline`, `optim`/`step`,
+`recipe` (mixing, EMA), `metrics` (divergence guard), `state` (checkpoints), `interrupt`, `records` (logs)."""
 
 from __future__ import annotations
 
@@ -19,22 +17,22 @@ from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
 from sknet.train.config import FOLDER_ONLY, IN_MEMORY_ONLY, Precision, TrainConfig
-from sknet.train.distributed import all_reduce_sum, cleanup, gather_rng, init_distributed
+from sknet.train.distributed import all_reduce_sum, broadcast_buffers, cleanup, gather_rng, init_distributed
 from sknet.train.interrupt import StopSignals
 from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
 from sknet.train.preflight import check_config, check_device
 from sknet.train.recipe import Recipe
-from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, write_outputs
+from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, stopped_run, write_outputs
 from sknet.train.run_folder import RunFolder, check_output
 from sknet.train.setup import build_loaders, build_model, configure_torch, weights_metadata, wrap_for_training
-from sknet.train.state import RunProgress, capture, read_training_checkpoint, restore, seed_all, write_checkpoint
+from sknet.train.state import RunProgress, capture, resume_from, seed_all, write_checkpoint
 from sknet.train.step import OptimizerStep, accumulation_group, autocast, forward_backward
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "evaluate", "train"]
 
-# Optimizer steps between host reads of the divergence flag and, under torchrun, of the stop request
-# (each read waits for the GPU to drain; one process reads its stop flag after every step, for free).
+# Optimizer steps between host reads of the divergence flag and, under torchrun, of the stop request (each
+# read waits for the GPU to drain; one process reads its stop flag after every step, for free).
 HOST_READ_EVERY = 50
 
 
@@ -83,7 +81,7 @@ class Trainer:
         self.stop = StopSignals(announce=self.dist.is_main)  # its handlers are installed by fit()
         self.run = RunProgress()
         if resume is not None:
-            self.run = restore(read_training_checkpoint(resume), str(resume), self, config.model, self.dist.rank)
+            self.run = resume_from(resume, self, config.model, self.dist.rank)
         else:
             seed_all(config.seed + 1000 * self.dist.rank)  # per-rank runtime randomness (dropout)
         self.train_model = wrap_for_training(self.model, config, self.dist)  # DDP, torch.compile
@@ -93,29 +91,27 @@ class Trainer:
 
     def state_dict(self, gather: bool = True) -> dict[str, Any]:
         """Everything needed to continue exactly. `gather` (a collective under DDP) adds every rank's RNG."""
+        self.run.count_seconds()
         rngs = gather_rng(self.dist) if gather else gather_rng(None)
         return capture(self, self.run, self.config.to_dict(), self.weights_metadata(), rngs)
 
     def save(self, name: str = "checkpoint.pt") -> Path:
         state = self.state_dict()  # collective under DDP: every rank takes part
+        self.guard.raise_if_non_finite_state(state["model"], self.run.global_step, self.out / name)
         return write_checkpoint(self.out / name, state) if self.dist.is_main else self.out / name
 
     # ----------------------------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
         """Train until `epochs`, evaluating and checkpointing as configured; return the run's summary."""
         cfg = self.config
-        if self.run.epoch >= cfg.epochs and self.run.pending_epoch is None:
-            try:
-                return self._already_finished()
-            finally:
-                self.folder.release()
         log = None
-        if self.dist.is_main:
-            cfg.save(self.out / "config.yaml", IN_MEMORY_ONLY if self.data.resizable else FOLDER_ONLY)
-            log = RunLog(self.out, cfg.tensorboard)
-            log.restart(self.run.history)
-        start_time = time.perf_counter()
         try:
+            if self.run.pending_epoch is None and (self.run.epoch >= cfg.epochs or self._reached_max_steps()):
+                return self._already_finished()
+            if self.dist.is_main:
+                cfg.save(self.out / "config.yaml", IN_MEMORY_ONLY if self.data.resizable else FOLDER_ONLY)
+                log = RunLog(self.out, cfg.tensorboard, history=self.run.history)
+            self.run.start_clock()
             with self.stop:
                 while self.run.epoch < cfg.epochs or self.run.pending_epoch is not None:
                     # Stopped before the epoch (max_steps), or inside it at a step boundary.
@@ -123,11 +119,11 @@ class Trainer:
                         break
                     self._close_epoch(log)
                 # Still under the handlers: a signal now lets the outputs be written (seconds) first.
-                return self._finish(time.perf_counter() - start_time)
+                return self._finish()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint on disk stays as it is
-            last = self.out / "checkpoint.pt"
-            hint = f"continue from the last checkpoint with --resume {last}" if last.exists() else "no checkpoint yet"
-            raise TrainingInterrupted(f"stopped without saving; {hint}") from None
+            if not (last := self.out / "checkpoint.pt").exists():
+                raise  # nothing to resume: status 130 (sknet.cli.main), not 75
+            raise TrainingInterrupted(f"stopped without saving; continue with --resume {last}") from None
         finally:
             if log is not None:
                 log.close()
@@ -205,6 +201,7 @@ class Trainer:
         # Each process asks its own flag per batch; the stop is agreed in evaluate's final sum.
         amp, reduce = partial(autocast, self.config.precision, self.device), partial(all_reduce_sum, info=self.dist)
         progress, stop = self.config.progress if self.dist.is_main else "never", lambda: self.stop.requested is not None
+        broadcast_buffers(self.model, self.dist)  # rank 0's BatchNorm statistics: those its checkpoint holds
         run = partial(evaluate, loader=self.val_loader, device=self.device, reduce=reduce, autocast=amp)
         return self.recipe.evaluate(self.model, partial(run, progress=progress, should_stop=stop))  # and the EMA
 
@@ -228,12 +225,15 @@ class Trainer:
         self.guard.raise_if_diverged(self.run.epoch, self.out / "checkpoint.pt")
 
     def _already_finished(self) -> dict[str, Any]:
-        """Resuming a finished run changes nothing, except writing outputs a kill cut short."""
+        """Resuming a finished run or one at its max_steps changes nothing (but outputs a kill cut short)."""
+        if self.run.epoch < self.config.epochs:
+            return stopped_run(self.out, self.config.max_steps, self.run, announce=self.dist.is_main)
         summary = finished_run(self.out, self.run.epoch, self.config.epochs, announce=self.dist.is_main)
-        return summary if summary is not None else self._finish(0.0)
+        return summary if summary is not None else self._finish()
 
-    def _finish(self, seconds: float) -> dict[str, Any]:
-        summary = run_summary(self.out, self.run.history, self.run.epoch, seconds)
+    def _finish(self) -> dict[str, Any]:
+        self.run.count_seconds()  # every process of the run, up to now
+        summary = run_summary(self.out, self.run.history, self.run.epoch, self.run.train_seconds)
         if self.dist.is_main:
             title = f"{self.config.model} on {self.config.dataset}"
             final = self.recipe.final(self.model, self.run.history)  # the raw weights or their EMA (weights_from)

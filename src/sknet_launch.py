@@ -1,0 +1,28 @@
+"""The `sknet` command's first instructions, before the seconds of importing torch.
+
+A module of its own, outside the sknet package (importing any sknet module runs sknet/__init__, which
+imports torch): from here on SIGINT and SIGTERM end the process with sknet's one line and status 130
+(nothing had started), instead of a KeyboardInterrupt traceback or a silent 143. Once the command runs,
+sknet.cli.main keeps the same rule, and training installs its own handlers (checkpoint, then 75).
+"""
+
+import signal
+import sys
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)  # SIGINT raises KeyboardInterrupt already
+    try:
+        from sknet.cli.main import main as run_command
+    except KeyboardInterrupt as stop:
+        print(f"sknet: interrupted by {stop.args[0] if stop.args else 'SIGINT'} while starting", file=sys.stderr)
+        return 130
+    return run_command()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
