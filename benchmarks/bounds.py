@@ -51,8 +51,9 @@ def sk_tail_shapes(name: str, batch: int, size: int, element_bytes: int):
         shapes.append(TailShape(batch, c, h, w, module.num_paths, element_bytes))
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, SKConv2d)]
+    channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
     with torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, channels, size, size))
     for hook in hooks:
         hook.remove()
     return shapes

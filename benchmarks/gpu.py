@@ -115,17 +115,18 @@ TAIL_KERNELS = {
 }
 
 
-def tail_kernel_seconds(batch: int, device: str, size: int, steps: int = 3) -> dict[str, float]:
-    """Seconds per training step (bf16 autocast, channels_last) that each fused-tail kernel of SKNet-50 spends
-    on the GPU, from torch.profiler's device times (empty on a CPU, where the kernels do not run)."""
+def tail_kernel_seconds(batch: int, device: str, size: int, name: str, steps: int = 3) -> dict[str, float]:
+    """Seconds per training step (bf16 autocast, channels_last) that each fused-tail kernel of model `name`
+    spends on the GPU, from torch.profiler's device times (empty on a CPU, where the kernels do not run)."""
     from torch.profiler import ProfilerActivity, profile
 
     if device != "cuda":
         return {}
-    model = create_model("sknet50").to(device, memory_format=torch.channels_last).train()
+    model = create_model(name).to(device, memory_format=torch.channels_last).train()
+    channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device=device)
+    x = torch.randn(batch, channels, size, size, device=device).to(memory_format=torch.channels_last)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
 
     def step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16):
@@ -234,12 +235,13 @@ def run_configs(args, report: dict, path: Path, table: list) -> None:
             sys.path.insert(0, str(Path(__file__).parent))
             import bounds
 
-            measured = tail_kernel_seconds(batch, args.device, args.size)
+            sk = args.models[0]
+            measured = tail_kernel_seconds(batch, args.device, args.size, sk)
             report["runs"].append({"name": name, "batch": batch, "seconds_per_step": measured})
             path.write_text(json.dumps(report, indent=2))
-            bounds.print_traffic(batch=batch, size=args.size, measured=measured or None)
+            bounds.print_traffic(sk, batch=batch, size=args.size, measured=measured or None)
             if measured:
-                floor = sum(v[2] for v in bounds.traffic_floor(batch=batch, size=args.size).values())
+                floor = sum(v[2] for v in bounds.traffic_floor(sk, batch=batch, size=args.size).values())
                 table.append((name, "traffic floor / measured tail time", floor / sum(measured.values()), None))
             continue
         if mode == "trainer":
