@@ -33,7 +33,9 @@ class Normalizer:
 
 
 class DeviceLoader:
-    """Iterates (x float on `device`, y on `device`, images skipped by the loader) over a uint8 loader.
+    """Iterates (x float on `device`, y on `device`, skipped) over a uint8 loader; `skipped` lists the
+    messages naming the images the loader could not read in this batch (it may be left with none: then
+    x is an empty (0,) tensor).
 
     `loader` yields (images uint8, labels) or (images, labels, skipped); its `len`, `set_epoch` and
     `batch_size` are passed through. On CUDA one batch is prefetched on a side stream.
@@ -44,6 +46,7 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.normalize = normalizer
         self.cuda = self.device.type == "cuda"
+        self.may_skip = False  # whether the loader can lose images to unreadable files (set by build_loader)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -51,16 +54,18 @@ class DeviceLoader:
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.loader.set_epoch(epoch, start_step)
 
-    def _to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         images, labels = batch[0], batch[1]
-        skipped = int(batch[2]) if len(batch) > 2 else 0
+        skipped = list(batch[2]) if len(batch) > 2 else []
+        if len(labels) == 0:  # every image of the batch was unreadable: nothing to copy or normalise
+            return torch.empty(0, device=self.device), labels.to(self.device), skipped
         if self.cuda and not images.is_pinned():
             images, labels = images.pin_memory(), labels.pin_memory()
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         return self.normalize(images), labels, skipped
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
         if not self.cuda:
             for batch in self.loader:
                 yield self._to_device(batch)

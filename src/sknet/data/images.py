@@ -1,5 +1,8 @@
 """Opening images that come from outside: size checked before decoding, pixel modes converted faithfully.
 
+- EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): a photo stored sideways with an
+  Orientation tag comes out as viewers show it, in training, evaluation, prediction and the attention study
+  alike (they all open images here).
 - PIL reads only the header on open; an image with more pixels than ``MAX_PIXELS`` (PIL's own
   decompression-bomb limit, ~89 MP) is refused before it is decoded.
 - 16-bit images (PNG ``I;16`` and friends) are scaled to 8 bits (v / 257), not clipped to white as
@@ -13,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sknet.errors import DataError
 
@@ -34,6 +37,7 @@ def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
                         "(a decompression bomb, or an image to shrink first)"
                     )
                 img.load()
+                ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of upright images
                 return _to_mode(img, mode, path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise DataError(f"image {path} is too large to decode safely: {err}") from None

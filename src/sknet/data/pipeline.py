@@ -78,6 +78,9 @@ def build_loader(
     normalizer = Normalizer(info.mean, info.std, options.channels_last)
     loader = DeviceLoader(batches, torch.device(device), normalizer)
     loader.info = info
+    # Whether a batch can lose images (unreadable files skipped): the trainer then agrees across ranks on
+    # skipping a batch left too small. Tensors held in memory are always readable.
+    loader.may_skip = not isinstance(source, InMemoryImages) and options.bad_images == "skip"
     return loader
 
 

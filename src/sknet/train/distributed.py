@@ -107,6 +107,35 @@ def all_reduce_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+class HostAgreement:
+    """Decisions every rank must take together, made from numbers the host already knows (how many
+    images a batch kept): a gloo all-reduce of a CPU tensor, so no device synchronisation even under
+    NCCL. Building one is a collective (every rank, at the same point)."""
+
+    def __init__(self, info: DistInfo) -> None:
+        self.info = info
+        self.group = None
+        if info.enabled and dist.get_backend() != "gloo":
+            self.group = dist.new_group(backend="gloo")
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is True on any rank."""
+        if not self.info.enabled:
+            return flag
+        t = torch.tensor([int(flag)], dtype=torch.int32)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(t.item())
+
+
+def gather_lists(items: list, info: DistInfo) -> list:
+    """Every rank's `items`, concatenated in rank order (a collective under torchrun; for per-epoch records)."""
+    if not info.enabled:
+        return list(items)
+    gathered: list[list | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in (part or [])]
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

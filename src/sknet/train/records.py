@@ -56,6 +56,12 @@ class RunLog:
                 writer.writeheader()
             writer.writerow(row)
 
+    def skipped(self, epoch: int, split: str, messages: list[str]) -> None:
+        """Name every image skipped as unreadable in skipped_images.txt, one line each."""
+        if messages:
+            with (self.folder / "skipped_images.txt").open("a") as f:
+                f.writelines(f"epoch {epoch} {split}: {message}\n" for message in messages)
+
     def step(self, row: dict[str, Any]) -> None:
         with self.steps.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -102,7 +108,11 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     if row.get("val_acc1") is not None:
         text += f"  | test loss {row['val_loss']:.4f}  top-1 {100 * row['val_acc1']:.2f}%"
     if row.get("skipped_images"):
-        text += f"  ({row['skipped_images']} unreadable images skipped)"
+        batches = row.get("skipped_batches")
+        text += f"  ({row['skipped_images']} unreadable images skipped"
+        text += f", {batches} batches left too small skipped)" if batches else ")"
+    if row.get("val_skipped"):
+        text += f"  ({row['val_skipped']} unreadable test images skipped)"
     return text
 
 
@@ -134,6 +144,9 @@ def run_summary(folder: Path, history: list[dict[str, Any]], epochs: int, second
     """summary.json: epochs trained, seconds, where, and the last evaluation."""
     last = history[-1] if history else {}
     summary = {"epochs": epochs, "train_seconds": seconds, "output": str(folder)}
+    # Over the whole run: what the loaders could not read (named in skipped_images.txt).
+    for key in ("skipped_images", "skipped_batches"):
+        summary[key] = sum(int(row.get(key) or 0) for row in history)
     return {**summary, **{k: v for k, v in last.items() if k.startswith("val_")}}
 
 

@@ -71,6 +71,13 @@ class OptimizerStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
 
+    def skip(self) -> None:
+        """A group known on the host to be skipped (a batch left too small): no update, the schedule moves on.
+        The optimizer steps with no gradients (a no-op), so the schedule sees the usual order of calls."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.scheduler.step()
+
     def _scaled_step(self, skip: torch.Tensor) -> None:
         # Before unscale_, which is where the scaler looks for non-finite gradients.
         grad = next((p.grad for p in self.model.parameters() if p.grad is not None), None)

@@ -20,7 +20,7 @@ from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
 from sknet.train.config import FOLDER_ONLY, IN_MEMORY_ONLY, Precision, TrainConfig
-from sknet.train.distributed import all_reduce_sum, cleanup, gather_rng, init_distributed
+from sknet.train.distributed import HostAgreement, all_reduce_sum, cleanup, gather_lists, gather_rng, init_distributed
 from sknet.train.interrupt import StopSignals
 from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
@@ -73,6 +73,7 @@ class Trainer:
         seed_all(config.seed)  # identical initial weights on every rank
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
+        self.agree = HostAgreement(self.dist)  # skipping a batch: every rank or none (a collective to build)
         self.model, self.model_options = build_model(config, self.data, self.dist)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, math.ceil(len(self.train_loader) / config.accum_steps))
@@ -148,20 +149,29 @@ class Trainer:
         t0 = time.perf_counter()
         stats = partial(metrics.postfix, t0, self.dist.world_size)  # read only when progress is shown
         self.optimizer.zero_grad(set_to_none=True)
-        stopped = False
+        stopped = group_skipped = False
         for i, (x, y, skipped) in enumerate(loader, start=start):
             metrics.skipped += skipped
             group, last_micro = accumulation_group(i, total, cfg.accum_steps)
-            loss, logits = forward_backward(model, x, y, criterion, cfg.precision, self.scaler, group, last_micro)
-            metrics.add(loss, logits, y)
-            self.guard.add(loss)
+            if self._too_small(skipped, len(y)):
+                metrics.skipped_batches += 1
+                group_skipped = True  # the group's update is skipped: its gradients are incomplete
+            else:
+                loss, logits = forward_backward(model, x, y, criterion, cfg.precision, self.scaler, group, last_micro)
+                metrics.add(loss, logits, y)
+                self.guard.add(loss)
             if last_micro:
                 # Every rank skips a group whose loss was not finite on any rank (one collective, on the
                 # device); the weights stay those of the last good step. Acted on at the next host read.
-                self.optimizer_step(self.guard.close_group(i + 1))
+                flag = self.guard.close_group(i + 1)
+                if group_skipped:
+                    self.optimizer_step.skip()
+                else:
+                    self.optimizer_step(flag)
                 run.batch, run.global_step = i + 1, run.global_step + 1
-                if cfg.step_log_every and run.global_step % cfg.step_log_every == 0:
+                if cfg.step_log_every and run.global_step % cfg.step_log_every == 0 and not group_skipped:
                     log_step(log, loss, run, self.optimizer.param_groups[0]["lr"], self.dist)
+                group_skipped = False
                 if run.global_step % HOST_READ_EVERY == 0:
                     self._stop_if_diverged()
                 if self.on_step is not None:
@@ -174,6 +184,7 @@ class Trainer:
         self._stop_if_diverged()
         elapsed = time.perf_counter() - t0
         run.epoch_sums = metrics.totals(self.dist, elapsed)
+        self._name_skipped(log, run.epoch + 1, "train", metrics.skipped)
         if stopped:
             signal_stop = not self._reached_max_steps()
             self._save_and_stop(f"at epoch {run.epoch + 1}, batch {run.batch}" if signal_stop else None)
@@ -181,11 +192,26 @@ class Trainer:
         run.end_training_epoch(self.optimizer.param_groups[0]["lr"])
         return True
 
+    def _too_small(self, skipped: list[str], kept: int) -> bool:
+        """Whether this batch is skipped: it lost images and kept fewer than 2 (BatchNorm and the SK fuse
+        step need 2) on some rank. Asked of every rank only when the loader can lose images."""
+        small = bool(skipped) and kept < 2
+        return self.agree.any(small) if self.train_loader.may_skip else small
+
+    def _name_skipped(self, log: RunLog | None, epoch: int, split: str, messages: list[str]) -> None:
+        """Every rank's skipped images, named in the run folder's skipped_images.txt (a collective)."""
+        if self.train_loader.may_skip or self.val_loader.may_skip:
+            messages = gather_lists(messages, self.dist)
+        if log is not None:
+            log.skipped(epoch, split, messages)
+
     def _close_epoch(self, log: RunLog | None) -> None:
         """Evaluate the trained epoch when due, record it, checkpoint; raise TrainingInterrupted on a signal."""
         cfg, run, row = self.config, self.run, self.run.pending_epoch
         if run.epoch % cfg.eval_every == 0 or run.epoch == cfg.epochs:
-            results = self._evaluate()
+            skipped: list[str] = []
+            results = self._evaluate(skipped.extend)
+            self._name_skipped(log, run.epoch, "val", skipped)
             if results is None:  # interrupted: the checkpoint holds the epoch, evaluated again on resume
                 self._save_and_stop(f"during the evaluation of epoch {run.epoch}")
             row.update({f"val_{k}": v for k, v in results.items()})
@@ -200,12 +226,12 @@ class Trainer:
         if stop and run.epoch < cfg.epochs:
             self._save_and_stop(f"after epoch {run.epoch}", saved=True)
 
-    def _evaluate(self) -> dict[str, float] | None:
+    def _evaluate(self, on_skipped) -> dict[str, float] | None:
         # Each process asks its own flag per batch; the stop is agreed in evaluate's final sum.
         progress = self.config.progress if self.dist.is_main else "never"
         amp, reduce = partial(autocast, self.config.precision, self.device), partial(all_reduce_sum, info=self.dist)
         should_stop = lambda: self.stop.requested is not None  # noqa: E731
-        return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop)
+        return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop, on_skipped)
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
