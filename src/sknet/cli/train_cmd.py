@@ -53,7 +53,7 @@ HELP = {
     "device": "auto (CUDA if present, else CPU), cpu, cuda or cuda:N; under torchrun rank r uses cuda:r",
     "seed": "seed of initial weights, data order and augmentation",
     "deterministic": "deterministic algorithms (exact resume and repeatability; slower on GPUs)",
-    "threads": "CPU threads for torch (default: torch's choice)",
+    "threads": "CPU threads per process (default: torch's choice; under torchrun the machine's cores ÷ its processes)",
     "output": "run folder: config, logs, checkpoint.pt, model.safetensors, curves.png",
     "eval_every": "evaluate every N epochs (and after the last)",
     "checkpoint_every": "checkpoint every N epochs (and after the last)",

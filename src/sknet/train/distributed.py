@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,9 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # Processes of this job on this machine: torchrun's local processes, or more when several launchers
+    # share one machine (each then sees LOCAL_WORLD_SIZE=1). Found by comparing host names.
+    machine_processes: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -88,7 +92,12 @@ def init_distributed(device_name: str) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(launch.rank, launch.world_size, launch.local_rank, device)
+    here = launch.local_world_size
+    if launch.world_size > 1:
+        hosts: list[str | None] = [None] * launch.world_size
+        dist.all_gather_object(hosts, socket.gethostname())
+        here = hosts.count(socket.gethostname())
+    return DistInfo(launch.rank, launch.world_size, launch.local_rank, device, here)
 
 
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:

@@ -150,6 +150,16 @@ def run_summary(folder: Path, history: list[dict[str, Any]], epochs: int, second
     return {**summary, **{k: v for k, v in last.items() if k.startswith("val_")}}
 
 
+def finish_run(parts, seconds: float) -> dict[str, Any]:
+    """The run's summary; the main process writes its outputs. `parts`: the trainer (its out, run, config,
+    model, dist and weights_metadata())."""
+    summary = run_summary(parts.out, parts.run.history, parts.run.epoch, seconds)
+    if parts.dist.is_main:
+        title = f"{parts.config.model} on {parts.config.dataset}"
+        write_outputs(parts.out, parts.model, parts.weights_metadata(), parts.run.history, summary, title)
+    return summary
+
+
 def finished_run(folder: Path, done: int, epochs: int, announce: bool) -> dict[str, Any] | None:
     """The saved summary of a finished run, or None when its outputs are missing (a kill cut them short)."""
     saved = folder / "summary.json"

@@ -56,9 +56,14 @@ class OptimizerStep:
         self.grad_clip = grad_clip
         self.skips_on_device = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
 
-    def __call__(self, skip: torch.Tensor) -> None:
-        """Apply the gradients unless `skip` ((1,) float tensor) is > 0; then clear them and step the schedule."""
-        if self.scaler is not None:
+    def __call__(self, skip: torch.Tensor, skip_group: bool = False) -> None:
+        """Apply the gradients unless `skip` ((1,) float tensor) is > 0 or the host knows the group is skipped
+        (`skip_group`: a batch left too small); then clear them and step the schedule."""
+        if skip_group:
+            # No update: the optimizer steps with no gradients (a no-op), so the schedule sees the usual order.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.step()
+        elif self.scaler is not None:
             self._scaled_step(skip)
         else:
             if self.grad_clip:
@@ -69,13 +74,6 @@ class OptimizerStep:
             elif not skip.item():  # pragma: no cover - our optimizers are fused
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-
-    def skip(self) -> None:
-        """A group known on the host to be skipped (a batch left too small): no update, the schedule moves on.
-        The optimizer steps with no gradients (a no-op), so the schedule sees the usual order of calls."""
-        self.optimizer.zero_grad(set_to_none=True)
-        self.optimizer.step()
         self.scheduler.step()
 
     def _scaled_step(self, skip: torch.Tensor) -> None:

@@ -20,14 +20,15 @@ from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
 from sknet.train.config import FOLDER_ONLY, IN_MEMORY_ONLY, Precision, TrainConfig
-from sknet.train.distributed import HostAgreement, all_reduce_sum, cleanup, gather_lists, gather_rng, init_distributed
+from sknet.train.distributed import all_reduce_sum, cleanup, gather_rng, init_distributed
 from sknet.train.interrupt import StopSignals
 from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
 from sknet.train.preflight import check_config, check_device
-from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, write_outputs
+from sknet.train.records import RunLog, epoch_line, finish_run, finished_run, log_step
 from sknet.train.run_folder import RunFolder, check_output
 from sknet.train.setup import build_loaders, build_model, configure_torch, weights_metadata, wrap_for_training
+from sknet.train.skips import SkippedImages
 from sknet.train.state import RunProgress, capture, read_training_checkpoint, restore, seed_all, write_checkpoint
 from sknet.train.step import OptimizerStep, accumulation_group, autocast, forward_backward
 
@@ -43,7 +44,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume=None, dist_info=None, on_step=None, datasets=None, overwrite=False):
         """`resume`: a checkpoint to continue; `on_step(epoch, batch)`: called after every optimizer step;
-        `datasets`: your own (train, test) :class:`InMemoryImages` instead of `config.dataset`'s;
+        `datasets`: your own (train, test) data instead of `config.dataset`'s: :class:`InMemoryImages`, or any
+        map-style Dataset of (image, label), image a uint8 (C, H, W) tensor, a PIL image or a path;
         `overwrite`: move a run found in the output folder aside instead of refusing."""
         self.config, self.on_step = config, on_step
         self.out = Path(config.output)
@@ -69,11 +71,11 @@ class Trainer:
 
     def _build(self, resume: Path | None, datasets) -> None:
         config = self.config
-        configure_torch(config, self.device)
+        configure_torch(config, self.device, self.dist)
         seed_all(config.seed)  # identical initial weights on every rank
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
-        self.agree = HostAgreement(self.dist)  # skipping a batch: every rank or none (a collective to build)
+        self.skips = SkippedImages(self.dist, self.train_loader, self.val_loader)  # a collective to build
         self.model, self.model_options = build_model(config, self.data, self.dist)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, math.ceil(len(self.train_loader) / config.accum_steps))
@@ -125,7 +127,7 @@ class Trainer:
                             break
                     self._close_epoch(log)
                 # Still under the handlers: a signal now lets the outputs be written (seconds) first.
-                return self._finish(time.perf_counter() - start_time)
+                return finish_run(self, time.perf_counter() - start_time)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint on disk stays as it is
             last = self.out / "checkpoint.pt"
             hint = f"continue from the last checkpoint with --resume {last}" if last.exists() else "no checkpoint yet"
@@ -151,23 +153,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         stopped = group_skipped = False
         for i, (x, y, skipped) in enumerate(loader, start=start):
-            metrics.skipped += skipped
             group, last_micro = accumulation_group(i, total, cfg.accum_steps)
-            if self._too_small(skipped, len(y)):
-                metrics.skipped_batches += 1
-                group_skipped = True  # the group's update is skipped: its gradients are incomplete
-            else:
+            too_small = self.skips.too_small(skipped, len(y), metrics)  # counted there; the group is not applied
+            group_skipped |= too_small
+            if not too_small:
                 loss, logits = forward_backward(model, x, y, criterion, cfg.precision, self.scaler, group, last_micro)
                 metrics.add(loss, logits, y)
                 self.guard.add(loss)
             if last_micro:
                 # Every rank skips a group whose loss was not finite on any rank (one collective, on the
                 # device); the weights stay those of the last good step. Acted on at the next host read.
-                flag = self.guard.close_group(i + 1)
-                if group_skipped:
-                    self.optimizer_step.skip()
-                else:
-                    self.optimizer_step(flag)
+                self.optimizer_step(self.guard.close_group(i + 1), skip_group=group_skipped)
                 run.batch, run.global_step = i + 1, run.global_step + 1
                 if cfg.step_log_every and run.global_step % cfg.step_log_every == 0 and not group_skipped:
                     log_step(log, loss, run, self.optimizer.param_groups[0]["lr"], self.dist)
@@ -184,7 +180,7 @@ class Trainer:
         self._stop_if_diverged()
         elapsed = time.perf_counter() - t0
         run.epoch_sums = metrics.totals(self.dist, elapsed)
-        self._name_skipped(log, run.epoch + 1, "train", metrics.skipped)
+        self.skips.name(log, run.epoch + 1, "train", metrics.skipped)
         if stopped:
             signal_stop = not self._reached_max_steps()
             self._save_and_stop(f"at epoch {run.epoch + 1}, batch {run.batch}" if signal_stop else None)
@@ -192,26 +188,11 @@ class Trainer:
         run.end_training_epoch(self.optimizer.param_groups[0]["lr"])
         return True
 
-    def _too_small(self, skipped: list[str], kept: int) -> bool:
-        """Whether this batch is skipped: it lost images and kept fewer than 2 (BatchNorm and the SK fuse
-        step need 2) on some rank. Asked of every rank only when the loader can lose images."""
-        small = bool(skipped) and kept < 2
-        return self.agree.any(small) if self.train_loader.may_skip else small
-
-    def _name_skipped(self, log: RunLog | None, epoch: int, split: str, messages: list[str]) -> None:
-        """Every rank's skipped images, named in the run folder's skipped_images.txt (a collective)."""
-        if self.train_loader.may_skip or self.val_loader.may_skip:
-            messages = gather_lists(messages, self.dist)
-        if log is not None:
-            log.skipped(epoch, split, messages)
-
     def _close_epoch(self, log: RunLog | None) -> None:
         """Evaluate the trained epoch when due, record it, checkpoint; raise TrainingInterrupted on a signal."""
         cfg, run, row = self.config, self.run, self.run.pending_epoch
         if run.epoch % cfg.eval_every == 0 or run.epoch == cfg.epochs:
-            skipped: list[str] = []
-            results = self._evaluate(skipped.extend)
-            self._name_skipped(log, run.epoch, "val", skipped)
+            results = self._evaluate(log)
             if results is None:  # interrupted: the checkpoint holds the epoch, evaluated again on resume
                 self._save_and_stop(f"during the evaluation of epoch {run.epoch}")
             row.update({f"val_{k}": v for k, v in results.items()})
@@ -226,12 +207,14 @@ class Trainer:
         if stop and run.epoch < cfg.epochs:
             self._save_and_stop(f"after epoch {run.epoch}", saved=True)
 
-    def _evaluate(self, on_skipped) -> dict[str, float] | None:
+    def _evaluate(self, log: RunLog | None) -> dict[str, float] | None:
         # Each process asks its own flag per batch; the stop is agreed in evaluate's final sum.
         progress = self.config.progress if self.dist.is_main else "never"
         amp, reduce = partial(autocast, self.config.precision, self.device), partial(all_reduce_sum, info=self.dist)
-        should_stop = lambda: self.stop.requested is not None  # noqa: E731
-        return evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop, on_skipped)
+        should_stop, skipped = lambda: self.stop.requested is not None, []
+        results = evaluate(self.model, self.val_loader, self.device, reduce, amp, progress, should_stop, skipped.extend)
+        self.skips.name(log, self.run.epoch, "val", skipped)
+        return results
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
@@ -255,14 +238,7 @@ class Trainer:
     def _already_finished(self) -> dict[str, Any]:
         """Resuming a finished run changes nothing, except writing outputs a kill cut short."""
         summary = finished_run(self.out, self.run.epoch, self.config.epochs, announce=self.dist.is_main)
-        return summary if summary is not None else self._finish(0.0)
-
-    def _finish(self, seconds: float) -> dict[str, Any]:
-        summary = run_summary(self.out, self.run.history, self.run.epoch, seconds)
-        if self.dist.is_main:
-            title = f"{self.config.model} on {self.config.dataset}"
-            write_outputs(self.out, self.model, self.weights_metadata(), self.run.history, summary, title)
-        return summary
+        return summary if summary is not None else finish_run(self, 0.0)
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
