@@ -21,9 +21,11 @@ HELP = {
     "model": "registered model name (see `sknet profile` / sknet.list_models())",
     "model_options": "builder options (use --branches, --aggregation, --set KEY=VALUE)",
     "dataset": (
-        "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, synthetic"
+        "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, wds "
+        "(WebDataset shards), synthetic"
     ),
-    "data_dir": "data folder (Fashion-MNIST: defaults to Debian's /usr/share/datasets/fashion-mnist)",
+    "data_dir": "data folder (Fashion-MNIST: defaults to Debian's /usr/share/datasets/fashion-mnist; "
+    "wds: a folder of shards or a pattern 'DIR/train-{000000..000127}.tar')",
     "download": "let torchvision download the dataset if it is missing",
     "image_size": "folder datasets: training and evaluation crop size in pixels",
     "crop_padding": "in-memory datasets: random-crop padding in pixels (default: the dataset's recipe; 0: off)",

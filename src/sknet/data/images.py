@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,8 +25,10 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
-    """The decoded image at `path` in `mode` ("RGB" or "L"); DataError naming the file otherwise."""
+def open_image(path: str | Path | BinaryIO, mode: str = "RGB", name: str | None = None) -> Image.Image:
+    """The decoded image at `path` (or in a binary file object) in `mode` ("RGB" or "L"); DataError naming
+    the file (`name`, if given) otherwise."""
+    label = name or path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -33,18 +36,18 @@ def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise DataError(
-                        f"image {path} is {width}×{height} pixels, more than the limit of {MAX_PIXELS:,} "
+                        f"image {label} is {width}×{height} pixels, more than the limit of {MAX_PIXELS:,} "
                         "(a decompression bomb, or an image to shrink first)"
                     )
                 img.load()
                 ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of upright images
-                return _to_mode(img, mode, path)
+                return _to_mode(img, mode, label)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(f"image {path} is too large to decode safely: {err}") from None
+        raise DataError(f"image {label} is too large to decode safely: {err}") from None
     except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
+        raise DataError(f"image {label} does not exist") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        raise DataError(f"cannot read image {label}: {err}") from None
 
 
 def _to_mode(img: Image.Image, mode: str, path: str | Path) -> Image.Image:

@@ -82,6 +82,8 @@ def build_loader(
         batches, info = _in_memory(source, options, dataset_spec(dataset).crop_padding)
     elif isinstance(source, Dataset):
         batches, info = _any_dataset(source, options, pin)
+    elif dataset == "wds":
+        batches, info = _shards(source, options, pin)
     else:
         batches, info = _folder(Path(source), options, pin)
     normalizer = Normalizer(info.mean, info.std, options.channels_last)
@@ -132,6 +134,18 @@ def _any_dataset(source: Dataset, opt: LoaderOptions, pin: bool):
     dataset = TransformedDataset(source, _transform(opt, mean, std, channels), channels, opt.bad_images)
     count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
     return _decoded(dataset, count, classes, channels, mean, std, opt, pin)
+
+
+def _shards(shards, opt: LoaderOptions, pin: bool):
+    from sknet.data.shards import ShardBatches, ShardStream
+    from sknet.data.transforms import EVAL_CROP_FRACTION
+
+    mean = tuple(opt.mean) if opt.mean is not None else IMAGENET_MEAN
+    std = tuple(opt.std) if opt.std is not None else IMAGENET_STD
+    stream = ShardStream(shards, _transform(opt, mean, std, 3), opt.batch_size, opt.train, opt.bad_images,
+                         opt.seed, opt.rank, opt.world_size, opt.limit)  # fmt: skip
+    info = DataInfo(shards.classes, mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, stream.total, True)
+    return ShardBatches(stream, opt.workers, pin), info
 
 
 def _transform(opt: LoaderOptions, mean, std, channels: int):
