@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 import types
 import typing
 from dataclasses import MISSING, fields
@@ -158,11 +159,22 @@ def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sknet.train.elastic import checkpoint_to_continue, restart_count
     from sknet.train.trainer import train
 
     config = config_from_args(args)
+    overwrite = args.overwrite
+    if restart_count() > 0 and not args.resume:  # torchrun restarted the group: continue the run
+        found = checkpoint_to_continue(config.output)
+        if found is not None:
+            args.resume = str(found)
+            config = config_from_args(args)
+        overwrite = found is None  # nothing saved yet: start again (the partial folder is moved aside)
+        if os.environ.get("RANK", "0") == "0":
+            what = f"resuming {found}" if found is not None else "no checkpoint yet, starting again"
+            print(f"restart {restart_count()} by torchrun: {what}", flush=True)
     resume = checkpoint_of(Path(args.resume)) if args.resume else None
-    summary = train(config, resume=resume, overwrite=args.overwrite)
+    summary = train(config, resume=resume, overwrite=overwrite)
     if "val_acc1" in summary:
         print(
             f"done: {summary['epochs']} epochs in {summary['train_seconds']:.0f} s; test top-1 accuracy "

@@ -91,7 +91,15 @@ def init_distributed(device_name: str) -> DistInfo:
     if launch.world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # The store through torch's own env:// rendezvous, under a prefix of this attempt: torchrun restarts
+        # (--max-restarts) reuse its store, where the dead attempt's addresses would be read back (gloo then
+        # connects to closed ports until it times out).
+        store, rank, world_size = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"sknet/attempt-{attempt}/", store)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=world_size
+        )
     here = launch.local_world_size
     if launch.world_size > 1:
         hosts: list[str | None] = [None] * launch.world_size
