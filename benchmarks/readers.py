@@ -61,14 +61,15 @@ def _rate(images: int, run) -> float:
     return images / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--size", type=int, default=224, help="training crop (default: 224)")
     parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker (torch's _worker_loop sets 1 thread)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -87,6 +88,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, run in readers.items():
                 rates[name].append(_rate(args.images, run))
+    torch.set_num_threads(threads)
     print(f"{args.images} JPEGs of 500×375, quality 90, {kb:.0f} kB on average; one process; {args.rounds} rounds")
     print(f"\n| reader (one process) | img/s, median | min – max | ≥ {TARGET} img/s |\n|---|---|---|---|")
     for name, values in rates.items():
