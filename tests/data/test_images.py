@@ -68,3 +68,13 @@ def test_exif_orientation_is_applied(tmp_path):
 
     reference = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True).permute(1, 2, 0)
     assert np.abs(reference.numpy().astype(int) - upright.astype(int)).max() <= 8
+
+
+def test_every_image_sknet_opens_goes_through_open_image():
+    # One place applies the size limit, EXIF orientation and mode conversion (training, evaluation,
+    # prediction, shards, the attention study): no other module opens image files itself.
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src" / "sknet"
+    openers = [p.relative_to(src).as_posix() for p in src.rglob("*.py") if "Image.open(" in p.read_text()]
+    assert openers == ["data/images.py"]
