@@ -64,10 +64,13 @@ def test_batches_left_too_small_are_skipped_counted_and_named(tmp_path, capsys):
     assert main([*argv, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["skipped"] == 4
 
-    # --bad-images raise: the first unreadable file stops the run, a data error naming it.
-    assert main(_train_args(data, tmp_path / "run2", "--bad-images", "raise")) == 3
-    err = capsys.readouterr().err
-    assert "unreadable image" in err and ".jpg" in err and "Traceback" not in err
+    # --bad-images raise: the first unreadable file stops the run, a data error naming it on one line (also
+    # when a loader worker process raised it).
+    for workers in ("0", "2"):
+        argv = [*_train_args(data, tmp_path / f"run{workers}", "--bad-images", "raise"), "--workers", workers]
+        assert main(argv) == 3
+        err = capsys.readouterr().err
+        assert "unreadable image: cannot read image" in err and ".jpg" in err and err.count("\n") == 1, err
 
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")

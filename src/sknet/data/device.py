@@ -12,6 +12,20 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
+from sknet.errors import DataError
+
+
+def _plain_errors(loader: Iterable) -> Iterator:
+    """The loader's batches; a DataError raised in a worker process (an unreadable image with
+    `--bad-images raise`) arrives wrapped in the worker's traceback: it is raised again as its own line."""
+    try:
+        yield from loader
+    except DataError as err:
+        text = str(err)
+        if text.startswith("Caught DataError"):  # torch's ExceptionWrapper: the original is the last line
+            text = text.rstrip().splitlines()[-1].split("DataError: ", 1)[-1]
+        raise DataError(text) from None
+
 
 class Normalizer:
     """uint8 (N, C, H, W) → float32 (x − 255·mean) / (255·std), in the requested memory format."""
@@ -67,11 +81,11 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
         if not self.cuda:
-            for batch in self.loader:
+            for batch in _plain_errors(self.loader):
                 yield self._to_device(batch)
             return
         stream = torch.cuda.Stream(self.device)
-        batches = iter(self.loader)
+        batches = _plain_errors(self.loader)
 
         def prefetch():
             batch = next(batches, None)
