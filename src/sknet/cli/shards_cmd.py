@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     info = write_shards(args.data_dir, args.output, args.shard_size, args.seed)
     for name, shards in info["splits"].items():
-        print(f"{name}: {sum(shards.values())} samples in {len(shards)} shards")
+        print(f"{name}: {sum(shards.values())} samples in {len(shards)} shard(s)")
     first = next(iter(info["splits"]["train"]))
     last = list(info["splits"]["train"])[-1]
     print(f"train with: sknet train --dataset wds --data-dir '{args.output}/train-{{{first[6:12]}..{last[6:12]}}}.tar'")
