@@ -25,7 +25,8 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
     ds = ImageFolderDataset(find_split_dir(root, Split.TRAIN), eval_transform(32, (0.5,) * 3, (0.5,) * 3))
     with pytest.warns(UserWarning, match="bad.jpg"):
         images, labels, skipped = collate_skipping([ds[i] for i in range(len(ds))])
-    assert skipped == 1 and images.shape == (6, 3, 32, 32) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert len(skipped) == 1 and "bad.jpg" in skipped[0]
+    assert images.shape == (6, 3, 32, 32) and labels.tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_unreadable_image_raises_naming_the_file_when_asked(tmp_path):
@@ -64,25 +65,26 @@ def test_sharded_sampler_partitions_and_resumes():
     assert len(torch.utils.data.DataLoader(list(range(10)), sampler=parts[0])) == 2
 
 
-def test_symbolic_links_are_followed_but_a_loop_is_walked_once(tmp_path):
+def test_symbolic_links_never_repeat_or_relabel_an_image(tmp_path):
     import os
 
-    for c in ("a", "b"):
+    for c in ("a", "b", "c"):
         (tmp_path / c).mkdir()
         Image.new("RGB", (8, 8)).save(tmp_path / c / "x.png")
-    os.symlink(tmp_path, tmp_path / "a" / "loop")  # a/loop → the root: a cycle
+    os.symlink(tmp_path, tmp_path / "a" / "loop")  # a/loop → the root: a cycle, and every class under a
+    os.symlink(tmp_path / "a", tmp_path / "b" / "to_a")  # b/to_a → another class (walked before)
+    os.symlink(tmp_path / "c", tmp_path / "b" / "to_c")  # b/to_c → another class (walked after)
+    os.symlink(tmp_path / "a" / "x.png", tmp_path / "c" / "x_of_a.png")  # a file of another class
     shared = tmp_path.parent / f"{tmp_path.name}-shared"
     shared.mkdir()
     Image.new("RGB", (8, 8)).save(shared / "y.png")
-    os.symlink(shared, tmp_path / "b" / "more")  # a linked folder of images is used
-    ds = ImageFolderDataset(tmp_path, lambda x: x)
-    assert ds.classes == ["a", "b"]
-    # Class a: a/x.png, then through a/loop the root's b (a is not entered again): b/x.png, b/more/y.png.
-    # Class b: b/x.png and, through the link, y.png. Finite, each directory once per class.
-    assert sorted((os.path.basename(p), label) for p, label in ds.samples) == [
-        ("x.png", 0),
-        ("x.png", 0),
-        ("x.png", 1),
-        ("y.png", 0),
-        ("y.png", 1),
-    ]
+    os.symlink(shared, tmp_path / "b" / "more")  # a linked folder of images outside the root is used
+    os.symlink(shared, tmp_path / "c" / "again")  # ... once
+    with pytest.warns(UserWarning, match=r"skipped 5 symbolic link\(s\).*a/loop \(→ the data root") as caught:
+        ds = ImageFolderDataset(tmp_path, lambda x: x)
+    assert len([w for w in caught if "symbolic link" in str(w.message)]) == 1  # one warning for them all
+    assert ds.classes == ["a", "b", "c"]
+    labels = sorted((os.path.relpath(p, tmp_path), label) for p, label in ds.samples)
+    assert labels == [("a/x.png", 0), ("b/more/y.png", 1), ("b/x.png", 1), ("c/x.png", 2)]
+    # No real file twice:
+    assert len({os.path.realpath(p) for p, _ in ds.samples}) == len(ds.samples)

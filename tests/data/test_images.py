@@ -50,4 +50,31 @@ def test_an_oversized_image_in_training_data_is_skipped_and_counted(tmp_path, mo
     ds = ImageFolderDataset(tmp_path, eval_transform(8, (0.5,) * 3, (0.5,) * 3))
     with pytest.warns(UserWarning, match="huge.png is 50×50 pixels"):
         batch, _, skipped = collate_skipping([ds[i] for i in range(len(ds))])
-    assert skipped == 1 and batch.shape[0] == 2
+    assert len(skipped) == 1 and batch.shape[0] == 2
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # A 40×20 photo stored sideways: the pixels are 20×40 and EXIF Orientation=6 says "rotate 90° clockwise".
+    stored = np.zeros((40, 20, 3), dtype=np.uint8)
+    stored[:, :10] = 255  # the left half of the stored pixels is white: the top half once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    upright = np.asarray(open_image(path))
+    assert upright.shape == (20, 40, 3)  # as viewers (and torchvision's apply_exif_orientation) show it
+    assert upright[:8].mean() > 200 and upright[12:].mean() < 50
+    from torchvision.io import ImageReadMode, decode_image
+
+    reference = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True).permute(1, 2, 0)
+    assert np.abs(reference.numpy().astype(int) - upright.astype(int)).max() <= 8
+
+
+def test_every_image_sknet_opens_goes_through_open_image():
+    # One place applies the size limit, EXIF orientation and mode conversion (training, evaluation,
+    # prediction, shards, the attention study): no other module opens image files itself.
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src" / "sknet"
+    openers = [p.relative_to(src).as_posix() for p in src.rglob("*.py") if "Image.open(" in p.read_text()]
+    assert openers == ["data/images.py"]

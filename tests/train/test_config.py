@@ -181,3 +181,24 @@ def test_every_optional_option_takes_null_or_none_on_the_command_line():
             flag = "--" + name.replace("_", "-")
             args = build_parser().parse_args(["train", "--dataset", "synthetic", "--max-steps", "7", flag, word])
             assert getattr(config_from_args(args), name) is None, (name, word)
+
+
+def test_threads_default_to_the_machines_cores_divided_among_its_processes(tmp_path, capsys):
+    import os
+
+    import torch
+
+    from sknet.train.distributed import DistInfo
+    from sknet.train.setup import configure_torch
+
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    try:
+        configure_torch(TrainConfig(output=str(tmp_path)), torch.device("cpu"), DistInfo(0, 2, 0, machine_processes=2))
+        assert torch.get_num_threads() == max(1, cores // 2)
+        line = capsys.readouterr().out
+        assert f"threads: {max(1, cores // 2)} per process ({cores} cores ÷ 2 processes of this run" in line
+        configure_torch(TrainConfig(output=str(tmp_path), threads=1), torch.device("cpu"), DistInfo(0, 2, 0))
+        assert torch.get_num_threads() == 1 and capsys.readouterr().out == ""  # --threads wins, silently
+    finally:
+        torch.set_num_threads(before)

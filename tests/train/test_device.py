@@ -66,7 +66,7 @@ def test_device_loader_normalises_uint8_batches(channels_last):
     assert len(device) == len(expected) == 3
     batches = list(device)
     for (want_x, want_y), (x, y, skipped) in zip(expected, batches, strict=True):
-        assert x.dtype == torch.float32 and skipped == 0
+        assert x.dtype == torch.float32 and skipped == []
         assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         torch.testing.assert_close(x, want_x.float(), rtol=1e-5, atol=1e-5)
         assert torch.equal(y, want_y)

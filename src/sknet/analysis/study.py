@@ -213,7 +213,7 @@ def run_scale_study(
         total = len(batches)
     with Progress(total, "attention", progress) as bar:
         for batch in batches:
-            x, y = batch[0], batch[1]  # folder loaders add a count of skipped (unreadable) images
+            x, y = batch[0], batch[1]  # folder loaders add the unreadable images they skipped
             if len(y) == 0:
                 bar.update()
                 continue

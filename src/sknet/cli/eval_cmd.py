@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             print(
                 f"{name} on {dataset} @ {r['resolution']}: top-1 error {100 * (1 - r['acc1']):.2f}%  top-5 error "
-                f"{100 * (1 - r['acc5']):.2f}%  (top-1 accuracy {100 * r['acc1']:.2f}%, {r['images']} images)"
+                f"{100 * (1 - r['acc5']):.2f}%  (top-1 accuracy {100 * r['acc1']:.2f}%, {r['images']} images"
+                + (f", {r['skipped']} unreadable images skipped)" if r["skipped"] else ")")
             )
     return 0

@@ -21,11 +21,22 @@ from sknet.cli import (
     export_cmd,
     predict_cmd,
     profile_cmd,
+    shards_cmd,
     train_cmd,
 )
 from sknet.errors import STORAGE_ERRNOS, SKNetError, StorageError, TrainingInterrupted, one_line
 
-COMMANDS = [train_cmd, eval_cmd, predict_cmd, attention_cmd, profile_cmd, bench_cmd, convert_cmd, export_cmd]
+COMMANDS = [
+    train_cmd,
+    eval_cmd,
+    predict_cmd,
+    attention_cmd,
+    profile_cmd,
+    bench_cmd,
+    convert_cmd,
+    export_cmd,
+    shards_cmd,
+]
 
 # Errors a user can cause from the command line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (SKNetError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)

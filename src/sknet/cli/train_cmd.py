@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 import types
 import typing
 from dataclasses import MISSING, fields
@@ -22,9 +23,11 @@ HELP = {
     "model": "registered model name (see `sknet profile` / sknet.list_models())",
     "model_options": "builder options (use --branches, --aggregation, --set KEY=VALUE)",
     "dataset": (
-        "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, synthetic"
+        "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, wds "
+        "(WebDataset shards), synthetic"
     ),
-    "data_dir": "data folder (Fashion-MNIST: defaults to Debian's /usr/share/datasets/fashion-mnist)",
+    "data_dir": "data folder (Fashion-MNIST: defaults to Debian's /usr/share/datasets/fashion-mnist; "
+    "wds: a folder of shards or a pattern 'DIR/train-{000000..000127}.tar')",
     "download": "let torchvision download the dataset if it is missing",
     "image_size": "folder datasets: training and evaluation crop size in pixels",
     "crop_padding": "in-memory datasets: random-crop padding in pixels (default: the dataset's recipe; 0: off)",
@@ -65,7 +68,7 @@ HELP = {
     "device": "auto (CUDA if present, else CPU), cpu, cuda or cuda:N; under torchrun rank r uses cuda:r",
     "seed": "seed of initial weights, data order and augmentation",
     "deterministic": "deterministic algorithms (exact resume and repeatability; slower on GPUs)",
-    "threads": "CPU threads for torch (default: torch's choice)",
+    "threads": "CPU threads per process (default: torch's choice; under torchrun the machine's cores ÷ its processes)",
     "output": "run folder: config, logs, checkpoint.pt, model.safetensors, curves.png",
     "eval_every": "evaluate every N epochs (and after the last)",
     "checkpoint_every": "checkpoint every N epochs (and after the last)",
@@ -205,11 +208,21 @@ def resumed_config(run: Path, given: dict, model_options: dict) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     from sknet.train.distributed import Launch
+    from sknet.train.elastic import checkpoint_to_continue, restart_count
     from sknet.train.trainer import train
 
     config = config_from_args(args)
-    resume = checkpoint_of(Path(args.resume)) if args.resume else None
     overwrite = args.overwrite
+    if restart_count() > 0 and not args.resume:  # torchrun restarted the group: continue the run
+        found = checkpoint_to_continue(config.output)
+        if found is not None:
+            args.resume = str(found)
+            config = config_from_args(args)
+        overwrite = found is None  # nothing saved yet: start again (the partial folder is moved aside)
+        if os.environ.get("RANK", "0") == "0":
+            what = f"resuming {found}" if found is not None else "no checkpoint yet, starting again"
+            print(f"restart {restart_count()} by torchrun: {what}", flush=True)
+    resume = checkpoint_of(Path(args.resume)) if args.resume else None
     if resume is not None and not has_checkpoint(resume):
         # Killed before (or while) writing its first checkpoint: nothing to continue, all to redo. The dead
         # run's files are moved aside (RUN.replaced-<time>/), as --overwrite does: nothing is deleted.

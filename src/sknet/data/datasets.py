@@ -50,6 +50,7 @@ class DataSpec:
     in_memory: bool
     crop_padding: int  # random-crop padding of the in-memory recipe (CIFAR: 4)
     description: str
+    package: str | None = None  # an optional package it needs (checked before anything is read)
 
 
 DATASETS: dict[str, DataSpec] = {
@@ -63,6 +64,9 @@ DATASETS: dict[str, DataSpec] = {
     "cifar10": DataSpec("cifar10", True, 4, "CIFAR-10 32×32, torchvision format"),
     "cifar100": DataSpec("cifar100", True, 4, "CIFAR-100 32×32, torchvision format"),
     "imagefolder": DataSpec("imagefolder", False, 0, "ImageNet-style tree: DIR/train/CLASS/*.jpg, DIR/val/..."),
+    "wds": DataSpec(
+        "wds", False, 0, "WebDataset tar shards: DIR/train-{000000..000127}.tar with DIR/info.json", "webdataset"
+    ),
     "synthetic": DataSpec("synthetic", True, 2, "random class-coded images, for tests and smoke runs"),
 }
 
@@ -211,6 +215,11 @@ def build_dataset(name: str, root: str | Path | None, split: str | Split, downlo
     if name == "synthetic":
         return make_synthetic(split)
     assert not spec.in_memory
+    if name == "wds":
+        from sknet.data.shards import find_shards, require_webdataset
+
+        require_webdataset()
+        return find_shards(root, split.value)
     from sknet.data.folder import find_split_dir
 
     return find_split_dir(root, split)

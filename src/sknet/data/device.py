@@ -12,6 +12,20 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
+from sknet.errors import DataError
+
+
+def _plain_errors(loader: Iterable) -> Iterator:
+    """The loader's batches; a DataError raised in a worker process (an unreadable image with
+    `--bad-images raise`) arrives wrapped in the worker's traceback: it is raised again as its own line."""
+    try:
+        yield from loader
+    except DataError as err:
+        text = str(err)
+        if text.startswith("Caught DataError"):  # torch's ExceptionWrapper: the original is the last line
+            text = text.rstrip().splitlines()[-1].split("DataError: ", 1)[-1]
+        raise DataError(text) from None
+
 
 class Normalizer:
     """uint8 (N, C, H, W) → float32 (x − 255·mean) / (255·std), in the requested memory format."""
@@ -33,7 +47,9 @@ class Normalizer:
 
 
 class DeviceLoader:
-    """Iterates (x float on `device`, y on `device`, images skipped by the loader) over a uint8 loader.
+    """Iterates (x float on `device`, y on `device`, skipped) over a uint8 loader; `skipped` lists the
+    messages naming the images the loader could not read in this batch (it may be left with none: then
+    x is an empty (0,) tensor).
 
     `loader` yields (images uint8, labels) or (images, labels, skipped); its `len`, `set_epoch` and
     `batch_size` are passed through. On CUDA one batch is prefetched on a side stream. `augment`: the
@@ -48,6 +64,7 @@ class DeviceLoader:
         self.augment = augment
         self.cuda = self.device.type == "cuda"
         self.epoch, self.start_step = 0, 0
+        self.may_skip = False  # whether the loader can lose images to unreadable files (set by build_loader)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -56,9 +73,11 @@ class DeviceLoader:
         self.epoch, self.start_step = epoch, start_step
         self.loader.set_epoch(epoch, start_step)
 
-    def _to_device(self, batch, step: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _to_device(self, batch, step: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         images, labels = batch[0], batch[1]
-        skipped = int(batch[2]) if len(batch) > 2 else 0
+        skipped = list(batch[2]) if len(batch) > 2 else []
+        if len(labels) == 0:  # every image of the batch was unreadable: nothing to copy or normalise
+            return torch.empty(0, device=self.device), labels.to(self.device), skipped
         if self.cuda and not images.is_pinned():
             images, labels = images.pin_memory(), labels.pin_memory()
         images = images.to(self.device, non_blocking=True)
@@ -68,13 +87,13 @@ class DeviceLoader:
         images = self.augment.before(images, self.epoch, step)
         return self.augment.after(self.normalize(images), self.epoch, step), labels, skipped
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
         if not self.cuda:
-            for step, batch in enumerate(self.loader, start=self.start_step):
+            for step, batch in enumerate(_plain_errors(self.loader), start=self.start_step):
                 yield self._to_device(batch, step)
             return
         stream = torch.cuda.Stream(self.device)
-        batches = enumerate(self.loader, start=self.start_step)
+        batches = enumerate(_plain_errors(self.loader), start=self.start_step)
 
         def prefetch():
             step, batch = next(batches, (None, None))

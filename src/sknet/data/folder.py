@@ -33,48 +33,98 @@ def find_split_dir(root: str | Path | None, split: Split) -> Path:
     return root
 
 
-def _images_under(folder: Path):
-    """Image files below `folder`, sorted per directory; symbolic links are followed, but a directory
-    already visited (a link loop, or two links to one place) is not entered again."""
-    seen: set[str] = set()
-    for current, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(current)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMG_EXTENSIONS):
-                yield os.path.join(current, name)
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class _Walk:
+    """Image files of the class folders of one root, each real file under one class only.
+
+    Symbolic links are followed, except a link to a folder already walked (a loop, or two links to one
+    place), to the root or one of its ancestors, or into another class's folder: those would repeat images
+    or give them a second label. Such links are collected in `refused` (link, reason) and not entered.
+    """
+
+    def __init__(self, root: Path, classes: list[str]) -> None:
+        self.root = os.path.realpath(root)
+        self.class_dirs = {name: os.path.realpath(root / name) for name in classes}
+        self.seen: set[str] = set()
+        self.files: set[str] = set()
+        self.refused: list[tuple[str, str]] = []
+
+    def _refusal(self, real: str, name: str) -> str | None:
+        if real in self.seen:
+            return "a folder already walked"
+        if _inside(self.root, real):
+            return "the data root or a folder above it"
+        other = next((c for c, d in self.class_dirs.items() if c != name and _inside(real, d)), None)
+        return f"class {other!r}" if other is not None else None
+
+    def images(self, folder: Path, name: str):
+        """Image files below `folder` (class `name`), sorted per directory."""
+        for current, dirs, files in os.walk(folder, followlinks=True):
+            real = os.path.realpath(current)
+            reason = self._refusal(real, name)
+            if reason is not None:
+                self.refused.append((current, reason))
+                dirs[:] = []
+                continue
+            self.seen.add(real)
+            dirs.sort()
+            for file in sorted(files):
+                if not file.lower().endswith(IMG_EXTENSIONS):
+                    continue
+                path = os.path.join(current, file)
+                real_file = os.path.realpath(path)
+                reason = "a file already listed" if real_file in self.files else self._refusal(real_file, name)
+                if reason is not None:
+                    self.refused.append((path, reason))
+                    continue
+                self.files.add(real_file)
+                yield path
 
 
 def scan_classes(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    """(class names, [(image path, class index)]) of DIR/CLASS/...; DataError when something is empty."""
+    """(class names, [(image path, class index)]) of DIR/CLASS/...; DataError when something is empty.
+
+    Every real image file gets exactly one label: links that would repeat images or relabel them are
+    skipped, with one warning naming them (see :class:`_Walk`)."""
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
-    samples = [(path, index) for index, name in enumerate(classes) for path in _images_under(root / name)]
+    walk = _Walk(root, classes)
+    samples = [(path, index) for index, name in enumerate(classes) for path in walk.images(root / name, name)]
+    if walk.refused:
+        shown = "; ".join(f"{link} (→ {reason})" for link, reason in walk.refused[:3])
+        more = f" and {len(walk.refused) - 3} more" if len(walk.refused) > 3 else ""
+        warnings.warn(
+            f"skipped {len(walk.refused)} symbolic link(s) in {root} that would repeat images or give them a "
+            f"second label: {shown}{more}",
+            stacklevel=2,
+        )
     counts = {index for _, index in samples}
     if not classes or len(counts) < len(classes):
-        raise DataError(_missing_images(root))
+        raise DataError(_missing_images(root, classes, counts))
     return classes, samples
 
 
-def _missing_images(root: Path) -> str:
+def _missing_images(root: Path, classes: list[str], found: set[int]) -> str:
     """One line on what an image folder lacks: class sub-folders, or images in some of them."""
     expected = f"expected one sub-folder per class holding images ({', '.join(IMG_EXTENSIONS[:4])}, ...)"
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    if not folders:
+    if not classes:
         return f"no images in {root}: it has no class sub-folders; {expected}"
-    empty = [p.name for p in folders if not any(True for _ in _images_under(p))]
+    empty = [name for index, name in enumerate(classes) if index not in found]
     shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
-    return f"no images in {len(empty)} of the {len(folders)} class folders of {root} ({shown}); {expected}"
+    return f"no images in {len(empty)} of the {len(classes)} class folders of {root} ({shown}); {expected}"
+
+
+class Unreadable(str):
+    """What a dataset yields in place of a sample it could not read: the message naming the file."""
 
 
 class ImageFolderDataset(Dataset):
     """(image tensor, label) pairs from DIR/CLASS/IMAGE.
 
-    on_error="skip": an unreadable image yields None, dropped by :func:`collate_skipping` and counted;
-    on_error="raise": DataError naming the file.
+    on_error="skip": an unreadable image yields an :class:`Unreadable` (its message, with a warning),
+    dropped by :func:`collate_skipping` and counted; on_error="raise": DataError naming the file.
     """
 
     def __init__(self, root: Path, transform: Callable, on_error: str = "skip") -> None:
@@ -96,17 +146,25 @@ class ImageFolderDataset(Dataset):
         try:
             img = open_image(path, "RGB")
         except DataError as err:  # unreadable, or too large to decode safely
-            if self.on_error == "raise":
-                raise DataError(f"unreadable image: {err}") from None
-            warnings.warn(f"skipping unreadable image: {err}", stacklevel=1)
-            return None
+            return unreadable(str(err), self.on_error)
         return self.transform(img), label
 
 
-def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Collate the readable samples; also return how many were skipped."""
-    good = [item for item in batch if item is not None]
-    skipped = len(batch) - len(good)
+def unreadable(message: str, on_error: str) -> Unreadable:
+    """The marker of a sample that could not be read (with a warning); DataError with on_error="raise"."""
+    if on_error == "raise":
+        raise DataError(f"unreadable image: {message}")
+    warnings.warn(f"skipping unreadable image: {message}", stacklevel=2)
+    return Unreadable(message)
+
+
+def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Collate the readable samples; also return the messages naming the unreadable ones (skipped).
+
+    A batch with nothing readable gives empty images (0,) and labels (0,): the trainer and evaluation
+    skip batches too small to use (and count them)."""
+    good = [item for item in batch if not isinstance(item, Unreadable)]
+    skipped = [str(item) for item in batch if isinstance(item, Unreadable)]
     if not good:
         return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped
     images, labels = default_collate(good)

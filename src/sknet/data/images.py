@@ -1,5 +1,8 @@
 """Opening images that come from outside: size checked before decoding, pixel modes converted faithfully.
 
+- EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): a photo stored sideways with an
+  Orientation tag comes out as viewers show it, in training, evaluation, prediction and the attention study
+  alike (they all open images here).
 - PIL reads only the header on open; an image with more pixels than ``MAX_PIXELS`` (PIL's own
   decompression-bomb limit, ~89 MP) is refused before it is decoded.
 - 16-bit images (PNG ``I;16`` and friends) are scaled to 8 bits (v / 257), not clipped to white as
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sknet.errors import DataError
 
@@ -21,8 +25,10 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
-    """The decoded image at `path` in `mode` ("RGB" or "L"); DataError naming the file otherwise."""
+def open_image(path: str | Path | BinaryIO, mode: str = "RGB", name: str | None = None) -> Image.Image:
+    """The decoded image at `path` (or in a binary file object) in `mode` ("RGB" or "L"); DataError naming
+    the file (`name`, if given) otherwise."""
+    label = name or path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -30,17 +36,18 @@ def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise DataError(
-                        f"image {path} is {width}×{height} pixels, more than the limit of {MAX_PIXELS:,} "
+                        f"image {label} is {width}×{height} pixels, more than the limit of {MAX_PIXELS:,} "
                         "(a decompression bomb, or an image to shrink first)"
                     )
                 img.load()
-                return _to_mode(img, mode, path)
+                ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of upright images
+                return _to_mode(img, mode, label)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(f"image {path} is too large to decode safely: {err}") from None
+        raise DataError(f"image {label} is too large to decode safely: {err}") from None
     except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
+        raise DataError(f"image {label} does not exist") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        raise DataError(f"cannot read image {label}: {err}") from None
 
 
 def _to_mode(img: Image.Image, mode: str, path: str | Path) -> Image.Image:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from sknet.data.datasets import Split, build_dataset, dataset_spec
 from sknet.data.device import DeviceLoader, Normalizer
@@ -71,26 +72,36 @@ class LoaderOptions:
 
 
 def build_loader(
-    dataset: str,
+    dataset: str | Dataset,
     split: str | Split,
     options: LoaderOptions,
     device: torch.device | str = "cpu",
     data_dir: str | Path | None = None,
     download: bool = False,
-    images: InMemoryImages | None = None,
+    images: InMemoryImages | Dataset | None = None,
 ) -> DeviceLoader:
-    """A loader over `split` of `dataset` (or over `images`, the caller's own tensors)."""
+    """A loader over `split` of `dataset`: a name of :data:`~sknet.data.datasets.DATASETS`, or your own
+    map-style Dataset of (image, label) with image a uint8 (C, H, W) tensor, a PIL image or a path (see
+    :mod:`sknet.data.anydata`; `split` then only picks the transforms via `options.train`). `images`: the
+    caller's own data in place of the named dataset's. ConfigError/DataError on bad options or data."""
+    if isinstance(dataset, Dataset):
+        dataset, images = "custom", dataset
     split = Split(split)
     if options.batch_size < 1:
         raise ConfigError(f"batch size must be ≥ 1, got {options.batch_size}")
     if options.limit is not None and options.limit < 1:
         raise ConfigError(f"the image limit must be ≥ 1, got {options.limit}")
     source = images if images is not None else build_dataset(dataset, data_dir, split, download)
+    pin = torch.device(device).type == "cuda"
     in_memory = isinstance(source, InMemoryImages)
     if in_memory:
         batches, info = _in_memory(source, options, dataset_spec(dataset).crop_padding)
+    elif isinstance(source, Dataset):
+        batches, info = _any_dataset(source, options, pin)
+    elif dataset == "wds":
+        batches, info = _shards(source, options, pin)
     else:
-        batches, info = _folder(Path(source), options, torch.device(device).type == "cuda")
+        batches, info = _folder(Path(source), options, pin)
     normalizer = Normalizer(info.mean, info.std, options.channels_last)
     augment = None
     if options.train and ((options.auto_augment and in_memory) or options.random_erase > 0):
@@ -100,6 +111,9 @@ def build_loader(
         augment = BatchAugment(options.seed, options.rank, policy, options.random_erase)
     loader = DeviceLoader(batches, torch.device(device), normalizer, augment)
     loader.info = info
+    # Whether a batch can lose images (unreadable files skipped): the trainer then agrees across ranks on
+    # skipping a batch left too small. Tensors held in memory are always readable.
+    loader.may_skip = not isinstance(source, InMemoryImages) and options.bad_images == "skip"
     return loader
 
 
@@ -128,20 +142,55 @@ def _in_memory(data: InMemoryImages, opt: LoaderOptions, recipe_padding: int):
 
 
 def _folder(root: Path, opt: LoaderOptions, pin: bool):
-    from sknet.data.folder import FolderBatches, ImageFolderDataset, ShardedSampler, collate_skipping
-    from sknet.data.transforms import EVAL_CROP_FRACTION, eval_transform, train_transform
+    from sknet.data.folder import ImageFolderDataset
 
     mean = tuple(opt.mean) if opt.mean is not None else IMAGENET_MEAN
     std = tuple(opt.std) if opt.std is not None else IMAGENET_STD
     # uint8 out of the workers; normalised on the device (DeviceLoader). The folder is scanned once.
-    if opt.train:
-        transform = train_transform(opt.image_size, mean, std, normalize=False, auto_augment=opt.auto_augment)
-    else:
-        transform = eval_transform(opt.image_size, mean, std, normalize=False)
-    dataset = ImageFolderDataset(root, transform, opt.bad_images)
+    dataset = ImageFolderDataset(root, _transform(opt, mean, std, 3), opt.bad_images)
     count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
     if count < len(dataset):
         dataset.samples = dataset.samples[:count]
+    return _decoded(dataset, count, dataset.classes, 3, mean, std, opt, pin)
+
+
+def _any_dataset(source: Dataset, opt: LoaderOptions, pin: bool):
+    from sknet.data.anydata import GRAY_MEAN, GRAY_STD, TransformedDataset, describe
+
+    classes, channels = describe(source)
+    mean = tuple(opt.mean) if opt.mean is not None else (IMAGENET_MEAN if channels == 3 else GRAY_MEAN)
+    std = tuple(opt.std) if opt.std is not None else (IMAGENET_STD if channels == 3 else GRAY_STD)
+    dataset = TransformedDataset(source, _transform(opt, mean, std, channels), channels, opt.bad_images)
+    count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
+    return _decoded(dataset, count, classes, channels, mean, std, opt, pin)
+
+
+def _shards(shards, opt: LoaderOptions, pin: bool):
+    from sknet.data.shards import ShardBatches, ShardStream
+    from sknet.data.transforms import EVAL_CROP_FRACTION
+
+    mean = tuple(opt.mean) if opt.mean is not None else IMAGENET_MEAN
+    std = tuple(opt.std) if opt.std is not None else IMAGENET_STD
+    stream = ShardStream(shards, _transform(opt, mean, std, 3), opt.batch_size, opt.train, opt.bad_images,
+                         opt.seed, opt.rank, opt.world_size, opt.limit)  # fmt: skip
+    info = DataInfo(shards.classes, mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, stream.total, True)
+    return ShardBatches(stream, opt.workers, pin), info
+
+
+def _transform(opt: LoaderOptions, mean, std, channels: int):
+    from sknet.data.transforms import eval_transform, train_transform
+
+    if opt.train:  # decoded images: augmented per sample in the loader workers
+        return train_transform(opt.image_size, mean, std, normalize=False, auto_augment=opt.auto_augment)
+    return eval_transform(opt.image_size, mean, std, channels=channels, normalize=False)
+
+
+def _decoded(dataset: Dataset, count: int, classes, channels: int, mean, std, opt: LoaderOptions, pin: bool):
+    """Batches of images decoded by `opt.workers` processes: the first `count` samples of `dataset`,
+    sharded over ranks by a :class:`~sknet.data.folder.ShardedSampler`, unreadable ones skipped."""
+    from sknet.data.folder import FolderBatches, ShardedSampler, collate_skipping
+    from sknet.data.transforms import EVAL_CROP_FRACTION
+
     repeats = opt.aug_repeats if opt.train else 1
     sampler = ShardedSampler(count, opt.train, opt.seed, opt.rank, opt.world_size, pad=opt.train, repeats=repeats)
     loader = torch.utils.data.DataLoader(
@@ -154,5 +203,5 @@ def _folder(root: Path, opt: LoaderOptions, pin: bool):
         drop_last=opt.train,
         persistent_workers=opt.train and opt.workers > 0,
     )
-    info = DataInfo(tuple(dataset.classes), mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, count, True)
+    info = DataInfo(tuple(classes), mean, std, channels, opt.image_size, EVAL_CROP_FRACTION, count, True)
     return FolderBatches(loader), info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,9 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # Processes of this job on this machine: torchrun's local processes, or more when several launchers
+    # share one machine (each then sees LOCAL_WORLD_SIZE=1). Found by comparing host names.
+    machine_processes: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -87,8 +91,21 @@ def init_distributed(device_name: str) -> DistInfo:
     if launch.world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(launch.rank, launch.world_size, launch.local_rank, device)
+        # The store through torch's own env:// rendezvous, under a prefix of this attempt: torchrun restarts
+        # (--max-restarts) reuse its store, where the dead attempt's addresses would be read back (gloo then
+        # connects to closed ports until it times out).
+        store, rank, world_size = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"sknet/attempt-{attempt}/", store)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=world_size
+        )
+    here = launch.local_world_size
+    if launch.world_size > 1:
+        hosts: list[str | None] = [None] * launch.world_size
+        dist.all_gather_object(hosts, socket.gethostname())
+        here = hosts.count(socket.gethostname())
+    return DistInfo(launch.rank, launch.world_size, launch.local_rank, device, here)
 
 
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
@@ -114,6 +131,35 @@ def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
     if info.enabled:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+
+
+class HostAgreement:
+    """Decisions every rank must take together, made from numbers the host already knows (how many
+    images a batch kept): a gloo all-reduce of a CPU tensor, so no device synchronisation even under
+    NCCL. Building one is a collective (every rank, at the same point)."""
+
+    def __init__(self, info: DistInfo) -> None:
+        self.info = info
+        self.group = None
+        if info.enabled and dist.get_backend() != "gloo":
+            self.group = dist.new_group(backend="gloo")
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is True on any rank."""
+        if not self.info.enabled:
+            return flag
+        t = torch.tensor([int(flag)], dtype=torch.int32)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(t.item())
+
+
+def gather_lists(items: list, info: DistInfo) -> list:
+    """Every rank's `items`, concatenated in rank order (a collective under torchrun; for per-epoch records)."""
+    if not info.enabled:
+        return list(items)
+    gathered: list[list | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in (part or [])]
 
 
 def cleanup(info: DistInfo) -> None:

@@ -21,16 +21,17 @@ from sknet.weights import first_non_finite
 class EpochMetrics:
     """Sums of loss·n and correct predictions on the device; the image count on the host (known there).
 
-    `resumed`: the epoch's totals before an interruption, [loss·n, correct, n, skipped, seconds] (given to
-    one process only, so that summing over processes counts them once).
+    `resumed`: the epoch's totals before an interruption, [loss·n, correct, n, skipped images, seconds,
+    skipped batches] (given to one process only, so that summing over processes counts them once).
     """
 
     def __init__(self, device: torch.device, resumed: list[float] | None = None) -> None:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.images = 0
-        self.skipped = 0  # unreadable images skipped by the loader
-        self.resumed = list(resumed) if resumed is not None else [0.0] * 5
+        self.skipped: list[str] = []  # messages naming the images this process's loader could not read
+        self.skipped_batches = 0  # batches left with too few images to train on (the same on every rank)
+        self.resumed = [*(resumed or []), *[0.0] * 6][:6]
 
     @torch.no_grad()
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -51,10 +52,11 @@ class EpochMetrics:
         return {"loss": f"{loss:.4f}", "acc": f"{100 * acc:.2f}%", "img/s": f"{rate:.0f}"}
 
     def totals(self, dist_info: DistInfo, seconds: float) -> list[float]:
-        """[loss·n, correct, n, skipped, seconds] of the epoch so far, summed over ranks (a collective)."""
-        here = [self.loss_sum.item(), float(self.correct.item()), float(self.images), float(self.skipped)]
+        """[loss·n, correct, n, skipped images, seconds, skipped batches] of the epoch so far, summed over
+        ranks (a collective; skipped batches are agreed by all ranks, so counted once)."""
+        here = [self.loss_sum.item(), float(self.correct.item()), float(self.images), float(len(self.skipped))]
         summed = all_reduce_sum([a + b for a, b in zip(here, self.resumed, strict=False)], dist_info)
-        return [*summed, self.resumed[4] + seconds]
+        return [*summed, self.resumed[4] + seconds, self.resumed[5] + self.skipped_batches]
 
 
 def kept(checkpoint: Path) -> str:

@@ -21,7 +21,11 @@ from sknet.weights import previous_path
 def check_config(config: TrainConfig, resume: str | Path | None = None) -> None:
     """Device-independent checks: model name and options, dataset name, the resume file's presence."""
     model_info(config.model).check_options(config.model_options)  # unknown names: close matches
-    dataset_spec(config.dataset)
+    package = dataset_spec(config.dataset).package
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            f"the {config.dataset} dataset needs the {package} package: pip install 'sknet[{config.dataset}]'"
+        )
     if config.compile_mode != "default" and not config.compile:
         raise ConfigError(f"compile_mode {config.compile_mode!r} needs compile: add --compile")
     if config.weights_from != "raw" and config.ema_decay is None:

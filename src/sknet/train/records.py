@@ -59,6 +59,12 @@ class RunLog:
                 writer.writeheader()
             writer.writerow(row)
 
+    def skipped(self, epoch: int, split: str, messages: list[str]) -> None:
+        """Name every image skipped as unreadable in skipped_images.txt, one line each."""
+        if messages:
+            with (self.folder / "skipped_images.txt").open("a") as f:
+                f.writelines(f"epoch {epoch} {split}: {message}\n" for message in messages)
+
     def step(self, row: dict[str, Any]) -> None:
         with self.steps.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -107,7 +113,11 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
     if row.get("val_ema_acc1") is not None:
         text += f"  (EMA: loss {row['val_ema_loss']:.4f}  top-1 {100 * row['val_ema_acc1']:.2f}%)"
     if row.get("skipped_images"):
-        text += f"  ({row['skipped_images']} unreadable images skipped)"
+        batches = row.get("skipped_batches")
+        text += f"  ({row['skipped_images']} unreadable images skipped"
+        text += f", {batches} batches left too small skipped)" if batches else ")"
+    if row.get("val_skipped"):
+        text += f"  ({row['val_skipped']} unreadable test images skipped)"
     return text
 
 
@@ -139,6 +149,9 @@ def run_summary(folder: Path, history: list[dict[str, Any]], epochs: int, second
     """summary.json: epochs trained, seconds, where, and the last evaluation."""
     last = history[-1] if history else {}
     summary = {"epochs": epochs, "train_seconds": seconds, "output": str(folder)}
+    # Over the whole run: what the loaders could not read (named in skipped_images.txt).
+    for key in ("skipped_images", "skipped_batches"):
+        summary[key] = sum(int(row.get(key) or 0) for row in history)
     return {**summary, **{k: v for k, v in last.items() if k.startswith("val_")}}
 
 
@@ -158,6 +171,18 @@ def stopped_run(folder: Path, max_steps: int, run, announce: bool) -> dict[str, 
             flush=True,
         )
     return {**run_summary(folder, run.history, run.epoch, run.train_seconds), "stopped": f"max_steps={max_steps}"}
+
+
+def finish_run(parts) -> dict[str, Any]:
+    """The run's summary (its seconds: every process of the run, up to now); the main process writes its
+    outputs, with the raw weights or their EMA (`weights_from`). `parts`: the trainer."""
+    parts.run.count_seconds()
+    summary = run_summary(parts.out, parts.run.history, parts.run.epoch, parts.run.train_seconds)
+    if parts.dist.is_main:
+        title = f"{parts.config.model} on {parts.config.dataset}"
+        final = parts.recipe.final(parts.model, parts.run.history)
+        write_outputs(parts.out, final, parts.weights_metadata(), parts.run.history, summary, title)
+    return summary
 
 
 def finished_run(folder: Path, done: int, epochs: int, announce: bool) -> dict[str, Any] | None:

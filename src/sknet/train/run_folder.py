@@ -34,6 +34,7 @@ RUN_FILES = (
     "steps.jsonl",
     "summary.json",
     "curves.png",
+    "skipped_images.txt",
 )
 LOCK_NAME = ".lock"
 

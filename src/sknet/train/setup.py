@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from sknet.data.device import DeviceLoader
 from sknet.data.loader import InMemoryImages
@@ -19,10 +21,23 @@ from sknet.train.distributed import DistInfo
 from sknet.weights import DataConfig
 
 
-def configure_torch(config: TrainConfig, device: torch.device) -> None:
-    """Threads, determinism, and cuDNN autotuning (fixed shapes: let cuDNN pick its fastest convolutions)."""
+def configure_torch(config: TrainConfig, device: torch.device, dist: DistInfo | None = None) -> None:
+    """Threads, determinism, and cuDNN autotuning (fixed shapes: let cuDNN pick its fastest convolutions).
+
+    Threads: `config.threads`; by default, with several processes of the job on this machine, its cores
+    divided among them (each would otherwise take every core: tens of times slower), said in one line."""
     if config.threads:
         torch.set_num_threads(config.threads)
+    elif dist is not None and dist.machine_processes > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // dist.machine_processes)
+        torch.set_num_threads(threads)
+        if dist.local_rank == 0:
+            print(
+                f"threads: {threads} per process ({cores} cores ÷ {dist.machine_processes} processes of this run "
+                "on this machine; --threads N to choose)",
+                flush=True,
+            )
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif device.type == "cuda":
@@ -40,9 +55,12 @@ def wrap_for_training(model: nn.Module, config: TrainConfig, dist: DistInfo) -> 
 
 
 def build_loaders(
-    config: TrainConfig, dist: DistInfo, datasets: tuple[InMemoryImages, InMemoryImages] | None = None
+    config: TrainConfig,
+    dist: DistInfo,
+    datasets: tuple[InMemoryImages | Dataset, InMemoryImages | Dataset] | None = None,
 ) -> tuple[DeviceLoader, DeviceLoader]:
-    """(train, test) loaders of this process's shard; `datasets`: the caller's own images instead."""
+    """(train, test) loaders of this process's shard; `datasets`: the caller's own data instead (tensors
+    in memory, or any map-style Dataset of (image, label): see :func:`sknet.data.build_loader`)."""
     own = datasets or (None, None)
     loaders = []
     for split, train, images in (("train", True, own[0]), ("test", False, own[1])):

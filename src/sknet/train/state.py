@@ -57,13 +57,13 @@ class RunProgress:
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
     pending_epoch: dict[str, Any] | None = None  # trained, not yet evaluated and recorded
-    epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0])  # loss·n, correct, n,
-    # skipped, seconds of the current epoch so far (summed over ranks)
+    # loss·n, correct, n, skipped images, seconds, skipped batches of the current epoch so far (all ranks)
+    epoch_sums: list[float] = field(default_factory=lambda: [0.0] * 6)
     train_seconds: float = 0.0  # wall time of fit() over every process of the run so far, up to the last save
 
     def end_training_epoch(self, lr: float) -> None:
         """The epoch's training is complete: its row (to be evaluated and recorded) from the epoch's totals."""
-        loss_sum, correct, n, skipped, seconds = self.epoch_sums
+        loss_sum, correct, n, skipped, seconds, skipped_batches = self.epoch_sums
         self.pending_epoch = {
             "epoch": self.epoch + 1,
             "train_loss": loss_sum / max(n, 1),
@@ -71,9 +71,10 @@ class RunProgress:
             "images_per_s": n / max(seconds, 1e-9),
             "epoch_time_s": seconds,
             "skipped_images": int(skipped),
+            "skipped_batches": int(skipped_batches),
             "lr": lr,
         }
-        self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, [0.0] * 5
+        self.epoch, self.batch, self.epoch_sums = self.epoch + 1, 0, [0.0] * 6
 
     def start_clock(self) -> None:
         """From now on train_seconds counts this process's time too, after the seconds of those before it."""
@@ -98,7 +99,7 @@ class RunProgress:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> RunProgress:
-        sums = state.get("epoch_sums") or [0.0] * 5
+        sums = [*(state.get("epoch_sums") or []), *[0.0] * 6][:6]  # checkpoints before skipped batches: 5
         return cls(
             int(state["epoch"]),
             int(state["batch"]),

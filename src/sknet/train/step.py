@@ -64,9 +64,14 @@ class OptimizerStep:
         self.grad_clip = grad_clip
         self.skips_on_device = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
 
-    def __call__(self, skip: torch.Tensor) -> None:
-        """Apply the gradients unless `skip` (see :func:`skip_flag`) is > 0; then clear them and step the schedule."""
-        if self.scaler is not None:
+    def __call__(self, skip: torch.Tensor, skip_group: bool = False) -> None:
+        """Apply the gradients unless `skip` (see :func:`skip_flag`) is > 0 or the host knows the group is skipped
+        (`skip_group`: a batch left too small); then clear them and step the schedule."""
+        if skip_group:
+            # No update: the optimizer steps with no gradients (a no-op), so the schedule sees the usual order.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.step()
+        elif self.scaler is not None:
             self._scaled_step(skip)
         else:
             if self.grad_clip:

@@ -23,9 +23,10 @@ from sknet.train.metrics import EpochMetrics, NonFiniteGuard
 from sknet.train.optim import build_optimizer, build_scheduler
 from sknet.train.preflight import check_config, check_device
 from sknet.train.recipe import Recipe
-from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, stopped_run, write_outputs
+from sknet.train.records import RunLog, epoch_line, finish_run, finished_run, log_step, stopped_run
 from sknet.train.run_folder import RunFolder, check_output
 from sknet.train.setup import build_loaders, build_model, configure_torch, weights_metadata, wrap_for_training
+from sknet.train.skips import SkippedImages
 from sknet.train.state import RunProgress, capture, resume_from, seed_all, write_checkpoint
 from sknet.train.step import OptimizerStep, accumulation_group, autocast, forward_backward
 
@@ -41,7 +42,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume=None, dist_info=None, on_step=None, datasets=None, overwrite=False):
         """`resume`: a checkpoint to continue; `on_step(epoch, batch)`: called after every optimizer step;
-        `datasets`: your own (train, test) :class:`InMemoryImages` instead of `config.dataset`'s;
+        `datasets`: your own (train, test) data instead of `config.dataset`'s: :class:`InMemoryImages`, or any
+        map-style Dataset of (image, label), image a uint8 (C, H, W) tensor, a PIL image or a path;
         `overwrite`: move a run found in the output folder aside instead of refusing."""
         self.config, self.on_step = config, on_step
         self.out = Path(config.output)
@@ -67,10 +69,11 @@ class Trainer:
 
     def _build(self, resume: Path | None, datasets) -> None:
         config = self.config
-        configure_torch(config, self.device)
+        configure_torch(config, self.device, self.dist)
         seed_all(config.seed)  # identical initial weights on every rank
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
+        self.skips = SkippedImages(self.dist, self.train_loader, self.val_loader)  # a collective to build
         self.model, self.model_options = build_model(config, self.data, self.dist)
         self.optimizer = build_optimizer(self.model, config)
         self.recipe = Recipe(config, len(self.data.classes), self.model, self.dist.rank)  # mixing, EMA
@@ -119,7 +122,7 @@ class Trainer:
                         break
                     self._close_epoch(log)
                 # Still under the handlers: a signal now lets the outputs be written (seconds) first.
-                return self._finish()
+                return finish_run(self)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint on disk stays as it is
             if not (last := self.out / "checkpoint.pt").exists():
                 raise  # nothing to resume: status 130 (sknet.cli.main), not 75
@@ -143,22 +146,25 @@ class Trainer:
         t0 = time.perf_counter()
         stats = partial(metrics.postfix, t0, self.dist.world_size)  # read only when progress is shown
         self.optimizer.zero_grad(set_to_none=True)
-        stopped = False
+        stopped = group_skipped = False
         for i, (x, y, skipped) in enumerate(loader, start=start):
-            metrics.skipped += skipped
             group, last_micro = accumulation_group(i, total, cfg.accum_steps)
-            x, target = self.recipe.targets(x, y, run.epoch, i)  # mixed, with soft targets (--mixup, --cutmix)
-            loss, logits = forward_backward(model, x, target, criterion, cfg.precision, self.scaler, group, last_micro)
-            metrics.add(loss, logits, y)
-            self.guard.add(loss)
+            too_small = self.skips.too_small(skipped, len(y), metrics)  # counted there; the group is not applied
+            group_skipped |= too_small
+            if not too_small:
+                x, t = self.recipe.targets(x, y, run.epoch, i)  # mixed, with soft targets (--mixup, --cutmix)
+                loss, logits = forward_backward(model, x, t, criterion, cfg.precision, self.scaler, group, last_micro)
+                metrics.add(loss, logits, y)
+                self.guard.add(loss)
             if last_micro:
                 # Every rank skips a group whose loss was not finite on any rank (one collective, on the
                 # device); the weights stay those of the last good step. Acted on at the next host read.
-                self.optimizer_step(self.guard.close_group(i + 1))
+                self.optimizer_step(self.guard.close_group(i + 1), skip_group=group_skipped)
                 self.recipe.after_step(self.model)
                 run.batch, run.global_step = i + 1, run.global_step + 1
-                if cfg.step_log_every and run.global_step % cfg.step_log_every == 0:
+                if cfg.step_log_every and run.global_step % cfg.step_log_every == 0 and not group_skipped:
                     log_step(log, loss, run, self.optimizer.param_groups[0]["lr"], self.dist)
+                group_skipped = False
                 if run.global_step % HOST_READ_EVERY == 0:
                     self._stop_if_diverged()
                 if self.on_step is not None:
@@ -171,6 +177,7 @@ class Trainer:
         self._stop_if_diverged()
         elapsed = time.perf_counter() - t0
         run.epoch_sums = metrics.totals(self.dist, elapsed)
+        self.skips.name(log, run.epoch + 1, "train", metrics.skipped)
         if stopped:
             signal_stop = not self._reached_max_steps()
             self._save_and_stop(f"at epoch {run.epoch + 1}, batch {run.batch}" if signal_stop else None)
@@ -182,7 +189,7 @@ class Trainer:
         """Evaluate the trained epoch when due, record it, checkpoint; raise TrainingInterrupted on a signal."""
         cfg, run, row = self.config, self.run, self.run.pending_epoch
         if run.epoch % cfg.eval_every == 0 or run.epoch == cfg.epochs:
-            results = self._evaluate()
+            results = self._evaluate(log)
             if results is None:  # interrupted: the checkpoint holds the epoch, evaluated again on resume
                 self._save_and_stop(f"during the evaluation of epoch {run.epoch}")
             row.update(results)
@@ -197,13 +204,15 @@ class Trainer:
         if stop and run.epoch < cfg.epochs:
             self._save_and_stop(f"after epoch {run.epoch}", saved=True)
 
-    def _evaluate(self) -> dict[str, float] | None:
-        # Each process asks its own flag per batch; the stop is agreed in evaluate's final sum.
+    def _evaluate(self, log: RunLog | None) -> dict[str, float] | None:  # stop: agreed in evaluate's final sum
         amp, reduce = partial(autocast, self.config.precision, self.device), partial(all_reduce_sum, info=self.dist)
         progress, stop = self.config.progress if self.dist.is_main else "never", lambda: self.stop.requested is not None
         broadcast_buffers(self.model, self.dist)  # rank 0's BatchNorm statistics: those its checkpoint holds
-        run = partial(evaluate, loader=self.val_loader, device=self.device, reduce=reduce, autocast=amp)
-        return self.recipe.evaluate(self.model, partial(run, progress=progress, should_stop=stop))  # and the EMA
+        run, skipped = partial(evaluate, loader=self.val_loader, device=self.device, reduce=reduce, autocast=amp), []
+        run = partial(run, progress=progress, should_stop=stop, on_skipped=skipped.extend)
+        results = self.recipe.evaluate(self.model, run)  # the weights, and their EMA beside them
+        self.skips.name(log, self.run.epoch, "val", skipped)
+        return results
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.run.global_step >= self.config.max_steps
@@ -229,16 +238,7 @@ class Trainer:
         if self.run.epoch < self.config.epochs:
             return stopped_run(self.out, self.config.max_steps, self.run, announce=self.dist.is_main)
         summary = finished_run(self.out, self.run.epoch, self.config.epochs, announce=self.dist.is_main)
-        return summary if summary is not None else self._finish()
-
-    def _finish(self) -> dict[str, Any]:
-        self.run.count_seconds()  # every process of the run, up to now
-        summary = run_summary(self.out, self.run.history, self.run.epoch, self.run.train_seconds)
-        if self.dist.is_main:
-            title = f"{self.config.model} on {self.config.dataset}"
-            final = self.recipe.final(self.model, self.run.history)  # the raw weights or their EMA (weights_from)
-            write_outputs(self.out, final, self.weights_metadata(), self.run.history, summary, title)
-        return summary
+        return summary if summary is not None else finish_run(self)
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:

@@ -1,0 +1,26 @@
+"""`sknet shards DIR OUT`: WebDataset tar shards of an image folder, for `sknet train --dataset wds`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("shards", help="write WebDataset tar shards of an image folder", description=__doc__)
+    parser.add_argument("data_dir", metavar="DIR", help="image folder: DIR/train/CLASS/*.jpg (and DIR/val/...)")
+    parser.add_argument("output", metavar="OUT", help="folder for train-000000.tar, ..., val-..., info.json")
+    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training samples' order (default: 0)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sknet.data.shards import write_shards
+
+    info = write_shards(args.data_dir, args.output, args.shard_size, args.seed)
+    for name, shards in info["splits"].items():
+        print(f"{name}: {sum(shards.values())} samples in {len(shards)} shard(s)")
+    first = next(iter(info["splits"]["train"]))
+    last = list(info["splits"]["train"])[-1]
+    print(f"train with: sknet train --dataset wds --data-dir '{args.output}/train-{{{first[6:12]}..{last[6:12]}}}.tar'")
+    return 0

@@ -1,0 +1,295 @@
+"""WebDataset tar shards: a stream of (image, label) samples read by ranks and workers, each sample once.
+
+A shard is a tar file of samples ``KEY.jpg`` (or .png, …: the image file's own bytes) and ``KEY.cls``
+(the class index as text), read and written with the ``webdataset`` package (an optional extra:
+``pip install 'sknet[wds]'``). ``info.json`` beside the shards names the classes and counts each
+shard's samples (``sknet shards`` writes it; for other shards, write
+``{"classes": [...], "splits": {"train": {"NAME.tar": COUNT, ...}, "val": {...}}}``).
+
+How an epoch is read. The shards, in an order shuffled per epoch (seed, epoch) in training, form one
+stream of N samples. Rank r of W takes a contiguous range of it: N/W samples, rounded up and wrapping to
+the stream's start in training (padded as DistributedSampler pads), the exact share in evaluation. Its
+B-sample batches are divided among the loader's K workers in contiguous blocks, so each worker opens only
+the shards of its block; within a block samples are shuffled with a seeded buffer. Every sample of the
+stream is read by exactly one (rank, worker) per epoch, and the order is a function of (seed, epoch).
+
+Resume: at an epoch boundary it is exact. Mid-epoch, a run continues with exactly the batches it had not
+trained (the same samples, in the same order; no sample is seen twice, none is missed): each worker reads
+(without decoding) through the part of its block already trained. Random crops differ, as for folders.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sknet.data.folder import collate_skipping, unreadable
+from sknet.data.images import open_image
+from sknet.errors import ConfigError, DataError
+
+INFO = "info.json"
+SHUFFLE_BUFFER = 1000  # samples held (undecoded) by each worker to shuffle within its block
+_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "pgm", "tif", "tiff")
+
+
+def require_webdataset():
+    try:
+        import webdataset
+    except ImportError:
+        raise ConfigError(
+            "the wds dataset (WebDataset tar shards) needs the webdataset package: pip install 'sknet[wds]'"
+        ) from None
+    return webdataset
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """One split's shards (paths or URLs, in their stored order), the samples in each, the class names."""
+
+    urls: tuple[str, ...]
+    counts: tuple[int, ...]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return sum(self.counts)
+
+
+def find_shards(data_dir: str | Path | None, split: str) -> ShardSet:
+    """The shards of `split` ("train" or "test"): `data_dir` is a folder holding info.json and the shards,
+    or a brace pattern of the training shards ('DIR/train-{000000..000127}.tar'; evaluation then reads
+    the "val" shards listed in DIR/info.json)."""
+    if data_dir is None:
+        raise DataError("the wds dataset needs --data-dir: a folder of shards, or a pattern 'DIR/train-{0..9}.tar'")
+    text = str(data_dir)
+    folder = Path(text) if Path(text).is_dir() else Path(text).parent
+    info_path = folder / INFO
+    if not info_path.is_file():
+        raise DataError(
+            f"no {INFO} in {folder}: it names the classes and counts each shard's samples (`sknet shards` writes "
+            'it; for other shards write {"classes": [...], "splits": {"train": {"NAME.tar": COUNT}, "val": {...}}})'
+        )
+    try:
+        info = json.loads(info_path.read_text())
+        classes, splits = tuple(info["classes"]), info["splits"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{info_path} is not a shard index ({err})") from None
+    name = "train" if split == "train" else next((s for s in ("val", "validation", "test") if s in splits), "val")
+    listed = splits.get(name)
+    if not listed:
+        raise DataError(f"{info_path} lists no {name!r} shards")
+    if split == "train" and not Path(text).is_dir():
+        from braceexpand import braceexpand
+
+        wanted = [Path(p).name for p in braceexpand(Path(text).name)]
+        missing = [n for n in wanted if n not in listed]
+        if missing:
+            raise DataError(
+                f"{len(missing)} shard(s) of {text} are not listed in {info_path}: {', '.join(missing[:3])}"
+            )
+        listed = {n: listed[n] for n in wanted}
+    absent = [n for n in listed if not (folder / n).is_file()]
+    if absent:
+        raise DataError(f"{len(absent)} shard(s) listed in {info_path} do not exist: {', '.join(absent[:3])}")
+    return ShardSet(tuple(str(folder / n) for n in listed), tuple(int(c) for c in listed.values()), classes)
+
+
+def rank_range(total: int, rank: int, world_size: int, pad: bool) -> tuple[int, int]:
+    """[start, stop) of `rank`'s share of a stream of `total` samples (stop may pass `total`: wrap)."""
+    if pad:
+        per_rank = -(-total // world_size)
+        return rank * per_rank, (rank + 1) * per_rank
+    base, extra = divmod(total, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def worker_blocks(batches: int, workers: int) -> list[tuple[int, int]]:
+    """[first, stop) batch of each worker: contiguous blocks, the larger ones first."""
+    base, extra = divmod(batches, workers)
+    blocks, start = [], 0
+    for w in range(workers):
+        size = base + (1 if w < extra else 0)
+        blocks.append((start, start + size))
+        start += size
+    return blocks
+
+
+def schedule(blocks: list[tuple[int, int]], start_step: int, workers: int) -> list[list[tuple[int, int]]]:
+    """For each worker, the (block, batch within the block) it yields, in order, so that the loader yields
+    the epoch's batches from `start_step` on in the epoch's order.
+
+    The epoch's order is PyTorch's DataLoader taking one batch from each worker (block) in turn, passing
+    over those that are done. A loader started mid-epoch also begins with worker 0, so worker w yields
+    every K-th batch of the rest (the lower workers never have fewer: the turns stay in step)."""
+    order, done = [], [0] * len(blocks)
+    sizes = [b - a for a, b in blocks]
+    while len(order) < sum(sizes):
+        for w, size in enumerate(sizes):
+            if done[w] < size:
+                order.append((w, done[w]))
+                done[w] += 1
+    rest = order[start_step:]
+    return [rest[w::workers] for w in range(workers)]
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Batches (images uint8, labels, skipped) of this rank from a :class:`ShardSet` (see the module)."""
+
+    def __init__(self, shards: ShardSet, transform, batch_size: int, train: bool, on_error: str = "skip",
+                 seed: int = 0, rank: int = 0, world_size: int = 1, limit: int | None = None) -> None:  # fmt: skip
+        self.shards, self.transform, self.batch_size, self.train = shards, transform, batch_size, train
+        self.on_error, self.seed, self.rank, self.world_size = on_error, seed, rank, world_size
+        self.epoch, self.start_step = 0, 0
+        self.total = len(shards) if limit is None else min(limit, len(shards))  # the stream's first `limit`
+        self.start, self.stop = rank_range(self.total, rank, world_size, pad=train)
+        share = self.stop - self.start
+        self.batches = share // batch_size if train else -(-share // batch_size)
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def _order(self) -> list[int]:
+        order = list(range(len(self.shards.urls)))
+        if self.train:
+            random.Random(self.seed * 100_003 + self.epoch).shuffle(order)
+        return order
+
+    def _raw(self, first: int, stop: int):
+        """The undecoded samples at stream positions [first, stop) (wrapping past the end)."""
+        from webdataset.tariterators import tarfile_samples
+
+        order, counts = self._order(), self.shards.counts
+        total, position = self.total, first
+        while position < stop:
+            offset, index = position % total, 0
+            while offset >= counts[order[index]]:
+                offset -= counts[order[index]]
+                index += 1
+            url = self.shards.urls[order[index]]
+            take = min(stop - position, counts[order[index]] - offset)
+            for k, sample in enumerate(tarfile_samples([{"url": url}])):
+                if k >= offset + take:
+                    break
+                if k >= offset:
+                    yield sample
+            position += take
+
+    def _decode(self, sample: dict):
+        name = f"{sample.get('__url__', '')}:{sample['__key__']}"
+        data = next((sample[k] for k in _IMAGE_KEYS if k in sample), None)
+        if data is None or "cls" not in sample:
+            return unreadable(f"sample {name} has no image or no cls entry", self.on_error)
+        try:
+            image = open_image(io.BytesIO(data), "RGB", name=name)
+        except DataError as err:
+            return unreadable(str(err), self.on_error)
+        return self.transform(image), int(sample["cls"])
+
+    def _block(self, blocks: list[tuple[int, int]], index: int):
+        """The undecoded samples of a worker block, in their (seeded) shuffled order."""
+        first, stop = blocks[index]
+        b = self.batch_size
+        raw = self._raw(self.start + first * b, min(self.start + stop * b, self.stop))
+        if not self.train:
+            return raw
+        return _shuffled(
+            raw, random.Random(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + self.rank) * 1_000_003 + index)
+        )
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        blocks = worker_blocks(self.batches, workers)
+        streams, cursors = {}, {}  # per block: its sample iterator and the next batch it will give
+        for block, batch in schedule(blocks, self.start_step, workers)[worker]:
+            if block not in streams:
+                streams[block], cursors[block] = self._block(blocks, block), 0
+            for _ in range((batch - cursors[block]) * self.batch_size):
+                next(streams[block])  # trained before the run was interrupted: read, not decoded
+            samples = list(itertools.islice(streams[block], self.batch_size))
+            cursors[block] = batch + 1
+            yield collate_skipping([self._decode(sample) for sample in samples])
+
+
+def _shuffled(samples, rng: random.Random, size: int = SHUFFLE_BUFFER):
+    buffer: list = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        i = rng.randrange(size)
+        yield buffer[i]
+        buffer[i] = sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class ShardBatches:
+    """A DataLoader over a :class:`ShardStream` with the other loaders' interface: `set_epoch(epoch,
+    start_step)`, `len` = batches of the whole epoch (the same on every rank in training)."""
+
+    def __init__(self, stream: ShardStream, workers: int, pin: bool) -> None:
+        self.stream, self.batch_size = stream, stream.batch_size
+        # Fresh workers each epoch: they copy the stream with its epoch and start.
+        self.loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin)
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.stream.set_epoch(epoch, start_step)
+
+    def __len__(self) -> int:
+        return self.stream.batches
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def write_shards(root: str | Path, out: str | Path, shard_size: int = 1000, seed: int = 0) -> dict:
+    """Shards of the image folder `root` (DIR/train/CLASS/*, and DIR/val/... if present) in `out`:
+    train-000000.tar, …, val-000000.tar, … of `shard_size` samples (the training samples in a random order
+    of `seed`, so that each shard mixes the classes) and info.json. The image files' bytes are stored as
+    they are (nothing is decoded: unreadable ones are skipped when read, as in folders). Returns info."""
+    from sknet.data.datasets import Split
+    from sknet.data.folder import find_split_dir, scan_classes
+
+    wds = require_webdataset()
+    if shard_size < 1:
+        raise ConfigError(f"--shard-size must be ≥ 1, got {shard_size}")
+    root, out = Path(root), Path(out)
+    if (out / INFO).exists():
+        raise ConfigError(f"{out} already holds shards ({INFO}); choose another output folder")
+    train = find_split_dir(root, Split.TRAIN)
+    if train == root:
+        raise DataError(f"{root} has no train/ folder: expected DIR/train/CLASS/*.jpg (and DIR/val/...)")
+    val = find_split_dir(root, Split.TEST)
+    info: dict = {"classes": None, "splits": {}}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, folder in (("train", train), ("val", val if val != root else None)):
+        if folder is None:
+            continue
+        classes, samples = scan_classes(folder)
+        if info["classes"] not in (None, classes):
+            raise DataError(f"the classes of {folder} differ from those of {train}")
+        info["classes"] = classes
+        if name == "train":
+            random.Random(seed).shuffle(samples)
+        info["splits"][name] = _write_split(wds, samples, out, name, shard_size)
+    (out / INFO).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _write_split(wds, samples: list[tuple[str, int]], out: Path, name: str, shard_size: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for start in range(0, len(samples), shard_size):
+        shard = f"{name}-{start // shard_size:06d}.tar"
+        with wds.TarWriter(str(out / shard), encoder=False) as writer:
+            for index, (path, label) in enumerate(samples[start : start + shard_size], start=start):
+                ext = Path(path).suffix[1:].lower()
+                writer.write({"__key__": f"{index:09d}", ext: Path(path).read_bytes(), "cls": str(label).encode()})
+        counts[shard] = min(shard_size, len(samples) - start)
+    return counts
