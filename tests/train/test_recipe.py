@@ -169,7 +169,9 @@ def test_recipe_options_round_trip_through_flags_yaml_and_resume(tmp_path, capsy
     assert main(["train", "--resume", str(out), "--mixup", "0.2"]) == 2
     err = capsys.readouterr().err
     assert "cannot change --mixup (0.8 → 0.2)" in err and err.count("\n") == 1
-    assert main(["train", "--resume", str(out), "--weights-from", "ema", "--progress", "never"]) == 0
+    # (A run stopped at its max_steps resumes only when told to go on: then it trains and records the change.)
+    go_on = ["--max-steps", "none", "--weights-from", "ema", "--progress", "never"]
+    assert main(["train", "--resume", str(out), *go_on]) == 0
     assert TrainConfig.load(out / "config.yaml").weights_from == "ema"
     saved, _ = read_weights(out / "model.safetensors")
     state_equal(
