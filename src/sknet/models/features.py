@@ -10,7 +10,7 @@ from torch import nn
 
 from sknet.errors import ConfigError
 from sknet.layers.checks import check_image_batch
-from sknet.models.base import BottleneckNet
+from sknet.models.base import NOT_SCRIPTABLE, BottleneckNet
 
 
 class FeatureInfo(list):
@@ -47,6 +47,9 @@ class FeatureExtractor(nn.Module):
         self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in indices)
         first = getattr(model, "first_stage_index", 2)
         self.names = [f"C{first + i}" for i in indices]
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise ConfigError(NOT_SCRIPTABLE)
 
     @property
     def channels(self) -> list[int]:
