@@ -14,10 +14,10 @@ from sknet.models.registry import register_pretrained
 from sknet.weights import DataConfig, data_config, transforms
 
 
-def _timm_pretrained(name, num_classes):
+def _timm_pretrained(name, num_classes, in_chans):
     from sknet.convert.timm import load_timm_pretrained  # needs timm: imported only when asked for
 
-    return load_timm_pretrained(name, num_classes)
+    return load_timm_pretrained(name, num_classes, in_chans)
 
 
 register_pretrained("timm", _timm_pretrained)

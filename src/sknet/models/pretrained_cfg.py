@@ -16,10 +16,9 @@ from typing import Any
 from torch import nn
 
 from sknet.errors import ConfigError
+from sknet.models.finetune import CLASSIFIER, FIRST_CONV, channel_stats
 from sknet.weights import EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DataConfig, data_config
 
-FIRST_CONV = "stem.conv.conv"  # every family's stem starts with a ConvBNAct named stem.conv
-CLASSIFIER = "fc"
 PAPER = {"paper_ids": "arXiv:1903.06586", "paper_name": "Selective Kernel Networks"}
 
 
@@ -57,9 +56,8 @@ def data_config_from_pretrained_cfg(cfg: Mapping[str, Any], in_chans: int | None
     if mode not in ("center", "squash") or (mode == "squash" and crop < 1.0):
         raise ConfigError(f"timm's crop_mode={mode!r} with crop_pct={crop} has no sknet equivalent")
     chans = int(in_chans if in_chans is not None else size[0])
-    mean, std = tuple(cfg.get("mean") or IMAGENET_MEAN), tuple(cfg.get("std") or IMAGENET_STD)
-    if len(mean) != chans:  # an adapted first conv: one statistic per channel, the average of the source's
-        mean, std = (sum(mean) / len(mean),) * chans, (sum(std) / len(std),) * chans
+    mean = channel_stats(cfg.get("mean") or IMAGENET_MEAN, chans)  # (an adapted first conv: the average)
+    std = channel_stats(cfg.get("std") or IMAGENET_STD, chans)
     labels = cfg.get("label_names")
     meta = {
         "input_size": int(size[-1]),
