@@ -1,10 +1,11 @@
-"""Memory of one training step with and without ``model.set_grad_checkpointing()`` (per-stage recompute).
+"""Activation memory of a training step with and without ``model.set_grad_checkpointing()``.
 
-Each measurement runs in a fresh process: build the model, run one warm-up step (allocator and oneDNN
-caches), then read the peak resident memory (``ru_maxrss``) before and after a second step; the growth is
-what the step's activations (plus backward's temporaries) cost on top of a warmed process. Both variants
-alternate (A, B, A, B) so the shared machine's state affects them alike. CPU only; on a GPU, compare
-``torch.cuda.max_memory_allocated`` instead.
+Each measurement runs in a fresh process: build the model, run one warm-up step, then read glibc's count
+of allocated bytes (``mallinfo2``: what torch's CPU allocator holds, live, not the resident size the
+allocator keeps cached) before and after a training forward: the difference is what the forward keeps for
+backward (the activations). Also the peak resident memory of the process (``ru_maxrss``) and the step's
+time. Both variants alternate (A, B, A, B) so that the shared machine affects them alike; timings are
+noisy there. CPU with glibc only; on a GPU, compare ``torch.cuda.max_memory_allocated`` instead.
 
     python benchmarks/grad_checkpointing.py [--model sknet50] [--batch 4] [--size 224] [--repeats 2]
 """
@@ -17,34 +18,46 @@ import subprocess
 import sys
 
 CHILD = """
-import resource, sys, time, torch
+import ctypes, gc, resource, sys, time, torch
 import sknet
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+
+def allocated():
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd  # bytes in use: small-block arenas + mmapped large blocks
+
 name, batch, size, checkpointing = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 torch.manual_seed(0)
 model = sknet.create_model(name).train()
 model.set_grad_checkpointing(checkpointing)
 x = torch.randn(batch, model.in_chans, size, size)
-
-def step():
-    model.zero_grad(set_to_none=False)
-    model(x).logsumexp(1).sum().backward()
-
-step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model(x).logsumexp(1).sum().backward()  # warm-up: gradients allocated, oneDNN primitives created
+gc.collect()
 start = time.perf_counter()
-step()
+before = allocated()
+loss = model(x).logsumexp(1).sum()
+held = allocated() - before
+loss.backward()
 seconds = time.perf_counter() - start
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(after, before, seconds)
+print(held, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, seconds)
 """
 
 
-def measure(model: str, batch: int, size: int, checkpointing: bool) -> tuple[float, float, float]:
-    """(peak MiB after the first step, extra peak MiB of the second step, seconds of the second step)."""
+def measure(model: str, batch: int, size: int, checkpointing: bool) -> dict[str, object]:
     args = [sys.executable, "-c", CHILD, model, str(batch), str(size), "1" if checkpointing else "0"]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout.split()
-    after, before, seconds = int(out[0]) / 1024, int(out[1]) / 1024, float(out[2])  # ru_maxrss is in KiB
-    return before, after - before, seconds
+    held, peak_kib, seconds = subprocess.run(args, check=True, capture_output=True, text=True).stdout.split()
+    return {
+        "grad_checkpointing": checkpointing,
+        "held_for_backward_mib": round(int(held) / 2**20, 1),
+        "peak_rss_mib": round(int(peak_kib) / 1024),
+        "step_s": round(float(seconds), 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,15 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for _ in range(args.repeats):
         for checkpointing in (False, True):
-            first_peak, growth, seconds = measure(args.model, args.batch, args.size, checkpointing)
-            row = {"grad_checkpointing": checkpointing, "peak_mib": round(first_peak), "step_s": round(seconds, 2)}
-            rows.append(row)
-            print(json.dumps(rows[-1] | {"second_step_extra_mib": round(growth)}), flush=True)
+            rows.append(measure(args.model, args.batch, args.size, checkpointing))
+            print(json.dumps(rows[-1]), flush=True)
     for checkpointing in (False, True):
-        peaks = [r["peak_mib"] for r in rows if r["grad_checkpointing"] == checkpointing]
+        held = sorted(r["held_for_backward_mib"] for r in rows if r["grad_checkpointing"] is checkpointing)
         print(
-            f"{args.model} batch {args.batch} at {args.size}² grad_checkpointing={checkpointing}: "
-            f"peak resident memory of a training step {min(peaks)}–{max(peaks)} MiB"
+            f"{args.model} batch {args.batch} at {args.size}², grad_checkpointing={checkpointing}: "
+            f"activations held for backward {held[0]}–{held[-1]} MiB"
         )
     return 0
 

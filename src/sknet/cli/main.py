@@ -5,6 +5,7 @@ interrupted with a resumable checkpoint, 130 interrupted); `--debug` adds the tr
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -46,7 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Notices(logging.Handler):
+    """The library's one-line notices (the "sknet" logger, e.g. a classifier re-initialised for fine-tuning)
+    on stderr; the stream is looked up at each line, so that a redirected stderr gets them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"sknet: {record.getMessage()}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    notices = logging.getLogger("sknet")
+    if not any(isinstance(h, _Notices) for h in notices.handlers):
+        notices.addHandler(_Notices(logging.INFO))
+        notices.setLevel(logging.INFO)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -183,6 +183,9 @@ class SKConv2d(nn.Module):
     """
 
     fused_tail: bool = True
+    # False: CPU training takes the plain composition instead of the lean path, whose backward re-enters
+    # autograd: inside torch.utils.checkpoint each re-entry would recompute the whole checkpointed stage.
+    lean_training: bool = True
 
     def __init__(
         self,
@@ -244,7 +247,7 @@ class SKConv2d(nn.Module):
         # Three implementations of the same equations, chosen here and only here:
         if fused_tail_ok(self, x):  # CUDA: fused Triton kernels for everything after the path convs
             return sk_fused_forward(self, x)
-        if self.select is not None and self.training and lean_path_ok(self.paths, x):
+        if self.select is not None and self.training and self.lean_training and lean_path_ok(self.paths, x):
             # CPU training: keep only the path conv outputs; ReLU(BN(·)) is recomputed (sk_recompute).
             return sk_train_forward(self, x)
         return self.forward_plain(x)

@@ -191,9 +191,9 @@ def _build(
     if state is not None:
         state = fit_state(state, model.state_dict(), str(weights), "num_classes" in asked, "in_chans" in asked)
         load_state_into(model, state, str(weights), name, meta.get("model"))
-        meta = _fitted_meta(meta, model)
-    model.data_config = _data_config(info, overrides, meta, str(weights) if weights else name)
-    model.weights_meta = {"model": name, **meta}  # what the weights recorded (dataset, options, ...)
+    source = str(weights) if weights else name
+    model.data_config = _data_config(info, overrides, _fitted_meta(meta, model), source)
+    model.weights_meta = {"model": name, **meta}  # what the weights recorded (dataset, options, classes, ...)
     return model
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,8 +77,13 @@ def build_loaders(
     return train_loader, test_loader
 
 
-def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn.Module, dict[str, Any]]:
-    """The model on the device, sized for `data`; and its options other than those taken from the data."""
+def build_model(
+    config: TrainConfig, data: DataInfo, dist: DistInfo, resumed: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any] | None]:
+    """The model on the device, sized for `data`; its options other than those taken from the data; and
+    where its starting weights came from (:func:`init_weights_record`). A new run starts from
+    ``config.init_weights`` if set (fitted to the data's classes and channels); a `resumed` run's
+    checkpoint replaces the weights, so the file is not read again and the record is the checkpoint's."""
     info = model_info(config.model)
     options = dict(config.model_options)
     for key, value in zip(DATA_OPTIONS, (len(data.classes), data.in_chans), strict=True):
@@ -84,18 +91,36 @@ def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn
             raise ConfigError(f"model option {key}={options[key]} does not match the data ({value})")
         if key in info.options:
             options[key] = value
-    model = create_model(config.model, **options)
+    if config.init_weights and resumed is None:
+        model = create_model(config.model, weights=config.init_weights, **options)
+        record = init_weights_record(config.init_weights, model.weights_meta)
+    else:
+        model = create_model(config.model, **options)
+        record = (resumed or {}).get("meta", {}).get("init_weights")
     if config.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(dist.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, {k: v for k, v in options.items() if k not in DATA_OPTIONS}
+    return model, {k: v for k, v in options.items() if k not in DATA_OPTIONS}, record
 
 
-def weights_metadata(config: TrainConfig, model_options: dict[str, Any], data: DataInfo) -> dict[str, Any]:
+def init_weights_record(path: str, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Where a run's starting weights came from: the file (path, SHA-256) and what it `recorded` of its
+    own training (model, dataset, classes, source)."""
+    return {
+        "path": str(Path(path).resolve()),
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        **{key: recorded[key] for key in ("model", "dataset", "num_classes", "source") if key in recorded},
+    }
+
+
+def weights_metadata(
+    config: TrainConfig, model_options: dict[str, Any], data: DataInfo, init_record: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What `create_model(weights=)`, `sknet eval`, `sknet predict` and the exports read back: the model,
-    its options, the training data set, and the input record (:class:`~sknet.weights.DataConfig`)."""
+    its options, the training data set, the input record (:class:`~sknet.weights.DataConfig`), and where
+    the starting weights came from (`init_record`, see :func:`init_weights_record`)."""
     record = DataConfig(
         input_size=data.input_size,
         in_chans=data.in_chans,
@@ -111,4 +136,5 @@ def weights_metadata(config: TrainConfig, model_options: dict[str, Any], data: D
         "num_classes": len(data.classes),
         "dataset": config.dataset,
         **record.to_metadata(),
+        **({"init_weights": init_record} if init_record else {}),
     }

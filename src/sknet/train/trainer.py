@@ -71,9 +71,10 @@ class Trainer:
         config = self.config
         configure_torch(config, self.device)
         seed_all(config.seed)  # identical initial weights on every rank
+        state = read_training_checkpoint(resume) if resume is not None else None
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
-        self.model, self.model_options = build_model(config, self.data, self.dist)
+        self.model, self.model_options, self.init_record = build_model(config, self.data, self.dist, state)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, math.ceil(len(self.train_loader) / config.accum_steps))
         self.scaler = torch.amp.GradScaler("cuda") if config.precision is Precision.FP16 else None
@@ -81,14 +82,14 @@ class Trainer:
         self.optimizer_step = OptimizerStep(self.model, self.optimizer, self.scheduler, self.scaler, config.grad_clip)
         self.stop = StopSignals(announce=self.dist.is_main)  # its handlers are installed by fit()
         self.run = RunProgress()
-        if resume is not None:
-            self.run = restore(read_training_checkpoint(resume), str(resume), self, config.model, self.dist.rank)
+        if state is not None:
+            self.run = restore(state, str(resume), self, config.model, self.dist.rank)
         else:
             seed_all(config.seed + 1000 * self.dist.rank)  # per-rank runtime randomness (dropout)
         self.train_model = wrap_for_training(self.model, config, self.dist)  # DDP, torch.compile
 
     def weights_metadata(self) -> dict[str, Any]:
-        return weights_metadata(self.config, self.model_options, self.data)
+        return weights_metadata(self.config, self.model_options, self.data, self.init_record)
 
     def state_dict(self, gather: bool = True) -> dict[str, Any]:
         """Everything needed to continue exactly. `gather` (a collective under DDP) adds every rank's RNG."""
