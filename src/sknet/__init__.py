@@ -8,6 +8,7 @@ from sknet.errors import (
     SKNetError,
     UnknownModelError,
 )
+from sknet.hub import save_pretrained
 from sknet.layers import Aggregation, BlockConfig, Bottleneck, Branch, SKConv2d, parse_branches
 from sknet.models import ResNeXt, create_model, list_models, model_info
 from sknet.models.registry import register_pretrained
@@ -44,5 +45,6 @@ __all__ = [
     "list_models",
     "model_info",
     "parse_branches",
+    "save_pretrained",
     "transforms",
 ]

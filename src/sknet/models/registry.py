@@ -14,6 +14,7 @@ from torch import nn
 
 from sknet.errors import CheckpointError, ConfigError, UnknownModelError
 from sknet.models.finetune import FIRST_CONV, channel_stats, fit_state
+from sknet.models.hub import hub_weights, is_hub_name
 from sknet.weights import DataConfig, load_state_into, read_weights
 
 
@@ -108,7 +109,9 @@ def create_model(
 
     Args:
         name: a name from :func:`list_models`, e.g. ``"sknet50"``; may be left out with `weights` that
-            record it.
+            record it. ``"local-dir:DIR"`` and ``"hf-hub:ORG/NAME"`` name a folder written by
+            :func:`sknet.save_pretrained`, local or on the Hugging Face Hub (``pip install 'sknet[hub]'``;
+            the Hub's local cache is read first, so it works offline once cached).
         num_classes: classifier outputs (default: the model's own, 1000 for ImageNet models).
         weights: a ``.safetensors`` file written by sknet (its recorded options and class count are used
             unless overridden) or a checkpoint / state-dict ``.pt`` file (bare, or under ``state_dict``,
@@ -124,6 +127,10 @@ def create_model(
         overrides: builder options such as ``in_chans``, ``drop_rate``, ``branches``, ``aggregation``;
             an option the model does not have is a ConfigError listing those it has.
     """
+    if is_hub_name(name):  # local-dir:DIR, hf-hub:ORG/NAME: a folder of weights and their record
+        if weights is not None or pretrained is not None:
+            raise ConfigError(f"{name} names its weights: no weights= or pretrained=")
+        name, weights = None, hub_weights(name)
     if pretrained is not None:
         if not isinstance(pretrained, str) or pretrained not in _PRETRAINED:
             sources = ", ".join(repr(s) for s in _PRETRAINED) or "none registered"
@@ -194,6 +201,8 @@ def _build(
     source = str(weights) if weights else name
     model.data_config = _data_config(info, overrides, _fitted_meta(meta, model), source)
     model.weights_meta = {"model": name, **meta}  # what the weights recorded (dataset, options, classes, ...)
+    model.weights_file = str(weights) if weights is not None else None
+    model.model_options = {k: v for k, v in overrides.items() if k not in DATA_OPTIONS}  # as built
     return model
 
 
