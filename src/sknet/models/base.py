@@ -147,7 +147,7 @@ class BottleneckNet(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage in backward instead of keeping its activations (torch.utils.checkpoint):
-        same outputs and gradients, less activation memory, one more forward per stage. BN running
+        same outputs, gradients to rounding, less activation memory, one more forward per stage. BN running
         statistics are updated once per step, as without it. The SK layers then train on their plain
         composition (their lean CPU path saves memory itself and re-enters autograd in backward, which would
         recompute a checkpointed stage once per SK layer)."""

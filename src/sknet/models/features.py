@@ -11,6 +11,7 @@ from torch import nn
 from sknet.errors import ConfigError
 from sknet.layers.checks import check_image_batch
 from sknet.models.base import NOT_SCRIPTABLE, BottleneckNet
+from sknet.models.pretrained_cfg import pretrained_cfg
 
 
 class FeatureInfo(list):
@@ -50,6 +51,13 @@ class FeatureExtractor(nn.Module):
 
     def __prepare_scriptable__(self) -> nn.Module:
         raise ConfigError(NOT_SCRIPTABLE)
+
+    @property
+    def pretrained_cfg(self) -> dict[str, object]:
+        """timm's pretrained_cfg (the model's preprocessing; no classifier), as timm's features_only models."""
+        return {**pretrained_cfg(self), "num_classes": 0, "classifier": None}
+
+    default_cfg = pretrained_cfg
 
     @property
     def channels(self) -> list[int]:

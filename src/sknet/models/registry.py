@@ -159,6 +159,7 @@ def _features(model: nn.Module, out_indices: Sequence[int] | None) -> nn.Module:
 
     extractor = FeatureExtractor(model, out_indices)
     extractor.data_config = model.data_config
+    extractor.weights_meta = getattr(model, "weights_meta", {})
     return extractor
 
 
