@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -158,8 +159,7 @@ class BottleneckNet(nn.Module):
 
     def _stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
-            contexts = lambda: (contextlib.nullcontext(), _KeepBuffers(stage))  # noqa: E731  (forward, recompute)
-            return checkpoint(stage, x, use_reentrant=False, context_fn=contexts)
+            return checkpoint(stage, x, use_reentrant=False, context_fn=functools.partial(_contexts, stage))
         return stage(x)
 
     def forward_intermediates(
@@ -232,6 +232,11 @@ def _take_indices(indices: int | Sequence[int], count: int) -> list[int]:
     if not chosen or any(not -count <= i < count for i in chosen):
         raise ConfigError(f"indices {list(indices)!r} must index the {count} stages (0..{count - 1})")
     return sorted({i % count for i in chosen})
+
+
+def _contexts(stage: nn.Module) -> tuple[contextlib.AbstractContextManager, _KeepBuffers]:
+    """torch.utils.checkpoint's (forward, recompute) contexts for a stage."""
+    return contextlib.nullcontext(), _KeepBuffers(stage)
 
 
 class _KeepBuffers:
