@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -18,7 +19,8 @@ from sknet.models import create_model, model_info
 from sknet.models.registry import DATA_OPTIONS
 from sknet.train.config import TrainConfig
 from sknet.train.distributed import DistInfo
-from sknet.weights import DataConfig
+from sknet.train.state import read_training_checkpoint
+from sknet.weights import DataConfig, read_metadata
 
 
 def configure_torch(config: TrainConfig, device: torch.device) -> None:
@@ -77,13 +79,9 @@ def build_loaders(
     return train_loader, test_loader
 
 
-def build_model(
-    config: TrainConfig, data: DataInfo, dist: DistInfo, resumed: dict[str, Any] | None = None
-) -> tuple[nn.Module, dict[str, Any], dict[str, Any] | None]:
-    """The model on the device, sized for `data`; its options other than those taken from the data; and
-    where its starting weights came from (:func:`init_weights_record`). A new run starts from
-    ``config.init_weights`` if set (fitted to the data's classes and channels); a `resumed` run's
-    checkpoint replaces the weights, so the file is not read again and the record is the checkpoint's."""
+def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn.Module, dict[str, Any]]:
+    """The model on the device, sized for `data`, starting from ``config.init_weights`` if set (fitted to
+    the data's classes and channels); and its options other than those taken from the data."""
     info = model_info(config.model)
     options = dict(config.model_options)
     for key, value in zip(DATA_OPTIONS, (len(data.classes), data.in_chans), strict=True):
@@ -91,28 +89,36 @@ def build_model(
             raise ConfigError(f"model option {key}={options[key]} does not match the data ({value})")
         if key in info.options:
             options[key] = value
-    if config.init_weights and resumed is None:
-        model = create_model(config.model, weights=config.init_weights, **options)
-        record = init_weights_record(config.init_weights, model.weights_meta)
-    else:
-        model = create_model(config.model, **options)
-        record = (resumed or {}).get("meta", {}).get("init_weights")
+    weights = {"weights": config.init_weights} if config.init_weights else {}
+    model = create_model(config.model, **weights, **options)
     if config.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(dist.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, {k: v for k, v in options.items() if k not in DATA_OPTIONS}, record
+    return model, {k: v for k, v in options.items() if k not in DATA_OPTIONS}
 
 
-def init_weights_record(path: str, recorded: dict[str, Any]) -> dict[str, Any]:
-    """Where a run's starting weights came from: the file (path, SHA-256) and what it `recorded` of its
-    own training (model, dataset, classes, source)."""
-    return {
-        "path": str(Path(path).resolve()),
-        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+def starting_point(
+    config: TrainConfig, resume: Path | None
+) -> tuple[dict[str, Any] | None, TrainConfig, dict[str, Any] | None]:
+    """(the checkpoint to resume, the configuration to build the model from, where its starting weights
+    came from). A resumed run's weights come from its checkpoint: ``init_weights`` is not read again and
+    the record is the checkpoint's. A new run's record: the file (path, SHA-256) and what it recorded of
+    its own training (model, dataset, classes, source)."""
+    if resume is not None:
+        state = read_training_checkpoint(resume)
+        return state, dataclasses.replace(config, init_weights=None), state["meta"].get("init_weights")
+    if not config.init_weights:
+        return None, config, None
+    path = Path(config.init_weights)
+    recorded = read_metadata(path)
+    record = {
+        "path": str(path.resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         **{key: recorded[key] for key in ("model", "dataset", "num_classes", "source") if key in recorded},
     }
+    return None, config, record
 
 
 def weights_metadata(

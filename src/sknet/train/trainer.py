@@ -19,6 +19,7 @@ from torch import nn
 from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
+from sknet.train import setup
 from sknet.train.config import FOLDER_ONLY, IN_MEMORY_ONLY, Precision, TrainConfig
 from sknet.train.distributed import all_reduce_sum, cleanup, gather_rng, init_distributed
 from sknet.train.interrupt import StopSignals
@@ -28,7 +29,7 @@ from sknet.train.preflight import check_config, check_device
 from sknet.train.records import RunLog, epoch_line, finished_run, log_step, run_summary, write_outputs
 from sknet.train.run_folder import RunFolder, check_output
 from sknet.train.setup import build_loaders, build_model, configure_torch, weights_metadata, wrap_for_training
-from sknet.train.state import RunProgress, capture, read_training_checkpoint, restore, seed_all, write_checkpoint
+from sknet.train.state import RunProgress, capture, restore, seed_all, write_checkpoint
 from sknet.train.step import OptimizerStep, accumulation_group, autocast, forward_backward
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "evaluate", "train"]
@@ -71,10 +72,10 @@ class Trainer:
         config = self.config
         configure_torch(config, self.device)
         seed_all(config.seed)  # identical initial weights on every rank
-        state = read_training_checkpoint(resume) if resume is not None else None
+        state, start, self.init_record = setup.starting_point(config, resume)  # a checkpoint or init_weights
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
-        self.model, self.model_options, self.init_record = build_model(config, self.data, self.dist, state)
+        self.model, self.model_options = build_model(start, self.data, self.dist)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, math.ceil(len(self.train_loader) / config.accum_steps))
         self.scaler = torch.amp.GradScaler("cuda") if config.precision is Precision.FP16 else None
