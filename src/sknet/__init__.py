@@ -8,16 +8,17 @@ from sknet.errors import (
     SKNetError,
     UnknownModelError,
 )
+from sknet.hub import save_pretrained
 from sknet.layers import Aggregation, BlockConfig, Bottleneck, Branch, SKConv2d, parse_branches
 from sknet.models import ResNeXt, create_model, list_models, model_info
 from sknet.models.registry import register_pretrained
 from sknet.weights import DataConfig, data_config, transforms
 
 
-def _timm_pretrained(name, num_classes):
+def _timm_pretrained(name, num_classes, in_chans):
     from sknet.convert.timm import load_timm_pretrained  # needs timm: imported only when asked for
 
-    return load_timm_pretrained(name, num_classes)
+    return load_timm_pretrained(name, num_classes, in_chans)
 
 
 register_pretrained("timm", _timm_pretrained)
@@ -44,5 +45,6 @@ __all__ = [
     "list_models",
     "model_info",
     "parse_branches",
+    "save_pretrained",
     "transforms",
 ]

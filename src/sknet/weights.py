@@ -353,11 +353,42 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if path.suffix == ".safetensors":
         return _read_safetensors(path, with_tensors=True)
     state = load_checkpoint(path)
-    if "model" in state and isinstance(state["model"], dict):  # a training checkpoint
-        return state["model"], check_metadata(state.get("meta", {}), str(path))
-    if all(isinstance(v, torch.Tensor) for v in state.values()):  # a bare state dict
-        return state, {}
-    raise CheckpointError(f"{path} holds neither a state dict nor an sknet checkpoint")
+    if "meta" in state and isinstance(state.get("model"), dict):  # an sknet training checkpoint
+        return strip_prefixes(state["model"]), check_metadata(state["meta"], str(path))
+    return unwrap_state_dict(state, str(path)), {}
+
+
+# Where other trainers put the weights in a checkpoint, in the order timm's load_checkpoint takes them
+# (its default use_ema=True: the EMA weights when the file has them).
+STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+# Key prefixes added by wrappers: DataParallel / DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrap_state_dict(state: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """The state dict in a checkpoint of any common layout: bare, or under one of STATE_DICT_KEYS; keys
+    without WRAPPER_PREFIXES. CheckpointError when no tensors are found."""
+    for key in STATE_DICT_KEYS:
+        if isinstance(state.get(key), dict) and state[key]:
+            state = state[key]
+            break
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"{source} holds neither a state dict nor a checkpoint with one under {', '.join(STATE_DICT_KEYS)}"
+        )
+    return strip_prefixes(state)
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with WRAPPER_PREFIXES removed from the start of its keys (repeatedly: module._orig_mod.x → x)."""
+
+    def strip(key: str) -> str:
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        return key
+
+    stripped = {strip(k): v for k, v in state.items()}
+    return stripped if len(stripped) == len(state) else state  # never merge two tensors into one key
 
 
 def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -371,6 +402,7 @@ def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict[str, torch.T
             for key in f.keys() if with_tensors else ():  # safe_open has no __iter__
                 tensors[key] = f.get_tensor(key)
                 check_finite([(key, tensors[key])], str(path))  # streamed: refused at the first bad tensor
+        tensors = strip_prefixes(tensors)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a valid safetensors file: {err}") from None
     try:
@@ -410,6 +442,14 @@ def load_state_into(
         for k in own
         if k in state and state[k].shape != own[k].shape
     ]
+    classifier = [k for k in ("fc.weight", "fc.bias") if k in state and k in own and state[k].shape != own[k].shape]
+    if shapes and len(shapes) == len(classifier) and not missing and not unexpected:
+        have, want = state["fc.weight"].shape[0], own["fc.weight"].shape[0]
+        raise CheckpointError(
+            f"{source} has a classifier for {have} classes, this model for {want}: only the class count differs. "
+            f"num_classes={have} loads it; to fine-tune, num_classes={want} re-initialises the classifier "
+            "(create_model(..., weights=, num_classes=), sknet train --init-weights)"
+        )
     if missing or unexpected or shapes:
         what = f"model {found_name!r}" if found_name else "another model or configuration"
         parts = []

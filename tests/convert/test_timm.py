@@ -92,3 +92,44 @@ def test_a_state_of_another_timm_model_is_a_clear_error():
         sknet.CheckpointError, match="timm's skresnext50_32x4d weights: its tensors do not fit this model"
     ):
         convert_timm_state(state, "sknet50")
+
+
+def test_convert_cli_reads_wrapped_and_prefixed_checkpoints_and_records_timms_preprocessing(tmp_path, capsys):
+    """A timm training checkpoint ({'state_dict': ...} with DDP's module. prefix) converts, and the weights
+    record timm's own pretrained_cfg for the model (bicubic for skresnext50_32x4d), found offline."""
+    theirs = randomise_bn(timm.create_model("skresnext50_32x4d", num_classes=7)).eval()
+    state = {f"module.{k}": v for k, v in theirs.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 9}, tmp_path / "timm.pth.tar")
+    out = tmp_path / "ours.safetensors"
+    argv = ["convert", "--from", "timm", "skresnext50_32x4d", "--checkpoint", str(tmp_path / "timm.pth.tar")]
+    assert main([*argv, "--out", str(out)]) == 0
+    ours = sknet.create_model(weights=out).eval()
+    cfg = timm.models.get_pretrained_cfg("skresnext50_32x4d")
+    record = sknet.data_config(ours)
+    assert (record.interpolation, record.crop_fraction) == (cfg.interpolation, cfg.crop_pct) == ("bicubic", 0.875)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+
+
+def test_pretrained_timm_fine_tunes_from_the_hub_cache(tmp_path, monkeypatch, caplog):
+    """pretrained='timm' with num_classes and in_chans, timm reading its weights from the Hub's cache
+    (built here, offline): the backbone kept, the classifier new, the first conv summed for one channel."""
+    from safetensors.torch import save
+
+    from tests.hub_cache import add_repo, offline_hub
+
+    theirs = randomise_bn(timm.create_model("skresnext50_32x4d")).eval()
+    tensors = save({k: v.contiguous() for k, v in theirs.state_dict().items()})
+    add_repo(
+        tmp_path / "hub", timm.models.get_pretrained_cfg("skresnext50_32x4d").hf_hub_id, {"model.safetensors": tensors}
+    )
+    offline_hub(monkeypatch, tmp_path / "hub")
+    with caplog.at_level("INFO", logger="sknet"):
+        ours = sknet.create_model("sknet50", pretrained="timm", num_classes=5, in_chans=1).eval()
+    assert "first conv adapted from 3 to 1 input channels; classifier re-initialised for 5 classes" in caplog.text
+    torch.testing.assert_close(ours.stem.conv.conv.weight, theirs.conv1.weight.sum(1, keepdim=True))
+    assert ours.fc.out_features == 5 and ours.pretrained_cfg["interpolation"] == "bicubic"
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.forward_features(x), theirs.forward_features(x.repeat(1, 3, 1, 1)))

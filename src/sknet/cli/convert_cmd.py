@@ -23,7 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--from", dest="source", required=True, choices=("timm", "caffe"))
     parser.add_argument("name", help="timm: the timm model name; caffe: the .caffemodel file")
     parser.add_argument("--out", required=True, help="output .safetensors file")
-    parser.add_argument("--checkpoint", help="timm: read this downloaded state dict instead of fetching")
+    parser.add_argument(
+        "--checkpoint",
+        help="timm: read this downloaded file instead of fetching (.safetensors, or .pth/.pt: a state dict, bare or "
+        "under state_dict/model/state_dict_ema, module./_orig_mod. prefixes removed)",
+    )
     parser.add_argument("--prototxt", help="caffe: the net definition, checked against the weights")
     parser.add_argument("--bgr-to-rgb", action="store_true", help="caffe: reverse the first conv's input channels")
     parser.set_defaults(run=run)
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"no such .caffemodel file: {one_line(args.name)}")
     meta: dict[str, object] = {}
     if args.source == "timm":
-        from sknet.convert.timm import convert_timm_state, load_timm_pretrained, sknet_name, timm_data_config
+        from sknet.convert.timm import convert_timm_state, load_timm_pretrained, sknet_name
 
         name = sknet_name(args.name)
         if args.checkpoint:
@@ -51,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             model = load_timm_pretrained(name)
         options: dict[str, object] = {}
-        record = getattr(model, "data_config", None) or timm_data_config({})
-        meta.update(record.to_metadata(), source=f"timm:{args.name}")
+        meta.update(model.data_config.to_metadata(), source=f"timm:{args.name}")  # timm's own preprocessing
     else:
         if args.checkpoint:
             raise ConfigError("--checkpoint is for --from timm; give the .caffemodel as the name")

@@ -5,6 +5,7 @@ interrupted with a resumable checkpoint, 130 interrupted); `--debug` adds the tr
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Notices(logging.Handler):
+    """The library's one-line notices (the "sknet" logger, e.g. a classifier re-initialised for fine-tuning)
+    on stderr; the stream is looked up at each line, so that a redirected stderr gets them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"sknet: {record.getMessage()}", file=sys.stderr)
+
+
 def _terminated(signum, frame) -> NoReturn:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -79,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    notices = logging.getLogger("sknet")
+    if not any(isinstance(h, _Notices) for h in notices.handlers):
+        notices.addHandler(_Notices(logging.INFO))
+        notices.setLevel(logging.INFO)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -22,6 +22,10 @@ from sknet.weights import previous_path
 HELP = {
     "model": "registered model name (see `sknet profile` / sknet.list_models())",
     "model_options": "builder options (use --branches, --aggregation, --set KEY=VALUE)",
+    "init_weights": (
+        "start a new run from these weights (model.safetensors of a run, a converted or any state-dict file): "
+        "the classifier is re-initialised for another class count, the first conv adapted to the data's channels"
+    ),
     "dataset": (
         "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, wds "
         "(WebDataset shards), synthetic"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sknet.errors import CheckpointError, ConfigError, clip
-from sknet.weights import EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DataConfig
+from sknet.weights import DataConfig
 
 # sknet name → timm name (same topology, same parameter count).
 TIMM_MODELS = {
@@ -82,28 +82,62 @@ def _import_timm():
 
 
 def convert_timm_model(model: nn.Module, name: str) -> nn.Module:
-    """Our `name` model holding the weights of the timm model `model` (eval mode)."""
-    return convert_timm_state(model.state_dict(), name)
+    """Our `name` model holding the weights of the timm model `model` (eval mode), with its preprocessing."""
+    ours = convert_timm_state(model.state_dict(), name)
+    ours.pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    return ours
 
 
-def convert_timm_state(timm_state: Mapping[str, torch.Tensor], name: str) -> nn.Module:
-    """Our `name` model holding a timm state dict (e.g. read from a downloaded file), in eval mode."""
+def convert_timm_state(
+    timm_state: Mapping[str, torch.Tensor], name: str, num_classes: int | None = None, in_chans: int | None = None
+) -> nn.Module:
+    """Our `name` model holding a timm state dict (e.g. read from a downloaded file), in eval mode.
+
+    `num_classes` / `in_chans` other than the weights' re-initialise the classifier / adapt the first conv
+    (:func:`sknet.models.finetune.fit_state`). The model's ``data_config`` is timm's own pretrained_cfg for
+    the model (read from timm's registry, no download) when timm is installed, else ImageNet's defaults.
+    """
     from sknet.models import create_model
-    from sknet.weights import load_state_into
+    from sknet.models.finetune import fit_state
+    from sknet.weights import load_state_into, strip_prefixes
 
-    state = from_timm_state(timm_state)
-    num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else None
-    ours = create_model(name, num_classes=num_classes)
-    load_state_into(ours, state, f"timm's {TIMM_MODELS.get(name, 'model')} weights")
+    state = from_timm_state(strip_prefixes(dict(timm_state)))
+    source = f"timm's {TIMM_MODELS.get(name, 'model')} weights"
+    options = {"num_classes": num_classes or _classes_of(state), "in_chans": in_chans or _chans_of(state)}
+    ours = create_model(name, **{k: v for k, v in options.items() if v is not None})
+    load_state_into(ours, fit_state(state, ours.state_dict(), source), source)
+    ours.pretrained_cfg = timm_pretrained_cfg(name)
+    ours.weights_meta = {"model": name, "source": f"timm:{TIMM_MODELS.get(name, name)}"}
     return ours.eval()
 
 
-def load_timm_pretrained(name: str, num_classes: int | None = None) -> nn.Module:
+def _classes_of(state: Mapping[str, torch.Tensor]) -> int | None:
+    return int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
+
+
+def _chans_of(state: Mapping[str, torch.Tensor]) -> int | None:
+    conv = state.get("stem.conv.conv.weight")
+    return int(conv.shape[1]) if conv is not None else None
+
+
+def timm_pretrained_cfg(name: str) -> dict:
+    """timm's own pretrained_cfg of `name`'s counterpart (its default pretrained tag), from timm's registry
+    without any download; {} (ImageNet's defaults) without timm."""
+    try:
+        import timm.models
+    except ImportError:
+        return {}
+    cfg = timm.models.get_pretrained_cfg(timm_name(name))
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def load_timm_pretrained(name: str, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
     """Our `name` with timm's pretrained ImageNet weights, fetched by timm (needs the internet once).
 
-    With `num_classes` ≠ 1000 the classifier is re-initialised, everything else is pretrained. The model's
-    ``data_config`` is timm's preprocessing for those weights. Without a network (checked in 3 s), only
-    timm's cache is tried, so that an offline machine gets its answer at once instead of after retries.
+    With `num_classes` ≠ 1000 the classifier is re-initialised and with `in_chans` ≠ 3 the first conv is
+    adapted (timm's rule), everything else is pretrained. The model's ``data_config`` is timm's
+    preprocessing for those weights. Without a network (checked in 3 s), only timm's cache is tried, so
+    that an offline machine gets its answer at once instead of after retries.
     """
     timm = _import_timm()
     source = timm_name(name)
@@ -117,30 +151,16 @@ def load_timm_pretrained(name: str, num_classes: int | None = None) -> nn.Module
             f"weights elsewhere and convert the file: sknet convert --from timm {source} --checkpoint FILE "
             "--out OUT.safetensors"
         ) from None
-    ours = convert_timm_model(model, name)
-    if num_classes is not None and num_classes != ours.fc.out_features:
-        from sknet.models import create_model
-
-        fresh = create_model(name, num_classes=num_classes)
-        state = {k: v for k, v in ours.state_dict().items() if not k.startswith("fc.")}
-        fresh.load_state_dict({**fresh.state_dict(), **state})
-        ours = fresh.eval()
-    ours.data_config = timm_data_config(getattr(model, "pretrained_cfg", None) or {})
+    ours = convert_timm_state(model.state_dict(), name, num_classes, in_chans)
+    ours.pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}  # the tag timm actually loaded
     return ours
 
 
 def timm_data_config(cfg: dict) -> DataConfig:
-    """timm's pretrained_cfg (input_size, crop_pct, interpolation, mean, std) as our DataConfig."""
-    return DataConfig.from_metadata(
-        {
-            "input_size": int(cfg.get("input_size", (3, 224, 224))[-1]),
-            "crop_fraction": float(cfg.get("crop_pct", EVAL_CROP_FRACTION)),
-            "interpolation": cfg.get("interpolation", "bilinear"),
-            "mean": list(cfg.get("mean", IMAGENET_MEAN)),
-            "std": list(cfg.get("std", IMAGENET_STD)),
-        },
-        "timm's pretrained_cfg",
-    )
+    """timm's pretrained_cfg (input_size, crop_pct, crop_mode, interpolation, mean, std) as our DataConfig."""
+    from sknet.models.pretrained_cfg import data_config_from_pretrained_cfg
+
+    return data_config_from_pretrained_cfg(cfg)
 
 
 @contextlib.contextmanager

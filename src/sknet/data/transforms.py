@@ -5,6 +5,7 @@ PIL images in, plain tensors out (``ToPureTensor``: no tv_tensors subclass leaks
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -60,6 +61,7 @@ def eval_transform(
     if crop_fraction >= 1.0:
         steps.append(T.Resize((size, size), interpolation=mode))
     else:
-        steps += [T.Resize(round(size / crop_fraction), interpolation=mode), T.CenterCrop(size)]
+        # Rounded down, as timm's eval transform (224 / 0.95 → 235), so that both give the same tensor.
+        steps += [T.Resize(math.floor(size / crop_fraction), interpolation=mode), T.CenterCrop(size)]
     steps += _to_tensor(mean, std, normalize)
     return T.Compose(steps)

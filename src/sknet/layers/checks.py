@@ -24,8 +24,12 @@ def check_divisible(name: str, channels: int, groups: int) -> None:
 def check_image_batch(x: torch.Tensor, channels: int, where: str) -> None:
     """Raise InputShapeError unless `x` is (N, channels, H, W).
 
-    Only Python-level shape checks: free at run time and transparent to torch.compile and tracing.
+    Only Python-level shape checks: free at run time and transparent to torch.compile and tracing. Under
+    FX symbolic tracing (torch.fx, torchvision's create_feature_extractor, torch.ao's prepare_fx) `x` is a
+    Proxy with no shape to check: the check is left out of the traced graph, eager calls keep it.
     """
+    if isinstance(x, torch.fx.Proxy):
+        return
     if not isinstance(x, torch.Tensor):
         raise InputShapeError(f"{where} expects a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:

@@ -35,9 +35,13 @@ class SubsampledDilatedConv2d(nn.Conv2d):
         pad = (self.kernel_size[0] - 1) // 2
         # A dense copy (a quarter of x for d = 2) in x's memory format: the strided view would be seen as
         # NCHW and drag the rest of the path out of channels_last.
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        x = x[:, :, ::d, ::d].contiguous(memory_format=fmt)
-        return F.conv2d(x, self.weight, self.bias, 1, pad, 1, self.groups)
+        # (FX symbolic tracing has no layout to look at: the traced graph keeps the strided view.)
+        if isinstance(x, torch.fx.Proxy):
+            x = x[:, :, ::d, ::d]
+        else:
+            fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            x = x[:, :, ::d, ::d].contiguous(memory_format=fmt)
+        return F.conv2d(x, self.weight, self.bias, (1, 1), (pad, pad), (1, 1), self.groups)  # lists: torch.ao
 
 
 def make_conv(

@@ -63,6 +63,14 @@ def select_paths(
     paths = tuple(paths)
     if len(paths) == 1:
         return paths[0] * attention[:, 0, :, None, None]
+    if isinstance(attention, torch.fx.Proxy):  # FX symbolic tracing: weighted_sum's ops, none in place
+        weights = attention[..., None, None]
+        if normalized and len(paths) == 2:
+            return torch.lerp(paths[1], paths[0], weights[:, 0])
+        out = paths[0] * weights[:, 0]
+        for m in range(1, len(paths)):
+            out = torch.addcmul(out, paths[m], weights[:, m])
+        return out
     if torch.is_grad_enabled() and (attention.requires_grad or any(p.requires_grad for p in paths)):
         return _SelectPaths.apply(attention, normalized, *paths)
     return weighted_sum(paths, attention, normalized)

@@ -183,6 +183,9 @@ class SKConv2d(nn.Module):
     """
 
     fused_tail: bool = True
+    # False: CPU training takes the plain composition instead of the lean path, whose backward re-enters
+    # autograd: inside torch.utils.checkpoint each re-entry would recompute the whole checkpointed stage.
+    lean_training: bool = True
 
     def __init__(
         self,
@@ -233,6 +236,8 @@ class SKConv2d(nn.Module):
         return len(self.branches)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy):  # FX symbolic tracing: no tensor to check or dispatch on
+            return self.forward_plain(x)
         check_image_batch(x, self.in_channels, type(self).__name__)
         if self.select is not None and self.training and x.shape[0] == 1:
             raise InputShapeError(
@@ -245,10 +250,14 @@ class SKConv2d(nn.Module):
         # (On an H100 the lean path trained slower than the plain composition: it is the CPU's alone.)
         if fused_tail_ok(self, x):  # CUDA: fused Triton kernels for everything after the path convs
             return sk_fused_forward(self, x)
-        if self.select is not None and self.training and lean_path_ok(self.paths, x):
+        if self.select is not None and self.training and self.lean_training and lean_path_ok(self.paths, x):
             # CPU training: keep only the path conv outputs; ReLU(BN(·)) is recomputed (sk_recompute).
             return sk_train_forward(self, x)
-        # The plain composition (the readable reference; what torch.compile traces where no kernels run).
+        return self.forward_plain(x)
+
+    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The plain composition: the readable reference, what torch.compile and torch.fx trace where no
+        kernels run."""
         outs = [path(x) for path in self.paths]
         if self.select is None:
             # Plain-sum baseline (Table 7): no stacking, just accumulate.

@@ -10,7 +10,8 @@ from torch import nn
 
 from sknet.errors import ConfigError
 from sknet.layers.checks import check_image_batch
-from sknet.models.base import BottleneckNet
+from sknet.models.base import NOT_SCRIPTABLE, BottleneckNet
+from sknet.models.pretrained_cfg import pretrained_cfg
 
 
 class FeatureInfo(list):
@@ -47,6 +48,16 @@ class FeatureExtractor(nn.Module):
         self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in indices)
         first = getattr(model, "first_stage_index", 2)
         self.names = [f"C{first + i}" for i in indices]
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise ConfigError(NOT_SCRIPTABLE)
+
+    @property
+    def pretrained_cfg(self) -> dict[str, object]:
+        """timm's pretrained_cfg (the model's preprocessing; no classifier), as timm's features_only models."""
+        return {**pretrained_cfg(self), "num_classes": 0, "classifier": None}
+
+    default_cfg = pretrained_cfg
 
     @property
     def channels(self) -> list[int]:

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from sknet.errors import CheckpointError, ConfigError, UnknownModelError
+from sknet.models.finetune import FIRST_CONV, channel_stats, fit_state
+from sknet.models.hub import hub_weights, is_hub_name
 from sknet.weights import DataConfig, load_state_into, read_weights
 
 
@@ -82,12 +84,12 @@ def model_info(name: str) -> ModelInfo:
 
 # Sources of pretrained weights, registered by their converters (see sknet/__init__.py): the registry
 # itself does not depend on any converter.
-PretrainedLoader = Callable[[str, "int | None"], nn.Module]
+PretrainedLoader = Callable[[str, "int | None", "int | None"], nn.Module]
 _PRETRAINED: dict[str, PretrainedLoader] = {}
 
 
 def register_pretrained(source: str, loader: PretrainedLoader) -> None:
-    """Make ``create_model(name, pretrained=source)`` call ``loader(name, num_classes)``."""
+    """Make ``create_model(name, pretrained=source)`` call ``loader(name, num_classes, in_chans)``."""
     _PRETRAINED[source] = loader
 
 
@@ -107,17 +109,28 @@ def create_model(
 
     Args:
         name: a name from :func:`list_models`, e.g. ``"sknet50"``; may be left out with `weights` that
-            record it.
+            record it. ``"local-dir:DIR"`` and ``"hf-hub:ORG/NAME"`` name a folder written by
+            :func:`sknet.save_pretrained`, local or on the Hugging Face Hub (``pip install 'sknet[hub]'``;
+            the Hub's local cache is read first, so it works offline once cached).
         num_classes: classifier outputs (default: the model's own, 1000 for ImageNet models).
         weights: a ``.safetensors`` file written by sknet (its recorded options and class count are used
-            unless overridden) or a checkpoint / state-dict ``.pt`` file, loaded safely and strictly.
+            unless overridden) or a checkpoint / state-dict ``.pt`` file (bare, or under ``state_dict``,
+            ``model`` or ``state_dict_ema``; ``module.`` / ``_orig_mod.`` prefixes removed), loaded safely
+            and strictly. Fine-tuning: a `num_classes` or ``in_chans`` other than the weights' re-initialises
+            the classifier / adapts the first conv (timm's rule: summed for one channel, tiled and rescaled
+            for more), logged in one line on the "sknet" logger; everything else must match.
         pretrained: ``"timm"``: ImageNet weights of the timm counterpart (sknet50 ← skresnext50_32x4d,
-            resnext50/101, senet50/101), fetched by timm; needs the internet once.
+            resnext50/101, senet50/101), fetched by timm; needs the internet once. With `num_classes` and
+            ``in_chans`` the classifier is re-initialised and the first conv adapted, as with `weights`.
         features_only: return a :class:`~sknet.models.features.FeatureExtractor` giving the stage outputs
             (C2–C5) instead of logits; `out_indices` picks stages (default all).
         overrides: builder options such as ``in_chans``, ``drop_rate``, ``branches``, ``aggregation``;
             an option the model does not have is a ConfigError listing those it has.
     """
+    if is_hub_name(name):  # local-dir:DIR, hf-hub:ORG/NAME: a folder of weights and their record
+        if weights is not None or pretrained is not None:
+            raise ConfigError(f"{name} names its weights: no weights= or pretrained=")
+        name, weights = None, hub_weights(name)
     if pretrained is not None:
         if not isinstance(pretrained, str) or pretrained not in _PRETRAINED:
             sources = ", ".join(repr(s) for s in _PRETRAINED) or "none registered"
@@ -125,10 +138,13 @@ def create_model(
                 f"pretrained={pretrained!r}: name the source of the weights, e.g. pretrained='timm' (ImageNet "
                 f"weights of the timm counterpart); sources: {sources}. Trained weights of your own: weights=PATH"
             )
-        if weights is not None or overrides or name is None:
-            raise ConfigError("pretrained weights need a model name and fix the architecture: no weights= or options")
+        if weights is not None or set(overrides) - {"in_chans"} or name is None:
+            raise ConfigError(
+                "pretrained weights need a model name and fix the architecture: no weights= or options "
+                "(num_classes= and in_chans= fit them for fine-tuning)"
+            )
         model_info(name)
-        model = _PRETRAINED[pretrained](name, num_classes)
+        model = _PRETRAINED[pretrained](name, num_classes, overrides.get("in_chans"))
         if not isinstance(getattr(model, "data_config", None), DataConfig):
             model.data_config = DataConfig()  # ImageNet's preprocessing
         return _features(model, out_indices) if features_only else model
@@ -143,6 +159,7 @@ def _features(model: nn.Module, out_indices: Sequence[int] | None) -> nn.Module:
 
     extractor = FeatureExtractor(model, out_indices)
     extractor.data_config = model.data_config
+    extractor.weights_meta = getattr(model, "weights_meta", {})
     return extractor
 
 
@@ -163,8 +180,9 @@ def _build(
     info = model_info(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
-    if weights is not None:
-        recorded = dict(meta.get("model_options", {}))
+    asked = {key for key in DATA_OPTIONS if key in overrides}  # fine-tuning: fit the weights to these
+    if state is not None:
+        recorded = {**_sizes_of(state, info), **meta.get("model_options", {})}
         for key in DATA_OPTIONS:
             if key in meta and key in info.options:
                 recorded[key] = meta[key]
@@ -173,16 +191,50 @@ def _build(
     if state is not None:
         # Sized from a file's metadata: check the shapes on the meta device (no memory) before building.
         with torch.device("meta"):
-            load_state_into(info.builder(**overrides), state, str(weights), name, meta.get("model"), check_only=True)
+            shapes = info.builder(**overrides)
+            own = shapes.state_dict()
+            fitted = fit_state(state, own, str(weights), "num_classes" in asked, "in_chans" in asked, quiet=True)
+            load_state_into(shapes, fitted, str(weights), name, meta.get("model"), check_only=True)
     model = info.builder(**overrides)
     if state is not None:
+        state = fit_state(state, model.state_dict(), str(weights), "num_classes" in asked, "in_chans" in asked)
         load_state_into(model, state, str(weights), name, meta.get("model"))
-    model.data_config = _data_config(info, overrides, meta, str(weights) if weights else name)
+    source = str(weights) if weights else name
+    model.data_config = _data_config(info, overrides, _fitted_meta(meta, model), source)
     classes, outputs = model.data_config.classes, getattr(model, "num_classes", None)
     if classes and outputs is not None and len(classes) != outputs:  # a file need not record num_classes
         raise CheckpointError(f"{weights}: {len(classes)} class names for a model of {outputs} classes")
-    model.weights_meta = {"model": name, **meta}  # what the weights recorded (dataset, options, ...)
+    model.weights_meta = {"model": name, **meta}  # what the weights recorded (dataset, options, classes, ...)
+    model.weights_file = str(weights) if weights is not None else None
+    model.model_options = {k: v for k, v in overrides.items() if k not in DATA_OPTIONS}  # as built
     return model
+
+
+def _sizes_of(state: dict[str, torch.Tensor], info: ModelInfo) -> dict[str, int]:
+    """The class and input-channel counts a state dict's classifier and first conv have (a bare state dict
+    records nothing else); only options the model takes."""
+    sizes = {}
+    if "fc.weight" in state and state["fc.weight"].dim() == 2:
+        sizes["num_classes"] = int(state["fc.weight"].shape[0])
+    if f"{FIRST_CONV}.weight" in state and state[f"{FIRST_CONV}.weight"].dim() == 4:
+        sizes["in_chans"] = int(state[f"{FIRST_CONV}.weight"].shape[1])
+    return {k: v for k, v in sizes.items() if k in info.options}
+
+
+def _fitted_meta(meta: dict, model: nn.Module) -> dict:
+    """The weights' record for a model fitted to another class count (the class names no longer apply) or
+    number of input channels (statistics averaged over the source's channels)."""
+    if not meta:
+        return meta
+    meta = dict(meta)
+    if meta.get("num_classes", model.num_classes) != model.num_classes:
+        meta.update(num_classes=model.num_classes, classes=None)
+    if meta.get("in_chans", model.in_chans) != model.in_chans:
+        for key in ("mean", "std"):
+            if key in meta:
+                meta[key] = list(channel_stats(meta[key], model.in_chans))
+        meta.update(in_chans=model.in_chans, channel_order="L" if model.in_chans == 1 else "RGB")
+    return meta
 
 
 def _data_config(info: ModelInfo, options: dict[str, object], meta: dict, source: str) -> DataConfig:

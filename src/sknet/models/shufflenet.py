@@ -21,8 +21,9 @@ STAGE_UNITS = (4, 8, 4)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    """(N, C, H, W) → the same with channel g·(C/groups) + j moved to j·groups + g; no shapes read, so
+    FX symbolic tracing sees the same ops."""
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
 def depthwise_middle(channels: int, stride: int, block: BlockConfig) -> nn.Module:

@@ -79,6 +79,7 @@ IN_MEMORY_ONLY = ("crop_padding", "hflip")
 CHECKS: dict[str, Check] = {
     "model": Check(str),
     "model_options": Check(dict),
+    "init_weights": Check(str, optional=True),
     "dataset": Check(str),
     "data_dir": Check(str, optional=True),
     "download": Check(bool),
@@ -127,6 +128,7 @@ class TrainConfig:
     # model
     model: str = "sknet_tiny"
     model_options: dict[str, Any] = field(default_factory=dict)
+    init_weights: str | None = None  # start from these weights (fine-tuning); not a resume
     # data
     dataset: str = "fashion_mnist"
     data_dir: str | None = None

@@ -15,11 +15,12 @@ from sknet.data.datasets import dataset_spec
 from sknet.errors import CheckpointError, ConfigError
 from sknet.models import model_info
 from sknet.train.config import Precision, TrainConfig
-from sknet.weights import previous_path
+from sknet.weights import previous_path, read_metadata
 
 
 def check_config(config: TrainConfig, resume: str | Path | None = None) -> None:
-    """Device-independent checks: model name and options, dataset name, the resume file's presence."""
+    """Device-independent checks: model name and options, dataset name, the resume file's presence, the
+    starting weights' file (its header: the model it holds)."""
     model_info(config.model).check_options(config.model_options)  # unknown names: close matches
     package = dataset_spec(config.dataset).package
     if package is not None and importlib.util.find_spec(package) is None:
@@ -34,6 +35,13 @@ def check_config(config: TrainConfig, resume: str | Path | None = None) -> None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install 'sknet[tensorboard]'")
     if resume is not None and not Path(resume).exists() and not previous_path(Path(resume)).is_file():
         raise CheckpointError(f"checkpoint {resume} does not exist")
+    if config.init_weights and resume is None:  # the file exists, is readable and holds this model
+        found = read_metadata(config.init_weights).get("model")
+        if found and found != config.model:
+            raise CheckpointError(
+                f"--init-weights {config.init_weights} holds weights of model {found!r}, not {config.model!r}: "
+                f"add --model {found}"
+            )
 
 
 def check_device(config: TrainConfig, device: torch.device) -> None:

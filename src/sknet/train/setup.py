@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +21,8 @@ from sknet.models import create_model, model_info
 from sknet.models.registry import DATA_OPTIONS
 from sknet.train.config import TrainConfig
 from sknet.train.distributed import DistInfo
-from sknet.weights import DataConfig
+from sknet.train.state import read_training_checkpoint
+from sknet.weights import DataConfig, read_metadata
 
 
 def configure_torch(config: TrainConfig, device: torch.device, dist: DistInfo | None = None) -> None:
@@ -97,7 +101,8 @@ def build_loaders(
 
 
 def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn.Module, dict[str, Any]]:
-    """The model on the device, sized for `data`; and its options other than those taken from the data."""
+    """The model on the device, sized for `data`, starting from ``config.init_weights`` if set (fitted to
+    the data's classes and channels); and its options other than those taken from the data."""
     info = model_info(config.model)
     options = dict(config.model_options)
     for key, value in zip(DATA_OPTIONS, (len(data.classes), data.in_chans), strict=True):
@@ -105,7 +110,8 @@ def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn
             raise ConfigError(f"model option {key}={options[key]} does not match the data ({value})")
         if key in info.options:
             options[key] = value
-    model = create_model(config.model, **options)
+    weights = {"weights": config.init_weights} if config.init_weights else {}
+    model = create_model(config.model, **weights, **options)
     if config.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(dist.device)
@@ -114,9 +120,34 @@ def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn
     return model, {k: v for k, v in options.items() if k not in DATA_OPTIONS}
 
 
-def weights_metadata(config: TrainConfig, model_options: dict[str, Any], data: DataInfo) -> dict[str, Any]:
+def starting_point(
+    config: TrainConfig, resume: Path | None
+) -> tuple[dict[str, Any] | None, TrainConfig, dict[str, Any] | None]:
+    """(the checkpoint to resume, the configuration to build the model from, where its starting weights
+    came from). A resumed run's weights come from its checkpoint: ``init_weights`` is not read again and
+    the record is the checkpoint's. A new run's record: the file (path, SHA-256) and what it recorded of
+    its own training (model, dataset, classes, source)."""
+    if resume is not None:
+        state = read_training_checkpoint(resume)
+        return state, dataclasses.replace(config, init_weights=None), state["meta"].get("init_weights")
+    if not config.init_weights:
+        return None, config, None
+    path = Path(config.init_weights)
+    recorded = read_metadata(path)
+    record = {
+        "path": str(path.resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **{key: recorded[key] for key in ("model", "dataset", "num_classes", "source") if key in recorded},
+    }
+    return None, config, record
+
+
+def weights_metadata(
+    config: TrainConfig, model_options: dict[str, Any], data: DataInfo, init_record: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What `create_model(weights=)`, `sknet eval`, `sknet predict` and the exports read back: the model,
-    its options, the training data set, and the input record (:class:`~sknet.weights.DataConfig`)."""
+    its options, the training data set, the input record (:class:`~sknet.weights.DataConfig`), and where
+    the starting weights came from (`init_record`, see :func:`init_weights_record`)."""
     record = DataConfig(
         input_size=data.input_size,
         in_chans=data.in_chans,
@@ -132,4 +163,5 @@ def weights_metadata(config: TrainConfig, model_options: dict[str, Any], data: D
         "num_classes": len(data.classes),
         "dataset": config.dataset,
         **record.to_metadata(),
+        **({"init_weights": init_record} if init_record else {}),
     }

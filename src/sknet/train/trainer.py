@@ -1,7 +1,5 @@
-"""The training loop behind `sknet train`: one process or many under torchrun, exact resume.
-
-Its pieces each do one job: `preflight`, `run_folder` (one writer), `sknet.data.pipeline`, `optim`/`step`,
-`recipe` (mixing, EMA), `metrics` (divergence guard), `state` (checkpoints), `interrupt`, `records` (logs)."""
+"""The training loop behind `sknet train` (torchrun too, exact resume). Pieces: `preflight`, `run_folder`,
+`sknet.data.pipeline`, `optim`/`step`, `recipe` (mixing, EMA), `metrics`, `state`, `interrupt`, `records`."""
 
 from __future__ import annotations
 
@@ -16,6 +14,7 @@ import torch
 from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
+from sknet.train import setup
 from sknet.train.config import FOLDER_ONLY, IN_MEMORY_ONLY, Precision, TrainConfig
 from sknet.train.distributed import all_reduce_sum, broadcast_buffers, cleanup, gather_rng, init_distributed
 from sknet.train.interrupt import StopSignals
@@ -32,8 +31,7 @@ from sknet.train.step import OptimizerStep, accumulation_group, autocast, forwar
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "evaluate", "train"]
 
-# Optimizer steps between host reads of the divergence flag and, under torchrun, of the stop request (each
-# read waits for the GPU to drain; one process reads its stop flag after every step, for free).
+# Steps between host reads of the divergence flag and (torchrun) the stop request: each read drains the GPU.
 HOST_READ_EVERY = 50
 
 
@@ -71,10 +69,11 @@ class Trainer:
         config = self.config
         configure_torch(config, self.device, self.dist)
         seed_all(config.seed)  # identical initial weights on every rank
+        _, start, self.init_record = setup.starting_point(config, resume)  # a checkpoint or init_weights
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
         self.skips = SkippedImages(self.dist, self.train_loader, self.val_loader)  # a collective to build
-        self.model, self.model_options = build_model(config, self.data, self.dist)
+        self.model, self.model_options = build_model(start, self.data, self.dist)
         self.optimizer = build_optimizer(self.model, config)
         self.recipe = Recipe(config, len(self.data.classes), self.model, self.dist.rank)  # mixing, EMA
         self.scheduler = build_scheduler(self.optimizer, config, math.ceil(len(self.train_loader) / config.accum_steps))
@@ -90,7 +89,7 @@ class Trainer:
         self.train_model = wrap_for_training(self.model, config, self.dist)  # DDP, torch.compile
 
     def weights_metadata(self) -> dict[str, Any]:
-        return weights_metadata(self.config, self.model_options, self.data)
+        return weights_metadata(self.config, self.model_options, self.data, self.init_record)
 
     def state_dict(self, gather: bool = True) -> dict[str, Any]:
         """Everything needed to continue exactly. `gather` (a collective under DDP) adds every rank's RNG."""

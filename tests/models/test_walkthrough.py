@@ -1,0 +1,65 @@
+"""The README's fine-tuning walk-through, run as written (a tiny synthetic run stands in for Fashion-MNIST),
+and `sknet train --init-weights` from the command line."""
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+import sknet
+from sknet.cli import main
+from sknet.data.datasets import Split, make_synthetic
+from sknet.weights import read_metadata, save_weights
+
+QUICK = ["--dataset", "synthetic", "--epochs", "1", "--batch-size", "32", "--progress", "never"]
+QUICK += ["--threads", "1", "--device", "cpu"]
+
+
+def readme_block() -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    after = readme.split("<!-- fine-tuning walk-through:", 1)[1]
+    return re.search(r"```python\n(.*?)```", after, re.S).group(1)
+
+
+def test_readme_fine_tuning_walkthrough_runs(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *QUICK, "--output", "runs/fashion_mnist"]) == 0  # the source run (4 classes here)
+    data = {}
+    for split, prefix in ((Split.TRAIN, "train"), (Split.TEST, "test")):
+        images = make_synthetic(split, num_classes=5, size=28, count=64)
+        data[f"{prefix}_images"], data[f"{prefix}_labels"] = images.images, images.labels
+    with caplog.at_level(logging.INFO, logger="sknet"):
+        exec(readme_block(), data)
+    assert "classifier re-initialised for 5 classes (the weights have 4)" in caplog.text
+    model = data["model"]
+    assert model.num_classes == 5 and model.in_chans == 1 and sknet.data_config(model).classes[0] == "shirt"
+    record = model.weights_meta["init_weights"]
+    assert record["dataset"] == "synthetic" and record["num_classes"] == 4
+    assert Path(record["path"]) == (tmp_path / "runs/fashion_mnist/model.safetensors").resolve()
+    source = sknet.create_model(weights="runs/fashion_mnist/model.safetensors")
+    assert not torch.equal(model.stem.conv.conv.weight, source.stem.conv.conv.weight)  # it trained on
+
+
+def test_train_init_weights_cli_records_the_source_and_survives_resume(tmp_path, capsys):
+    source = sknet.create_model("sknet_tiny", num_classes=10)
+    weights = tmp_path / "source.safetensors"
+    save_weights(weights, source, {"model": "sknet_tiny", "num_classes": 10, "in_chans": 1, "dataset": "fmnist"})
+    run = tmp_path / "run"
+    assert main(["train", *QUICK, "--init-weights", str(weights), "--output", str(run)]) == 0
+    assert "classifier re-initialised for 4 classes (the weights have 10)" in capsys.readouterr().err
+    record = read_metadata(run / "model.safetensors")["init_weights"]
+    assert record["dataset"] == "fmnist" and len(record["sha256"]) == 64 and record["num_classes"] == 10
+    weights.unlink()  # a resumed run continues from its checkpoint, not from the starting weights
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--progress", "never"]) == 0
+    assert read_metadata(run / "model.safetensors")["init_weights"] == record
+
+
+def test_init_weights_of_another_model_is_one_line_before_any_data(tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    save_weights(weights, sknet.create_model("sknet_tiny"), {"model": "sknet_tiny", "num_classes": 10})
+    argv = ["train", *QUICK, "--model", "resnext_tiny", "--init-weights", str(weights), "--output", str(tmp_path)]
+    assert main([*argv[:-1], str(tmp_path / "r")]) == 4
+    err = capsys.readouterr().err
+    assert "holds weights of model 'sknet_tiny', not 'resnext_tiny': add --model sknet_tiny" in err
+    assert len(err.strip().splitlines()) == 1
