@@ -94,7 +94,10 @@ def test_gpu_report_runs_end_to_end_on_the_cpu(tmp_path):
         "train fp32 (TF32) eager",
         "sknet train bf16",
         "inference fp32 (TF32) eager",
+        "sk tail kernels vs traffic floor",  # on a CPU: the traffic model alone (no kernels to time)
     ]
+    assert report["runs"][-1]["seconds_per_step"] == {}
+    assert "MODEL (not a measurement): fused SK tail of sknet_tiny" in result.stdout
     assert "stopped" not in report
 
 

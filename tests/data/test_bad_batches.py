@@ -100,6 +100,7 @@ def test_under_torchrun_every_rank_skips_the_same_steps(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     # A hang guard only (a deadlock never ends); the run itself takes seconds.
+    # wall-clock: a guard against a hung gloo rendezvous only, far above the run's time on a busy machine
     result = subprocess.run([*torchrun, "-m", "sknet", *args], capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())

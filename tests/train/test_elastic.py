@@ -57,6 +57,7 @@ ENV.pop("OMP_NUM_THREADS", None)
 
 
 def _run(command: list[str]) -> str:
+    # wall-clock: a guard against a hung gloo rendezvous only, far above the run's time on a busy machine
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=HANG_GUARD)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result.stdout + result.stderr
@@ -86,6 +87,7 @@ def test_two_launchers_as_two_nodes_equal_one_node_with_two_processes(one_node, 
     command = [*_launcher(2, 1, port), "-m", "sknet", *ARGS, "--output", str(tmp_path / "two-nodes")]
     nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
              for _ in range(2)]  # fmt: skip
+    # wall-clock: a guard against a hung gloo rendezvous only, far above the run's time on a busy machine
     outputs = [node.communicate(timeout=HANG_GUARD)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     _same(_weights(one_node), _weights(tmp_path / "two-nodes"))

@@ -77,13 +77,15 @@ class RunFolder:
     def _take_lock(self) -> None:
         if fcntl is None:
             return
-        handle = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the run
+        # Kept from the moment it is opened: a signal before the flock below still finds it in release().
+        self._lock = handle = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the run
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
             handle.close()
+            self._lock = None  # another process's lock: never touched by release()
             raise ConfigError(
                 f"another process (pid {owner}) is writing a run to {self.folder}; wait for it to end or choose "
                 "another --output"
@@ -92,7 +94,6 @@ class RunFolder:
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        self._lock = handle
 
     def _move_aside(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -55,11 +55,10 @@ class Trainer:
         # One writer per run folder, from here until fit() ends (a second process is refused now, before
         # any data is read); with `overwrite`, a run found there is moved aside.
         self.folder = RunFolder(self.out)
-        if self.dist.is_main:
-            moved = self.folder.claim(overwrite and not resuming_here)
+        try:  # a signal from the claim on (the lock file made, not yet held) still leaves no stray folder
+            moved = self.folder.claim(overwrite and not resuming_here) if self.dist.is_main else None
             if moved is not None:
                 print(f"moved the run that was in {self.out} to {moved}", flush=True)
-        try:
             self._build(resume, datasets)
         except BaseException:
             self.folder.release()
