@@ -39,7 +39,7 @@ def candidates(fused: bool) -> list[Candidate]:
     ]
 
 
-def sk_tail_shapes(name: str, batch: int, size: int, element_bytes: int):
+def sk_tail_shapes(name: str, batch: int, size: int, dtype: torch.dtype):
     """The path maps (N, C, H, W, M) of every SK layer of model `name` at batch × size², from one CPU forward
     at batch 1 (shapes scale with the batch)."""
     from sknet.kernels.traffic import TailShape
@@ -48,12 +48,11 @@ def sk_tail_shapes(name: str, batch: int, size: int, element_bytes: int):
 
     def record(module, inputs, output):
         _, c, h, w = output.shape
-        shapes.append(TailShape(batch, c, h, w, module.num_paths, element_bytes))
+        shapes.append(TailShape(batch, c, h, w, module.num_paths, dtype))
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, SKConv2d)]
-    channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
     with torch.no_grad():
-        model(torch.zeros(1, channels, size, size))
+        model(torch.zeros(1, model.data_config.in_chans, size, size))
     for hook in hooks:
         hook.remove()
     return shapes
@@ -64,13 +63,14 @@ def traffic_floor(name: str = "sknet50", batch: int = 128, size: int = 224) -> d
     channels_last: the model of sknet.kernels.traffic over the SK layers of `name`."""
     from sknet.kernels.traffic import floor_seconds, step_traffic
 
-    traffic = step_traffic(sk_tail_shapes(name, batch, size, element_bytes=2), channels_last=True)
+    traffic = step_traffic(sk_tail_shapes(name, batch, size, torch.bfloat16), channels_last=True)
     floors = floor_seconds(traffic)
     return {k: (r, w, floors[k]) for k, (r, w) in traffic.items()}
 
 
-def print_traffic(name: str = "sknet50", batch: int = 128, size: int = 224, measured: dict | None = None) -> None:
-    """The traffic model's table; `measured` (kernel → seconds per step) adds a measured column."""
+def print_traffic(name: str = "sknet50", batch: int = 128, size: int = 224, measured: dict | None = None) -> float:
+    """Print the traffic model's table (`measured`, kernel → seconds per step, adds a measured column); return
+    the floor in seconds."""
     from sknet.kernels.traffic import H100_BANDWIDTH
 
     rows = traffic_floor(name, batch, size)
@@ -88,6 +88,7 @@ def print_traffic(name: str = "sknet50", batch: int = 128, size: int = 224, meas
     total = sum(v[2] for v in rows.values())
     extra = f"  {sum(measured.values()) * 1e3:11.3f}" if measured else ""
     print(f"  {'total':8s} {total_r / 1e6:9.1f} {total_w / 1e6:11.1f} {total * 1e3:9.3f}{extra}")
+    return total
 
 
 def main() -> None:

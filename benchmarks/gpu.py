@@ -123,7 +123,7 @@ def tail_kernel_seconds(batch: int, device: str, size: int, name: str, steps: in
     if device != "cuda":
         return {}
     model = create_model(name).to(device, memory_format=torch.channels_last).train()
-    channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    channels = model.data_config.in_chans
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(batch, channels, size, size, device=device).to(memory_format=torch.channels_last)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
@@ -239,9 +239,8 @@ def run_configs(args, report: dict, path: Path, table: list) -> None:
             measured = tail_kernel_seconds(batch, args.device, args.size, sk)
             report["runs"].append({"name": name, "batch": batch, "seconds_per_step": measured})
             path.write_text(json.dumps(report, indent=2))
-            bounds.print_traffic(sk, batch=batch, size=args.size, measured=measured or None)
+            floor = bounds.print_traffic(sk, batch=batch, size=args.size, measured=measured or None)
             if measured:
-                floor = sum(v[2] for v in bounds.traffic_floor(sk, batch=batch, size=args.size).values())
                 table.append((name, "traffic floor / measured tail time", floor / sum(measured.values()), None))
             continue
         if mode == "trainer":

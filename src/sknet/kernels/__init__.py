@@ -14,6 +14,11 @@ except ImportError:  # pragma: no cover
     HAVE_TRITON = False
 
 
+# One sample's map must have fewer elements than this: the kernels index inside a sample in 32 bits (the
+# sample's base is 64-bit); the operators and their dispatch checks decline or refuse at this size.
+MAX_SAMPLE_ELEMENTS = 2**31
+
+
 def kernels_run_on(t: torch.Tensor) -> bool:
     """Whether the Triton kernels run for `t`: on CUDA (triton ships with CUDA builds of torch), or in
     Triton's interpreter on the CPU when forced (TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1: how the CPU

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from sknet.kernels import kernels_run_on
+from sknet.kernels import MAX_SAMPLE_ELEMENTS, kernels_run_on
 from sknet.kernels.launch import launch
 
 try:
@@ -44,7 +44,7 @@ def use_triton(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> bool
     if paths[0].dtype not in MAP_DTYPES or not kernels_run_on(paths[0]):
         return False
     _, c, h, w = paths[0].shape
-    if c * h * w >= 2**31:  # offsets inside a sample are 32-bit
+    if c * h * w >= MAX_SAMPLE_ELEMENTS:  # offsets inside a sample are 32-bit
         return False
     layout = _layout(paths[0])
     return layout is not None and all(_layout(p) == layout and p.dtype == paths[0].dtype for p in paths)

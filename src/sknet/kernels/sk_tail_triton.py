@@ -25,6 +25,7 @@ On CPUs the kernels run in Triton's interpreter (TRITON_INTERPRET=1), which is h
 
 import torch
 
+from sknet.kernels import MAX_SAMPLE_ELEMENTS
 from sknet.kernels.launch import launch
 
 try:
@@ -367,10 +368,6 @@ def like(ref: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def _aligned(cs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     first = canonical(cs[0])
     return (first, *(like(first, c) for c in cs[1:]))
-
-
-# One sample's map must have fewer elements than this: the kernels index inside a sample in 32 bits.
-MAX_SAMPLE_ELEMENTS = 2**31
 
 
 def _geometry(ref: torch.Tensor) -> tuple[int, int, int, int, int, int, bool]:

@@ -174,7 +174,7 @@ class Specialization:
             frozen(self.signature),
             frozen(self.constexprs),
             frozen(self.attrs),
-            self.options.get("num_warps"),
+            frozen(self.options),  # warps and the register cap compile differently too
         )
 
     def __str__(self) -> str:

@@ -29,27 +29,26 @@ KERNELS = ("stats", "pool", "select", "reduce", "apply")  # in launch order of a
 
 @dataclass(frozen=True)
 class TailShape:
-    """One SK layer's path maps: batch, channels, height, width, paths, bytes per element."""
+    """One SK layer's path maps: batch, channels, height, width, paths, element dtype."""
 
     n: int
     c: int
     h: int
     w: int
     paths: int
-    element_bytes: int
+    dtype: torch.dtype
 
 
 def layer_traffic(shape: TailShape, channels_last: bool = True) -> dict[str, tuple[int, int]]:
     """kernel → (bytes read, bytes written) for one training step of one SK layer."""
-    n, c, hw, m, e = shape.n, shape.c, shape.h * shape.w, shape.paths, shape.element_bytes
-    acc = 8 if e == 8 else 4
+    n, c, hw, m, e = shape.n, shape.c, shape.h * shape.w, shape.paths, shape.dtype.itemsize
+    acc = K.acc_dtype(shape.dtype).itemsize
     map_bytes = n * c * hw * e
     table = K.MAX_PATHS * K.ROWS * c * acc
     attention = n * m * c * acc
     block_c, block_hw = K._blocks(channels_last)
     _, split = K._chunking(n, c, hw, block_c, block_hw)
-    map_dtype = {8: torch.float64, 4: torch.float32, 2: torch.bfloat16}[e]
-    _, split_reduce = K._chunking(n, c, hw, *K._reduce_blocks(channels_last, map_dtype))
+    _, split_reduce = K._chunking(n, c, hw, *K._reduce_blocks(channels_last, shape.dtype))
     return {
         "stats": (m * map_bytes, n * split * m * 2 * c * acc),
         "pool": (m * map_bytes + table, n * split * c * acc),

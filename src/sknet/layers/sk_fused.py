@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sknet.kernels import kernels_run_on
+from sknet.kernels import MAX_SAMPLE_ELEMENTS, kernels_run_on
 from sknet.kernels import sk_tail_triton as kernels
 from sknet.layers.sk_recompute import replay_paths
 
@@ -43,7 +43,7 @@ def fused_tail_ok(sk: nn.Module, x: torch.Tensor) -> bool:
         return False
     if not getattr(sk, "fused_tail", True) or not kernels_run_on(x):
         return False
-    if sk.out_channels * x.shape[2] * x.shape[3] >= kernels.MAX_SAMPLE_ELEMENTS:  # 32-bit offsets per sample
+    if sk.out_channels * x.shape[2] * x.shape[3] >= MAX_SAMPLE_ELEMENTS:  # 32-bit offsets per sample
         return False
     for path in sk.paths:
         if type(getattr(path, "act", None)) is not nn.ReLU:
