@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import os
 import types
 import typing
 from dataclasses import MISSING, fields
@@ -216,14 +215,14 @@ def run(args: argparse.Namespace) -> int:
     from sknet.train.trainer import train
 
     config = config_from_args(args)
-    overwrite = args.overwrite
+    overwrite, main_process = args.overwrite, Launch.from_env().rank == 0
     if restart_count() > 0 and not args.resume:  # torchrun restarted the group: continue the run
         found = checkpoint_to_continue(config.output)
         if found is not None:
             args.resume = str(found)
             config = config_from_args(args)
         overwrite = found is None  # nothing saved yet: start again (the partial folder is moved aside)
-        if os.environ.get("RANK", "0") == "0":
+        if main_process:
             what = f"resuming {found}" if found is not None else "no checkpoint yet, starting again"
             print(f"restart {restart_count()} by torchrun: {what}", flush=True)
     resume = checkpoint_of(Path(args.resume)) if args.resume else None
@@ -237,9 +236,7 @@ def run(args: argparse.Namespace) -> int:
         )
         resume, overwrite = None, True
     summary = train(config, resume=resume, overwrite=overwrite)
-    if (
-        "val_acc1" in summary and not summary.get("stopped") and Launch.from_env().rank == 0
-    ):  # under torchrun, one line for the run
+    if "val_acc1" in summary and not summary.get("stopped") and main_process:  # under torchrun, one line for the run
         print(
             f"done: {plural(summary['epochs'], 'epoch')} in {summary['train_seconds']:.0f} s; test top-1 accuracy "
             f"{100 * summary['val_acc1']:.2f}% (error {100 * (1 - summary['val_acc1']):.2f}%), top-5 "
