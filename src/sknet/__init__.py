@@ -1,5 +1,6 @@
 """sknet: Selective Kernel Networks (Li, Wang, Hu, Yang, CVPR 2019) in PyTorch."""
 
+from sknet.data.config import DataConfig, data_config, transforms
 from sknet.errors import (
     CheckpointError,
     ConfigError,
@@ -12,7 +13,6 @@ from sknet.hub import save_pretrained
 from sknet.layers import Aggregation, BlockConfig, Bottleneck, Branch, SKConv2d, parse_branches
 from sknet.models import ResNeXt, create_model, list_models, model_info
 from sknet.models.registry import register_pretrained
-from sknet.weights import DataConfig, data_config, transforms
 
 
 def _timm_pretrained(name, num_classes, in_chans):

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from sknet.bn_folding import fuse_for_inference
+from sknet.data.config import DataConfig, data_config
 from sknet.enums import parse_enum
 from sknet.errors import ConfigError, output_folder
-from sknet.weights import DataConfig, data_config
 
 ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: above, external data
 

@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 from torch import nn
 
+from sknet.data.config import data_config
 from sknet.errors import ConfigError
 from sknet.models.hub import WEIGHTS_FILE
-from sknet.weights import atomic_write, data_config, save_weights
+from sknet.weights import atomic_write, save_weights
 
 # What the card lists of a run's recipe (sknet train's options), in this order.
 RECIPE = (

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sknet.data.config import data_config
 from sknet.data.images import open_image
 from sknet.errors import ConfigError
-from sknet.weights import data_config
 
 
 @torch.no_grad()

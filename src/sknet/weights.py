@@ -1,7 +1,8 @@
 """Weights, checkpoints and what they record about their input: everything sknet reads and writes.
 
-This module depends on nothing in sknet but :mod:`sknet.errors`: the model registry, training, the
-command line and the exporters all read and write weights through it.
+This module only reads and writes files; it depends on nothing in sknet but :mod:`sknet.errors` and the
+preprocessing record it validates (:mod:`sknet.data.config`): the model registry, training, the command
+line and the exporters all read and write weights through it.
 
 - Training checkpoints (``.pt``) are written atomically: to a temporary file in the same folder, flushed
   and fsync'ed, then renamed over the target, so a crash never leaves a half-written checkpoint. Each has
@@ -9,7 +10,7 @@ command line and the exporters all read and write weights through it.
   resuming from a file that fails its checksum or does not load falls back to the previous one, with a
   warning. They are read with ``torch.load(weights_only=True)``: a file that needs code execution is refused.
 - Weights (``.safetensors``) hold the model's tensors plus metadata (model name and options, and the
-  :class:`DataConfig`: input size, crop, interpolation, mean/std, classes, channel order), enough for
+  :class:`~sknet.data.config.DataConfig`: input size, crop, interpolation, mean/std, classes, channel order), enough for
   ``create_model(weights=path)``, ``sknet eval``, ``sknet predict`` and the exports.
 - Tensors must be finite: a weights file or checkpoint holding NaN or inf in any floating tensor is
   refused in one line naming the first such tensor (checked tensor by tensor as the file is read).
@@ -22,143 +23,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import pickle
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from sknet.data.config import check_record
 from sknet.errors import CheckpointError, one_line
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-EVAL_CROP_FRACTION = 224 / 256  # the paper: 224 crops of images resized to 256 on the shorter side
-MAX_INPUT_SIZE = 4096  # pixels a side: larger metadata is refused (a 100000² input would need 100+ GB)
-MAX_CLASSES = 1_000_000
-MAX_CHANNELS = 64
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """How a model's input is prepared: the record saved with weights, checkpoints and exports.
-
-    `transform()` gives the evaluation transform (resize the shorter side to input_size / crop_fraction,
-    centre-crop input_size; crop_fraction 1: resize straight to input_size), the one `sknet predict` uses.
-    """
-
-    input_size: int = 224
-    in_chans: int = 3
-    crop_fraction: float = EVAL_CROP_FRACTION
-    interpolation: str = "bilinear"
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    classes: tuple[str, ...] | None = None
-    channel_order: str = "RGB"  # of the images before normalisation; "L" for one channel
-
-    def to_metadata(self) -> dict[str, Any]:
-        meta = asdict(self)
-        meta.update(mean=list(self.mean), std=list(self.std), classes=list(self.classes) if self.classes else None)
-        return meta
-
-    @classmethod
-    def from_metadata(cls, meta: dict[str, Any], source: str = "metadata") -> DataConfig:
-        """The record in `meta` (older files: what they have, defaults for the rest), validated."""
-        in_chans = _int(meta, "in_chans", 3, 1, MAX_CHANNELS, source)
-        default_stats = (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ((0.5,) * in_chans, (0.5,) * in_chans)
-        classes = meta.get("classes")
-        if classes is not None:
-            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-                raise CheckpointError(f"{source}: classes must be a list of names")
-            if not 1 <= len(classes) <= MAX_CLASSES:
-                raise CheckpointError(f"{source}: {len(classes)} classes is out of range (1–{MAX_CLASSES})")
-            classes = tuple(classes)
-        config = cls(
-            input_size=_int(meta, "input_size", 224, 1, MAX_INPUT_SIZE, source),
-            in_chans=in_chans,
-            crop_fraction=_float(meta, "crop_fraction", EVAL_CROP_FRACTION, source),
-            interpolation=str(meta.get("interpolation", "bilinear")),
-            mean=_stats(meta, "mean", default_stats[0], in_chans, source),
-            std=_stats(meta, "std", default_stats[1], in_chans, source),
-            classes=classes,
-            channel_order=str(meta.get("channel_order", "RGB" if in_chans == 3 else "L")),
-        )
-        if not 0 < config.crop_fraction <= 1:
-            raise CheckpointError(f"{source}: crop_fraction={config.crop_fraction} is out of range (0–1]")
-        if config.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise CheckpointError(f"{source}: unknown interpolation {config.interpolation!r}")
-        if any(v <= 0 for v in config.std):
-            raise CheckpointError(f"{source}: std must be positive, got {list(config.std)}")
-        return config
-
-    def transform(self):
-        """The evaluation transform: a PIL image → a normalised float tensor (C, input_size, input_size)."""
-        from sknet.data.transforms import eval_transform
-
-        return eval_transform(
-            self.input_size, self.mean, self.std, self.crop_fraction, self.in_chans, interpolation=self.interpolation
-        )
-
-
-def data_config(model: nn.Module) -> DataConfig:
-    """The input record of a model from :func:`sknet.create_model` (recorded in its weights, else its
-    defaults); for any other module, ImageNet's preprocessing at 224 for its number of input channels."""
-    config = getattr(model, "data_config", None)
-    if isinstance(config, DataConfig):
-        return config
-    return DataConfig.from_metadata({"in_chans": int(getattr(model, "in_chans", 3))}, type(model).__name__)
-
-
-def transforms(model: nn.Module):
-    """The evaluation transform of `model` (what `sknet predict` applies): PIL image → normalised tensor."""
-    return data_config(model).transform()
-
-
-def _int(meta: dict, key: str, default: int, low: int, high: int, source: str) -> int:
-    value = meta.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise CheckpointError(f"{source}: {key}={value!r} is out of range (an integer {low}–{high})")
-    return value
-
-
-def _float(meta: dict, key: str, default: float, source: str) -> float:
-    value = meta.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CheckpointError(f"{source}: {key}={value!r} is not a finite number")
-    return float(value)
-
-
-def _stats(meta: dict, key: str, default: tuple, channels: int, source: str) -> tuple[float, ...]:
-    value = meta.get(key, default)
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != channels
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    ):
-        raise CheckpointError(f"{source}: {key} must be {channels} finite numbers (one per channel), got {value!r}")
-    return tuple(float(v) for v in value)
-
-
-def check_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
-    """Validate the sknet metadata of a file before anything is sized from it; returns it unchanged."""
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{source}: its sknet metadata is not a mapping")
-    if "num_classes" in meta:
-        _int(meta, "num_classes", 1, 1, MAX_CLASSES, source)
-        classes = meta.get("classes")
-        if isinstance(classes, list) and classes and len(classes) != meta["num_classes"]:
-            raise CheckpointError(f"{source}: {len(classes)} class names for num_classes={meta['num_classes']}")
-    if not isinstance(meta.get("model_options", {}), dict):
-        raise CheckpointError(f"{source}: model_options must be a mapping")
-    if "model" in meta and not isinstance(meta["model"], str):
-        raise CheckpointError(f"{source}: model must be a name")
-    DataConfig.from_metadata(meta, source)
-    return meta
 
 
 def first_non_finite(tensors) -> str | None:
@@ -354,7 +230,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         return _read_safetensors(path, with_tensors=True)
     state = load_checkpoint(path)
     if "meta" in state and isinstance(state.get("model"), dict):  # an sknet training checkpoint
-        return strip_prefixes(state["model"]), check_metadata(state["meta"], str(path))
+        return strip_prefixes(state["model"]), check_record(state["meta"], str(path))
     return unwrap_state_dict(state, str(path)), {}
 
 
@@ -409,7 +285,7 @@ def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict[str, torch.T
         metadata = json.loads(meta.get("sknet", "{}"))
     except json.JSONDecodeError:
         raise CheckpointError(f"{path}: its sknet metadata is not valid JSON") from None
-    return tensors, check_metadata(metadata, str(path))
+    return tensors, check_record(metadata, str(path))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -41,13 +41,13 @@ def test_tensors_pil_images_and_paths_make_one_loader(tmp_path):
     options = LoaderOptions(batch_size=7, image_size=16, workers=0)
     with pytest.warns(UserWarning, match="reading all 7 labels"):  # no `classes`, no `targets`
         loader = build_loader(data, "test", options)
-    assert loader.info.classes == ("0", "1", "2") and loader.info.in_chans == 3 and loader.may_skip
+    assert loader.info.record.classes == ("0", "1", "2") and loader.info.record.in_chans == 3 and loader.may_skip
     with pytest.warns(UserWarning, match="bad.png"):
         [(x, y, skipped)] = list(loader)
     assert x.shape == (6, 3, 16, 16) and x.dtype == torch.float32 and y.tolist() == [0, 1, 2, 0, 1, 2]
     assert len(skipped) == 1 and "bad.png" in skipped[0]
     # The uniform tensor image keeps its colour through resize and crop (normalised with ImageNet's stats).
-    mean, std = torch.tensor(loader.info.mean), torch.tensor(loader.info.std)
+    mean, std = torch.tensor(loader.info.record.mean), torch.tensor(loader.info.record.std)
     first = x[0, :, 8, 8] * std * 255 + mean * 255
     assert torch.allclose(first, torch.tensor([0.0, 100.0, 200.0]), atol=1)
 
@@ -55,8 +55,8 @@ def test_tensors_pil_images_and_paths_make_one_loader(tmp_path):
 def test_grayscale_tensors_and_bad_items(tmp_path):
     gray = torch.utils.data.TensorDataset(torch.zeros(4, 1, 12, 12, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
     loader = build_loader(gray, "train", LoaderOptions(batch_size=2, train=True, image_size=8, workers=0))
-    assert loader.info.in_chans == 1 and loader.info.classes == ("0", "1") and len(loader) == 2
-    assert loader.info.mean == pytest.approx((0.449,), abs=1e-3)
+    assert loader.info.record.in_chans == 1 and loader.info.record.classes == ("0", "1") and len(loader) == 2
+    assert loader.info.record.mean == pytest.approx((0.449,), abs=1e-3)
     assert next(iter(loader))[0].shape == (2, 1, 8, 8)
     floats = torch.utils.data.TensorDataset(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]))
     with pytest.raises(DataError, match=r"must be uint8 \(C, H, W\) with C = 1 or 3, got torch.float32"):

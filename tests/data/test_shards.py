@@ -34,7 +34,7 @@ def shards(tmp_path_factory):
 
 def _ids(loader):
     """The sample ids of each batch, read back from the pixels (and checked against the labels)."""
-    mean, std = torch.tensor(loader.info.mean), torch.tensor(loader.info.std)
+    mean, std = torch.tensor(loader.info.record.mean), torch.tensor(loader.info.record.std)
     batches = []
     for x, y, skipped in loader:
         assert skipped == []

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _batches(args: argparse.Namespace, dataset: str, meta: dict[str, object], device):
+def _batches(args: argparse.Namespace, dataset: str, record, device):
     """(loader, number of batches, number of images, class names)."""
     from sknet.data.pipeline import LoaderOptions, build_loader
 
@@ -55,11 +55,10 @@ def _batches(args: argparse.Namespace, dataset: str, meta: dict[str, object], de
         image_size=args.resolution,
         workers=args.workers,
         limit=args.max_images,
-        mean=meta.get("mean"),
-        std=meta.get("std"),
+        record=record,
     )
     loader = build_loader(dataset, args.split, options, device, args.data_dir)
-    return loader, len(loader), loader.info.images, list(loader.info.classes)
+    return loader, len(loader), loader.info.images, list(loader.info.record.classes)
 
 
 def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
@@ -95,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
     device = resolve_device(args.device)
     model = model.to(device)
-    batches, total, count, classes = _batches(args, str(dataset), meta, device)
+    batches, total, count, classes = _batches(args, str(dataset), model.data_config, device)
     gen = torch.Generator().manual_seed(args.seed)
     examples = torch.randperm(count, generator=gen)[: max(0, args.examples)].tolist()
     study = run_scale_study(

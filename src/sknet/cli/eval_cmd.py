@@ -45,17 +45,15 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = model.to(device)
     results = []
-    for size in args.resolution or [int(meta.get("input_size") or 224)]:
-        # Folder data are normalised with the statistics the model was trained with.
-        options = LoaderOptions(
-            args.batch_size, image_size=size, workers=args.workers, mean=meta.get("mean"), std=meta.get("std")
-        )
+    for size in args.resolution or [model.data_config.input_size]:
+        # Decoded images are prepared as the model's record says (statistics, crop fraction, interpolation).
+        options = LoaderOptions(args.batch_size, image_size=size, workers=args.workers, record=model.data_config)
         loader = build_loader(dataset, "test", options, device, args.data_dir)
-        classes = len(loader.info.classes)
+        classes = len(loader.info.record.classes)
         if getattr(model, "num_classes", classes) != classes:
             raise DataError(f"{args.weights} is a {model.num_classes}-class model but {dataset} has {classes} classes")
         result = evaluate(model, loader, device, progress=args.progress)
-        results.append({"resolution": loader.info.input_size, **result})
+        results.append({"resolution": loader.info.record.input_size, **result})
         if not loader.info.resizable:  # images held as tensors have one size
             break
     if args.json:

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from sknet.data.config import DataConfig
 from sknet.errors import CheckpointError, ConfigError, clip
-from sknet.weights import DataConfig
 
 # sknet name → timm name (same topology, same parameter count).
 TIMM_MODELS = {

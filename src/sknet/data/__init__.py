@@ -1,16 +1,31 @@
-"""Datasets, transforms and loaders for training and evaluation."""
+"""Datasets, transforms and loaders for training and evaluation.
 
-from sknet.data.datasets import DATASETS, DataSpec, build_dataset
-from sknet.data.loader import InMemoryImages, TensorBatchLoader
-from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
+The names below are loaded on first use (PEP 562), so that importing one floor of this package (e.g. the
+preprocessing record, :mod:`sknet.data.config`, which weights files read) does not import the loaders.
+"""
 
-__all__ = [
-    "DATASETS",
-    "DataInfo",
-    "DataSpec",
-    "InMemoryImages",
-    "LoaderOptions",
-    "TensorBatchLoader",
-    "build_dataset",
-    "build_loader",
-]
+from importlib import import_module
+
+_HOMES = {
+    "DATASETS": "sknet.data.datasets",
+    "DataSpec": "sknet.data.datasets",
+    "build_dataset": "sknet.data.datasets",
+    "InMemoryImages": "sknet.data.loader",
+    "TensorBatchLoader": "sknet.data.loader",
+    "DataConfig": "sknet.data.config",
+    "DataInfo": "sknet.data.pipeline",
+    "LoaderOptions": "sknet.data.pipeline",
+    "build_loader": "sknet.data.pipeline",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'sknet.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

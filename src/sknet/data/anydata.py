@@ -21,11 +21,6 @@ from torchvision.transforms.functional import to_pil_image
 from sknet.data.folder import unreadable
 from sknet.data.images import open_image
 from sknet.errors import DataError
-from sknet.weights import IMAGENET_MEAN, IMAGENET_STD
-
-# Grayscale data: the mean of ImageNet's three channel statistics (what timm does when it adapts an RGB
-# model to in_chans=1): 0.449 and 0.226.
-GRAY_MEAN, GRAY_STD = (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
 
 
 def to_pil(image, on_error: str = "skip") -> Image.Image | str:

@@ -9,32 +9,34 @@ and of `set_epoch(epoch, start_step)` (exact mid-epoch resume), and carries a :c
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
+from sknet.data.config import EVAL_CROP_FRACTION, DataConfig, data_stats
 from sknet.data.datasets import Split, build_dataset, dataset_spec
 from sknet.data.device import DeviceLoader, Normalizer
 from sknet.data.loader import InMemoryImages, TensorBatchLoader, random_crop_flip
 from sknet.errors import ConfigError
-from sknet.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a model trained on this data must know about its input."""
+    """What a model trained on this data must know about its input (`record`: classes, channels, size,
+    crop fraction, interpolation, mean/std, the record its weights will carry), and the split's size."""
 
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    in_chans: int
-    input_size: int  # the side of the (square) images the model sees
-    crop_fraction: float  # evaluation: centre crop of this fraction of the resized shorter side
+    record: DataConfig
     images: int  # in this split (before sharding)
     resizable: bool  # read at any --resolution (decoded images), or only at their stored size (tensors)
+
+
+def _record(classes, channels: int, size: int, mean, std, crop_fraction: float, interpolation: str) -> DataConfig:
+    return DataConfig(
+        input_size=size, in_chans=channels, crop_fraction=crop_fraction, interpolation=interpolation,
+        mean=tuple(mean), std=tuple(std), classes=tuple(classes), channel_order="L" if channels == 1 else "RGB",
+    )  # fmt: skip
 
 
 MAX_DEFAULT_WORKERS = 8  # enough to feed one GPU from JPEGs (benchmarks/train_vs_step.py); more only by asking
@@ -67,8 +69,10 @@ class LoaderOptions:
     random_erase: float = 0.0  # training: probability of erasing a rectangle of each image (on the device)
     aug_repeats: int = 1  # training: repeated augmentation, copies of each image per epoch order (≤ 1: off)
     limit: int | None = None  # the first `limit` images only (evaluation and analysis)
-    mean: Sequence[float] | None = None  # folder data: normalisation (default ImageNet's; e.g. a model's own)
-    std: Sequence[float] | None = None
+    # Evaluating a model: its preprocessing record (sknet.data_config(model)). Decoded images are then
+    # normalised with its mean/std and resized/cropped with its crop fraction and interpolation; tensors
+    # held in memory keep their own statistics. None: the data's own (ImageNet's for decoded images).
+    record: DataConfig | None = None
 
 
 def build_loader(
@@ -102,7 +106,7 @@ def build_loader(
         batches, info = _shards(source, options, pin)
     else:
         batches, info = _folder(Path(source), options, pin)
-    normalizer = Normalizer(info.mean, info.std, options.channels_last)
+    normalizer = Normalizer(info.record.mean, info.record.std, options.channels_last)
     augment = None
     if options.train and ((options.auto_augment and in_memory) or options.random_erase > 0):
         from sknet.data.augment import BatchAugment
@@ -137,15 +141,14 @@ def _in_memory(data: InMemoryImages, opt: LoaderOptions, recipe_padding: int):
     else:
         batches = TensorBatchLoader(data, opt.batch_size, pad=False, **common)
     channels, size = data.image_size[0], data.image_size[1]
-    info = DataInfo(tuple(data.classes), tuple(data.mean), tuple(data.std), channels, size, 1.0, len(data), False)
+    info = DataInfo(_record(data.classes, channels, size, data.mean, data.std, 1.0, "bilinear"), len(data), False)
     return batches, info
 
 
 def _folder(root: Path, opt: LoaderOptions, pin: bool):
     from sknet.data.folder import ImageFolderDataset
 
-    mean = tuple(opt.mean) if opt.mean is not None else IMAGENET_MEAN
-    std = tuple(opt.std) if opt.std is not None else IMAGENET_STD
+    mean, std = _stats(opt, 3)
     # uint8 out of the workers; normalised on the device (DeviceLoader). The folder is scanned once.
     dataset = ImageFolderDataset(root, _transform(opt, mean, std, 3), opt.bad_images)
     count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
@@ -155,11 +158,10 @@ def _folder(root: Path, opt: LoaderOptions, pin: bool):
 
 
 def _any_dataset(source: Dataset, opt: LoaderOptions, pin: bool):
-    from sknet.data.anydata import GRAY_MEAN, GRAY_STD, TransformedDataset, describe
+    from sknet.data.anydata import TransformedDataset, describe
 
     classes, channels = describe(source)
-    mean = tuple(opt.mean) if opt.mean is not None else (IMAGENET_MEAN if channels == 3 else GRAY_MEAN)
-    std = tuple(opt.std) if opt.std is not None else (IMAGENET_STD if channels == 3 else GRAY_STD)
+    mean, std = _stats(opt, channels)
     dataset = TransformedDataset(source, _transform(opt, mean, std, channels), channels, opt.bad_images)
     count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
     return _decoded(dataset, count, classes, channels, mean, std, opt, pin)
@@ -167,29 +169,40 @@ def _any_dataset(source: Dataset, opt: LoaderOptions, pin: bool):
 
 def _shards(shards, opt: LoaderOptions, pin: bool):
     from sknet.data.shards import ShardBatches, ShardStream
-    from sknet.data.transforms import EVAL_CROP_FRACTION
 
-    mean = tuple(opt.mean) if opt.mean is not None else IMAGENET_MEAN
-    std = tuple(opt.std) if opt.std is not None else IMAGENET_STD
+    mean, std = _stats(opt, 3)
     stream = ShardStream(shards, _transform(opt, mean, std, 3), opt.batch_size, opt.train, opt.bad_images,
                          opt.seed, opt.rank, opt.world_size, opt.limit)  # fmt: skip
-    info = DataInfo(shards.classes, mean, std, 3, opt.image_size, EVAL_CROP_FRACTION, stream.total, True)
+    info = DataInfo(_record(shards.classes, 3, opt.image_size, mean, std, *_crop(opt)), stream.total, True)
     return ShardBatches(stream, opt.workers, pin), info
 
 
+def _stats(opt: LoaderOptions, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Decoded images' normalisation: the evaluated model's (its record), else the default for `channels`."""
+    if opt.record is not None and len(opt.record.mean) == channels:
+        return opt.record.mean, opt.record.std
+    return data_stats(channels)
+
+
+def _crop(opt: LoaderOptions) -> tuple[float, str]:
+    """Decoded images' evaluation crop fraction and interpolation: the evaluated model's, else the paper's."""
+    return (opt.record.crop_fraction, opt.record.interpolation) if opt.record else (EVAL_CROP_FRACTION, "bilinear")
+
+
 def _transform(opt: LoaderOptions, mean, std, channels: int):
-    from sknet.data.transforms import eval_transform, train_transform
+    from sknet.data.config import eval_transform
+    from sknet.data.transforms import train_transform
 
     if opt.train:  # decoded images: augmented per sample in the loader workers
         return train_transform(opt.image_size, mean, std, normalize=False, auto_augment=opt.auto_augment)
-    return eval_transform(opt.image_size, mean, std, channels=channels, normalize=False)
+    crop_fraction, interpolation = _crop(opt)
+    return eval_transform(opt.image_size, mean, std, crop_fraction, channels, False, interpolation)
 
 
 def _decoded(dataset: Dataset, count: int, classes, channels: int, mean, std, opt: LoaderOptions, pin: bool):
     """Batches of images decoded by `opt.workers` processes: the first `count` samples of `dataset`,
     sharded over ranks by a :class:`~sknet.data.folder.ShardedSampler`, unreadable ones skipped."""
     from sknet.data.folder import FolderBatches, ShardedSampler, collate_skipping
-    from sknet.data.transforms import EVAL_CROP_FRACTION
 
     repeats = opt.aug_repeats if opt.train else 1
     sampler = ShardedSampler(count, opt.train, opt.seed, opt.rank, opt.world_size, pad=opt.train, repeats=repeats)
@@ -203,5 +216,5 @@ def _decoded(dataset: Dataset, count: int, classes, channels: int, mean, std, op
         drop_last=opt.train,
         persistent_workers=opt.train and opt.workers > 0,
     )
-    info = DataInfo(tuple(classes), mean, std, channels, opt.image_size, EVAL_CROP_FRACTION, count, True)
+    info = DataInfo(_record(classes, channels, opt.image_size, mean, std, *_crop(opt)), count, True)
     return FolderBatches(loader), info

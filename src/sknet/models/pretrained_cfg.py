@@ -1,6 +1,6 @@
 """timm's ``pretrained_cfg`` of an sknet model, derived from its one preprocessing record, and back.
 
-The record is the model's :class:`~sknet.weights.DataConfig` (``model.data_config``); timm's tools
+The record is the model's :class:`~sknet.data.config.DataConfig` (``model.data_config``); timm's tools
 (``timm.data.resolve_model_data_config`` → ``timm.data.create_transform``) read the dict built here and
 give the same tensor as :func:`sknet.transforms`. Key names and meanings are timm's ``PretrainedCfg``
 (timm/models/_pretrained.py): ``crop_pct`` is our ``crop_fraction``; ``crop_mode`` "center" resizes the
@@ -15,9 +15,9 @@ from typing import Any
 
 from torch import nn
 
+from sknet.data.config import EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DataConfig, data_config
 from sknet.errors import ConfigError
 from sknet.models.finetune import CLASSIFIER, FIRST_CONV, channel_stats
-from sknet.weights import EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DataConfig, data_config
 
 PAPER = {"paper_ids": "arXiv:1903.06586", "paper_name": "Selective Kernel Networks"}
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sknet.data.config import DataConfig
 from sknet.errors import CheckpointError, ConfigError, UnknownModelError
 from sknet.models.finetune import FIRST_CONV, channel_stats, fit_state
 from sknet.models.hub import hub_weights, is_hub_name
-from sknet.weights import DataConfig, load_state_into, read_weights
+from sknet.weights import load_state_into, read_weights
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def create_model(
 ) -> nn.Module:
     """Build a registered model, optionally loading weights.
 
-    The model's :class:`~sknet.weights.DataConfig` (input size, crop, mean/std, classes) is its
+    The model's :class:`~sknet.data.config.DataConfig` (input size, crop, mean/std, classes) is its
     ``data_config`` attribute: the one recorded in `weights`, else the model's defaults.
 
     Args:

@@ -22,7 +22,7 @@ from sknet.models.registry import DATA_OPTIONS
 from sknet.train.config import TrainConfig
 from sknet.train.distributed import DistInfo
 from sknet.train.state import read_training_checkpoint
-from sknet.weights import DataConfig, read_metadata
+from sknet.weights import read_metadata
 
 
 def configure_torch(config: TrainConfig, device: torch.device, dist: DistInfo | None = None) -> None:
@@ -95,7 +95,7 @@ def build_loaders(
             f"{images} training images: not one full batch to train on; use --batch-size ≤ "
             f"{max(images // dist.world_size, 1)}"
         )
-    if test_loader.info.classes != train_loader.info.classes:
+    if test_loader.info.record.classes != train_loader.info.record.classes:
         raise ConfigError(f"the test classes of {config.dataset} differ from its training classes")
     return train_loader, test_loader
 
@@ -105,7 +105,7 @@ def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn
     the data's classes and channels); and its options other than those taken from the data."""
     info = model_info(config.model)
     options = dict(config.model_options)
-    for key, value in zip(DATA_OPTIONS, (len(data.classes), data.in_chans), strict=True):
+    for key, value in zip(DATA_OPTIONS, (len(data.record.classes), data.record.in_chans), strict=True):
         if key in options and options[key] != value:
             raise ConfigError(f"model option {key}={options[key]} does not match the data ({value})")
         if key in info.options:
@@ -146,21 +146,13 @@ def weights_metadata(
     config: TrainConfig, model_options: dict[str, Any], data: DataInfo, init_record: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """What `create_model(weights=)`, `sknet eval`, `sknet predict` and the exports read back: the model,
-    its options, the training data set, the input record (:class:`~sknet.weights.DataConfig`), and where
+    its options, the training data set, the input record (the data's :class:`~sknet.data.config.DataConfig`), and where
     the starting weights came from (`init_record`, see :func:`init_weights_record`)."""
-    record = DataConfig(
-        input_size=data.input_size,
-        in_chans=data.in_chans,
-        crop_fraction=data.crop_fraction,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-        classes=tuple(data.classes),
-        channel_order="L" if data.in_chans == 1 else "RGB",
-    )
+    record = data.record
     return {
         "model": config.model,
         "model_options": json.loads(json.dumps(model_options, default=str)),
-        "num_classes": len(data.classes),
+        "num_classes": len(record.classes),
         "dataset": config.dataset,
         **record.to_metadata(),
         **({"init_weights": init_record} if init_record else {}),

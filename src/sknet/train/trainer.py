@@ -74,7 +74,7 @@ class Trainer:
         self.skips = SkippedImages(self.dist, self.train_loader, self.val_loader)  # a collective to build
         self.model, self.model_options = build_model(start, self.data, self.dist)
         self.optimizer = build_optimizer(self.model, config)
-        self.recipe = Recipe(config, len(self.data.classes), self.model, self.dist.rank)  # mixing, EMA
+        self.recipe = Recipe(config, len(self.data.record.classes), self.model, self.dist.rank)  # mixing, EMA
         self.scheduler = build_scheduler(self.optimizer, config, math.ceil(len(self.train_loader) / config.accum_steps))
         self.scaler = torch.amp.GradScaler("cuda") if config.precision is Precision.FP16 else None
         self.guard = NonFiniteGuard(self.device, self.dist)
