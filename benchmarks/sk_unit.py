@@ -6,7 +6,7 @@ forward + backward of:
     grouped 3×3          ResNeXt's middle: conv → BN → ReLU (the baseline)
     3×3 + 3×3 d2, sum    SKNet's two paths, outputs added, no attention (Table 7's "SK ✗")
     SK, plain autograd   SKConv2d composed of standard modules and ops
-    SK (sknet)           SKConv2d as it trains: the one-node tail of sknet.layers.sk_recompute
+    SK (sknet)           SKConv2d as it trains: the one-node lean tail of sknet.layers.sk.lean
 
     python benchmarks/sk_unit.py                 # channels_last, 7 rounds, median
     python benchmarks/sk_unit.py --repeats 11 --batch-size 32
@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from sknet import SKConv2d
-from sknet.layers import ConvBNAct, sk_conv
+from sknet.layers import ConvBNAct
 
 # (channels, spatial side) of the SK middle layers of SKNet-50's stages 2–4 at 224×224
 SHAPES = ((128, 56), (256, 28), (512, 14))
@@ -33,12 +33,11 @@ SHAPES = ((128, 56), (256, 28), (512, 14))
 
 def _plain_autograd(layer: SKConv2d) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
-        original = sk_conv.lean_path_ok
-        sk_conv.lean_path_ok = lambda paths, x: False
+        layer.lean_training = False  # the plain tail
         try:
             return layer(x)
         finally:
-            sk_conv.lean_path_ok = original
+            del layer.lean_training
 
     return run
 

@@ -1,4 +1,4 @@
-"""Parity of the fused SK tail (sknet.layers.sk_fused on Triton kernels) with tests/reference.py.
+"""Parity of the fused SK tail (sknet.layers.sk.fused on Triton kernels) with tests/reference.py.
 
 Run as a script, in a process of its own: on CPUs with TRITON_INTERPRET=1 SKNET_FORCE_TRITON=1 (the
 kernels in Triton's interpreter), on CUDA as it is. Prints "parity ok" when every case holds.
@@ -19,8 +19,13 @@ import torch
 
 from sknet import SKConv2d
 from sknet.bn_folding import fuse_for_inference
-from sknet.layers.sk_fused import fused_tail_ok
 from tests.reference import reference_sk_conv
+
+
+def fused_tail_ok(layer, x) -> bool:
+    """Whether a call of `layer` on `x` would run the fused CUDA tail (the dispatch's own decision)."""
+    return layer.tail_for(x) == "fused"
+
 
 # fp64: the kernels accumulate in fp64, so the equations must agree to rounding. fp32: both sides sum in
 # different orders over N·H·W (the CPU lean path differs from the reference by up to 8e-6 alike), so
@@ -258,8 +263,43 @@ def hessian_vector_product(layer, x, grad):
     return torch.autograd.grad(sum((g * g).sum() for g in first), [x, *params])
 
 
+def check_split_reaches_every_tail(device: str) -> None:
+    """A changed Split (a subclass doubling every path convolution's output, i.e. the same layer with its
+    convolution weights doubled) reaches each tail: fused; select-kernel (a hook on the attention makes the
+    fused tail decline in training); lean (fused_tail off, on the CPU) or plain."""
+
+    class Doubled(SKConv2d):
+        def split(self, x):
+            return [2 * c for c in super().split(x)]
+
+    hook = lambda module, args, out: None  # noqa: E731  (read-only)
+    last = "lean" if device == "cpu" else "plain"
+    # (tail, how the layer is made to reach it, dtype: the select kernel takes fp32/bf16/fp16 maps only)
+    for tail, setup, dtype in (
+        ("fused", lambda m: m, torch.float64),
+        ("select-kernel", lambda m: m.select.register_forward_hook(hook) and m, torch.float32),
+        (last, lambda m: setattr(m, "fused_tail", False) or m, torch.float64),
+    ):
+        layer, x, grad = training_case(device, dtype)
+        changed = Doubled(16, 24, stride=2, groups=4, min_dim=8).to(device, dtype)
+        changed.load_state_dict(layer.state_dict())
+        with torch.no_grad():
+            for path in layer.paths:
+                path.conv.weight.mul_(2)
+        got, want = setup(changed).train(), layer.train()
+        assert got.tail_for(x) == tail, (got.tail_for(x), tail)
+        xg, xw = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        out = got(xg)
+        ref, _ = reference_sk_conv(want, xw, training=True)
+        close(out, ref, TOLERANCE[dtype], f"V ({tail} tail, changed Split)")
+        out.backward(grad)
+        ref.backward(grad)
+        close(xg.grad, xw.grad, TOLERANCE[dtype], f"dL/dx ({tail} tail, changed Split)")
+
+
 def check_extras(device: str) -> None:
     check_saved_for_backward(device)
+    check_split_reaches_every_tail(device)
     # Second-order gradients (create_graph=True) replay the plain composition: equal to the plain path's.
     layer, x, grad = training_case(device, torch.float64)
     plain = copy.deepcopy(layer)

@@ -80,7 +80,7 @@ def test_config_module_works_without_tomllib():
         "tomli.loads = lambda text: {'epochs': 7}\n"
         "tomli.TOMLDecodeError = ValueError\n"
         "sys.modules['tomli'] = tomli\n"
-        "import sknet.train.config as config\n"
+        "import sknet.train.config_file as config\n"
         "assert config.tomllib is tomli\n"
         "print('fallback ok')\n"
     )

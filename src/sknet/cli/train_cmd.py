@@ -12,75 +12,9 @@ from pathlib import Path
 from sknet.cli.options import add_model_override_args, model_overrides
 from sknet.data.pipeline import MAX_DEFAULT_WORKERS
 from sknet.errors import CheckpointError, ConfigError, plural
-from sknet.train.config import CHECKS, RESUME_CHANGEABLE, TrainConfig, read_config_file
+from sknet.train.config import CHECKS, HELP, RESUME_CHANGEABLE, TrainConfig, read_config_file
 from sknet.train.state import read_training_checkpoint
 from sknet.weights import previous_path
-
-# One line per option (tests check that every TrainConfig field has one); the allowed values and the
-# default are appended from the field's Check.
-HELP = {
-    "model": "registered model name (see `sknet profile` / sknet.list_models())",
-    "model_options": "builder options (use --branches, --aggregation, --set KEY=VALUE)",
-    "init_weights": (
-        "start a new run from these weights (model.safetensors of a run, a converted or any state-dict file): "
-        "the classifier is re-initialised for another class count, the first conv adapted to the data's channels"
-    ),
-    "dataset": (
-        "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, wds "
-        "(WebDataset shards), synthetic"
-    ),
-    "data_dir": "data folder (Fashion-MNIST: defaults to Debian's /usr/share/datasets/fashion-mnist; "
-    "wds: a folder of shards or a pattern 'DIR/train-{000000..000127}.tar')",
-    "download": "let torchvision download the dataset if it is missing",
-    "image_size": "folder datasets: training and evaluation crop size in pixels",
-    "crop_padding": "in-memory datasets: random-crop padding in pixels (default: the dataset's recipe; 0: off)",
-    "hflip": "in-memory datasets: random horizontal flips",
-    "workers": "folder datasets: processes decoding images (0: in the training process)",
-    "bad_images": "folder datasets: skip unreadable images (counted) or raise naming the file",
-    "epochs": "epochs to train",
-    "batch_size": "images per process per step",
-    "optimizer": "SGD with momentum, or AdamW",
-    "lr": "peak learning rate (after warmup)",
-    "momentum": "SGD momentum (AdamW: beta1)",
-    "nesterov": "Nesterov momentum (SGD)",
-    "weight_decay": "L2 weight decay (decoupled for AdamW)",
-    "no_decay_bn_bias": "exclude BN weights and biases from weight decay (--decay-bn-bias: include them)",
-    "schedule": "step (÷gamma every --step-epochs), cosine or constant, after --warmup-epochs",
-    "step_epochs": "step schedule: epochs between learning-rate drops",
-    "gamma": "step schedule: factor of each drop",
-    "warmup_epochs": "linear warmup from 0, in epochs (fractions allowed)",
-    "label_smoothing": "label smoothing of the cross-entropy loss",
-    "accum_steps": "micro-batches whose gradients make one optimizer step",
-    "grad_clip": "clip the gradients' global norm to this value",
-    "mixup": "MixUp with Beta(α, α) mixing weights, α this value (timm's --mixup; 0: off)",
-    "cutmix": "CutMix with Beta(α, α) area ratios, α this value (timm's --cutmix; 0: off)",
-    "mixup_prob": "probability of applying MixUp/CutMix to a batch",
-    "mixup_switch_prob": "with both --mixup and --cutmix: probability of CutMix for a batch",
-    "auto_augment": "per-image augmentation policy (torchvision's RandAugment/TrivialAugmentWide/AutoAugment)",
-    "aug_repeats": "repeated augmentation (timm's --aug-repeats, for DDP): each image N times per epoch order, "
-    "its copies on different processes (0, 1: off)",
-    "random_erase": "probability of erasing a random rectangle of each image (RandomErasing, noise fill)",
-    "ema_decay": "keep an EMA of the weights with this decay, updated every step and evaluated beside them",
-    "ema_warmup": "timm's EMA warmup: the decay grows as 1 − (1 + step)^(−2/3) up to --ema-decay",
-    "weights_from": "model.safetensors holds the raw weights, the EMA, or the better of the two (last test top-1)",
-    "precision": "fp32, bf16 (autocast on CPU/CUDA) or fp16 (CUDA, with a gradient scaler)",
-    "channels_last": "NHWC memory layout (faster convolutions on recent GPUs and CPUs)",
-    "compile": "torch.compile the model",
-    "compile_mode": "with --compile: torch.compile's mode (reduce-overhead: CUDA graphs on GPUs)",
-    "sync_bn": "synchronise BatchNorm statistics across processes (CUDA)",
-    "device": "auto (CUDA if present, else CPU), cpu, cuda or cuda:N; under torchrun rank r uses cuda:r",
-    "seed": "seed of initial weights, data order and augmentation",
-    "deterministic": "deterministic algorithms (exact resume and repeatability; slower on GPUs)",
-    "threads": "CPU threads per process (default: torch's choice; under torchrun the machine's cores ÷ its processes)",
-    "output": "run folder: config, logs, checkpoint.pt, model.safetensors, curves.png",
-    "eval_every": "evaluate every N epochs (and after the last)",
-    "checkpoint_every": "checkpoint every N epochs (and after the last)",
-    "tensorboard": "also log to TensorBoard (needs the tensorboard package: pip install 'sknet[tensorboard]')",
-    "progress": "progress display: auto (a bar on a terminal, otherwise a plain line a minute), always, never",
-    "step_log_every": "append the loss of every N-th step to steps.jsonl (0: off)",
-    "max_steps": "stop after this many optimizer steps (smoke runs; a checkpoint is saved)",
-}
-
 
 # `--max-steps null` (or none): the option's value is None, as `--help` says "(or null)"; a sentinel, since
 # None on the parsed arguments means "not given".

@@ -2,8 +2,7 @@
 
 from sknet.layers.bottleneck import BlockConfig, Bottleneck, Middle
 from sknet.layers.conv_bn_act import ConvBNAct
-from sknet.layers.select import select_paths
-from sknet.layers.sk_conv import (
+from sknet.layers.sk import (
     Aggregation,
     Branch,
     Fuse,
@@ -11,6 +10,7 @@ from sknet.layers.sk_conv import (
     SKConv2d,
     attention_dim,
     parse_branches,
+    select_paths,
 )
 from sknet.layers.squeeze_excite import SqueezeExcite
 

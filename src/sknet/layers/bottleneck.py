@@ -18,7 +18,7 @@ from torchvision.ops import StochasticDepth
 from sknet.enums import parse_enum
 from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
 from sknet.layers.conv_bn_act import ConvBNAct
-from sknet.layers.sk_conv import Aggregation, Branch, SKConv2d, parse_branches
+from sknet.layers.sk import Aggregation, Branch, SKConv2d, parse_branches
 from sknet.layers.squeeze_excite import SqueezeExcite
 
 

@@ -1,5 +1,5 @@
 """What a configuration value must be (a kind, an interval, choices), checked with one message format:
-"NAME must be DESCRIPTION, got VALUE". The table of every training option is sknet.train.config.CHECKS."""
+"NAME must be DESCRIPTION, got VALUE". Every training option declares its Check in sknet.train.config."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The modern training recipe in the loop: MixUp/CutMix targets, the weight EMA, which weights are kept.
 
-Its options (timm's names and meanings) are declared here and merged into the configuration's checks;
-the per-image augmentations they come with (auto-augment, random erasing) run in the data pipeline
+Its options (timm's names and meanings) are declared with the others in :mod:`sknet.train.config`; the
+per-image augmentations they come with (auto-augment, random erasing) run in the data pipeline
 (:mod:`sknet.data.augment`). Each random draw is keyed by (seed, epoch, step, rank), and the EMA is in
 the checkpoint, so resuming mid-epoch is exact.
 """
@@ -13,26 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sknet.data.augment import AUTO_AUGMENT_HELP, MixCut, is_auto_augment, keyed_rng
-from sknet.train.check import Check, integer, number
+from sknet.data.augment import MixCut, keyed_rng
 from sknet.train.ema import WeightEMA
-
-# Which weights model.safetensors holds when the run ends: the trained ones, their EMA, or whichever of the
-# two scored the better test top-1 in the last evaluation.
-WEIGHTS_FROM = ("raw", "ema", "better")
-
-RECIPE_CHECKS: dict[str, Check] = {
-    "mixup": number(0, 100),
-    "cutmix": number(0, 100),
-    "mixup_prob": number(0, 1),
-    "mixup_switch_prob": number(0, 1),
-    "auto_augment": Check(str, optional=True, valid=is_auto_augment, form=AUTO_AUGMENT_HELP),
-    "random_erase": number(0, 1),
-    "aug_repeats": integer(0, 64),
-    "ema_decay": number(0, 1, open_low=True, open_high=True, optional=True),
-    "ema_warmup": Check(bool),
-    "weights_from": Check(str, choices=WEIGHTS_FROM),
-}
 
 
 class Recipe:

@@ -1,4 +1,4 @@
-"""Memory-lean, pass-lean training path of the SK Split/Fuse/Select steps (eager mode).
+"""The lean tail: memory-lean, pass-lean training of the SK Fuse/Select steps on the CPU (eager mode).
 
 A straightforward SK layer keeps, per path, the conv output (for BN's backward) *and* the ReLU output
 (for ReLU's and the weighted sum's backward): 2·M feature maps per unit where ResNeXt keeps 2. Here each
@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sknet.kernels import select_triton
-from sknet.layers.select import weighted_sum
+from sknet.layers.sk.select import weighted_sum
+from sknet.layers.sk.split import Parts
+
+NAME = "lean"
 
 _BN_FORWARD = torch.ops.aten.native_batch_norm
 _BN_BACKWARD = torch.ops.aten.native_batch_norm_backward
@@ -58,24 +60,24 @@ class _SKTail(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, sk: nn.Module, m: int, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, parts: Parts, m: int, *tensors: torch.Tensor) -> torch.Tensor:
         cs, weights, biases = tensors[:m], tensors[m : 2 * m], tensors[2 * m : 3 * m]
         us, stats = [], []
         s = None
-        for c, path in zip(cs, sk.paths, strict=True):
-            out, mean, invstd = bn_train_forward(c, path.bn)
+        for c, bn in zip(cs, parts.norms, strict=True):
+            out, mean, invstd = bn_train_forward(c, bn)
             u = out.clamp_min_(0)
             us.append(u)
             stats += [mean, invstd]
             # Fuse: mean(Σ U_m) = Σ mean(U_m): pool each path, never materialise U.
             pooled = u.mean((2, 3), keepdim=True)
             s = pooled if s is None else s.add_(pooled)
-        s_leaf, attention = attention_subgraph(sk, s)
+        s_leaf, attention = attention_subgraph(parts, s)
         ctx.save_for_backward(*cs, *weights, *biases, *stats, *tensors[3 * m :])
         ctx.graph = (s_leaf, attention)
-        ctx.sk = sk
+        ctx.parts = parts
         ctx.m = m
-        ctx.eps = [path.bn.eps for path in sk.paths]
+        ctx.eps = [bn.eps for bn in parts.norms]
         return weighted_sum(tuple(us), attention.detach(), True)
 
     @staticmethod
@@ -84,7 +86,7 @@ class _SKTail(torch.autograd.Function):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: backward itself must be differentiable
             cs, weights, biases, attn_params = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m], saved[5 * m :]
-            grads = replay_tail_backward(ctx.sk, cs, weights, biases, attn_params, grad_v, ctx.needs_input_grad[2:])
+            grads = replay_tail_backward(ctx.parts, cs, weights, biases, attn_params, grad_v, ctx.needs_input_grad[2:])
             return (None, None, *grads)
         cs, weights, biases = saved[:m], saved[m : 2 * m], saved[2 * m : 3 * m]
         means, invstds, attn_params = saved[3 * m : 5 * m : 2], saved[3 * m + 1 : 5 * m : 2], saved[5 * m :]
@@ -95,14 +97,10 @@ class _SKTail(torch.autograd.Function):
         a = attention.detach()
         us = [_bn_relu(cs[i], weights[i], biases[i], means[i], invstds[i]) for i in range(m)]
 
-        # Select: dA_m = Σ_HW dV ⊙ u_m and a_m ⊙ dV (one fused pass on CUDA). On CPUs a fresh feature map
-        # costs more than a pass over one (page faults), so one scratch map serves every product below.
-        grad_us = scratch = None
-        if select_triton.use_triton(tuple(us), a):
-            grad_a, grad_us = select_triton.select_backward(grad_v, tuple(us), a)
-        else:
-            scratch = torch.empty_like(cs[0])
-            grad_a = torch.stack([torch.mul(grad_v, u, out=scratch).sum((2, 3)) for u in us], dim=1)
+        # Select: dA_m = Σ_HW dV ⊙ u_m. On CPUs a fresh feature map costs more than a pass over one (page
+        # faults), so one scratch map serves every product below.
+        scratch = torch.empty_like(cs[0])
+        grad_a = torch.stack([torch.mul(grad_v, u, out=scratch).sum((2, 3)) for u in us], dim=1)
 
         # Fuse/Select attention subgraph: dL/ds and the attention parameters' gradients.
         wanted = [p for p, need in zip(attn_params, need_attn, strict=True) if need]
@@ -121,9 +119,7 @@ class _SKTail(torch.autograd.Function):
             if not any(mask):
                 continue
             # dL/du_m = a_m ⊙ dV + (dL/ds)/HW (the pooled descriptor's gradient, broadcast), one pass.
-            if grad_us is not None:
-                grad_u = grad_us[i] if pool_grad is None else grad_us[i].add_(pool_grad)
-            elif pool_grad is None:
+            if pool_grad is None:
                 grad_u = torch.mul(grad_v, a[:, i, :, None, None], out=scratch)
             else:
                 grad_u = torch.addcmul(pool_grad, grad_v, a[:, i, :, None, None], out=scratch)
@@ -151,26 +147,26 @@ class _SKTail(torch.autograd.Function):
         return (None, None, *grad_cs, *grad_ws, *grad_bs, *grad_attn)
 
 
-def attention_subgraph(sk, s: torch.Tensor):
+def attention_subgraph(parts: Parts, s: torch.Tensor):
     """(leaf standing in for s, attention): the N·C-sized Fuse/Select subgraph run through autograd from a
     leaf, so that backward can ask it for dL/ds and the attention parameters' gradients (forward hooks on
-    sk.select fire as usual)."""
+    the select module fire as usual)."""
     with torch.enable_grad():
         s_leaf = s.detach().requires_grad_(True)
-        return s_leaf, sk.select(sk.fuse(s_leaf))
+        return s_leaf, parts.select(parts.fuse(s_leaf))
 
 
-def replay_paths(sk: nn.Module, cs, weights, biases) -> list[torch.Tensor]:
+def replay_paths(parts: Parts, cs, weights, biases) -> list[torch.Tensor]:
     """u_m = ReLU(BN_m(c_m)) with batch statistics through autograd, running statistics untouched (for the
     replays of create_graph=True backward passes)."""
     return [
-        F.batch_norm(c, None, None, w, b, training=True, eps=path.bn.eps).relu()
-        for c, w, b, path in zip(cs, weights, biases, sk.paths, strict=True)
+        F.batch_norm(c, None, None, w, b, training=True, eps=bn.eps).relu()
+        for c, w, b, bn in zip(cs, weights, biases, parts.norms, strict=True)
     ]
 
 
 def replay_tail_backward(
-    sk: nn.Module,
+    parts: Parts,
     cs: tuple[torch.Tensor, ...],
     weights: tuple[torch.Tensor, ...],
     biases: tuple[torch.Tensor, ...],
@@ -182,11 +178,11 @@ def replay_tail_backward(
     the plain, differentiable composition (create_graph=True). The fuse step's BN updates copies of the
     running statistics, and forward hooks on `select` (record_attention) do not see the batch twice.
     """
-    us = replay_paths(sk, cs, weights, biases)
+    us = replay_paths(parts, cs, weights, biases)
     s = sum(u.mean((2, 3), keepdim=True) for u in us)
     # Running statistics go to copies; calling select's .forward skips its hooks.
-    buffers = {name: b.clone() for name, b in sk.fuse.named_buffers()}
-    attention = sk.select.forward(torch.func.functional_call(sk.fuse, buffers, (s,), strict=False))
+    buffers = {name: b.clone() for name, b in parts.fuse.named_buffers()}
+    attention = parts.select.forward(torch.func.functional_call(parts.fuse, buffers, (s,), strict=False))
     v = sum(u * attention[:, i, :, None, None] for i, u in enumerate(us))
     inputs = [*cs, *weights, *biases, *attn_params]
     wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
@@ -194,21 +190,9 @@ def replay_tail_backward(
     return [next(grads) if need else None for need in needs]
 
 
-def sk_train_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """V of an SK layer in training (eager autograd), keeping only the path conv outputs for backward.
-
-    `sk` is an SKConv2d with attention (its `paths`, `fuse`, `select`); check :func:`lean_path_ok` first.
-    """
-    cs = [path.conv(x) for path in sk.paths]
-    weights = [path.bn.weight for path in sk.paths]
-    biases = [path.bn.bias for path in sk.paths]
-    attn_params = [*sk.fuse.parameters(), *sk.select.parameters()]
-    return _SKTail.apply(sk, len(cs), *cs, *weights, *biases, *attn_params)
-
-
-def lean_path_ok(paths: nn.ModuleList, x: torch.Tensor) -> bool:
-    """The lean path applies to plain BatchNorm2d paths in eager training on the CPU, fp32/fp64 without
-    autocast.
+def applies(parts: Parts, convs: list[torch.Tensor]) -> bool:
+    """Plain BatchNorm2d + ReLU paths with attention, in eager training on the CPU, fp32/fp64 without
+    autocast, the layer allowing it (``SKConv2d.lean_training``).
 
     It is a CPU path: on CUDA, where the fused tail declines (a hook, a dtype it does not take), the plain
     composition runs, because on an H100 this path trained slower than the plain module in fp32 (0.45× vs
@@ -216,16 +200,24 @@ def lean_path_ok(paths: nn.ModuleList, x: torch.Tensor) -> bool:
     torch.compile the plain composition is used too: the compiler fuses its elementwise passes and chooses
     what to recompute itself.
     """
-    if x.device.type != "cpu":
+    c = convs[0]
+    if parts.select is None or not parts.training or not parts.lean or c.device.type != "cpu":
         return False
-    if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
+    if not torch.is_grad_enabled() or torch.is_autocast_enabled(c.device.type) or torch.compiler.is_compiling():
         return False
-    for path in paths:
-        bn = getattr(path, "bn", None)
+    for bn, act in zip(parts.norms, parts.acts, strict=True):
         if type(bn) is not nn.BatchNorm2d or not bn.training or not bn.affine or not bn.track_running_stats:
             return False
-        if type(getattr(path, "act", None)) is not nn.ReLU:  # the recompute hard-codes ReLU
+        if type(act) is not nn.ReLU:  # the recompute hard-codes ReLU
             return False
-        if bn.weight.dtype != x.dtype or x.dtype not in (torch.float32, torch.float64):
+        if bn.weight.dtype != c.dtype or c.dtype not in (torch.float32, torch.float64):
             return False
     return True
+
+
+def forward(parts: Parts, convs: list[torch.Tensor]) -> torch.Tensor:
+    """V of an SK layer in training (eager autograd), keeping only the path conv outputs for backward."""
+    weights = [bn.weight for bn in parts.norms]
+    biases = [bn.bias for bn in parts.norms]
+    attn_params = [*parts.fuse.parameters(), *parts.select.parameters()]
+    return _SKTail.apply(parts, len(convs), *convs, *weights, *biases, *attn_params)

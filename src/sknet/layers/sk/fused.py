@@ -1,6 +1,6 @@
 """The SK tail on fused Triton kernels (CUDA): everything between the path convolutions c_m and V.
 
-Same equations as the plain composition in :class:`~sknet.layers.sk_conv.SKConv2d`; the kernels, and the
+Same equations as the plain tail (:mod:`sknet.layers.sk.plain`); the kernels, and the
 algebra that lets backward read each c_m twice, are in :mod:`sknet.kernels.sk_tail_triton`. Training:
 
     statistics   per-sample moments of c_m (kernel) → BN batch mean and 1/σ; running statistics updated
@@ -30,47 +30,48 @@ from torch import nn
 
 from sknet.kernels import MAX_SAMPLE_ELEMENTS, kernels_run_on
 from sknet.kernels import sk_tail_triton as kernels
-from sknet.layers.sk_recompute import replay_paths
+from sknet.layers.sk.attention import Fuse, SelectAttention
+from sknet.layers.sk.lean import replay_paths
+from sknet.layers.sk.split import Parts
 
+NAME = "fused"
 SUPPORTED_DTYPES = kernels.MAP_DTYPES
 
 
-def fused_tail_ok(sk: nn.Module, x: torch.Tensor) -> bool:
-    """The fused tail applies to SK attention layers with ≤ 3 paths of conv → BatchNorm2d (or folded) →
-    ReLU, on a device the kernels run on (eager or compiled). In training the attention must be the
-    library's own Fuse/Select (its derivative is stated in closed form in :func:`descriptor_grad`)."""
-    if sk.select is None or len(sk.paths) > kernels.MAX_PATHS or x.dtype not in SUPPORTED_DTYPES:
+def applies(parts: Parts, convs: list[torch.Tensor]) -> bool:
+    """SK attention layers with ≤ 3 paths of conv → BatchNorm2d (or folded) → ReLU, on a device the kernels
+    run on (eager or compiled), the layer allowing it (``SKConv2d.fused_tail``). In training the attention
+    must be the library's own Fuse/Select (its derivative is stated in closed form in :func:`descriptor_grad`)."""
+    c = convs[0]
+    if parts.select is None or len(convs) > kernels.MAX_PATHS or c.dtype not in SUPPORTED_DTYPES:
         return False
-    if not getattr(sk, "fused_tail", True) or not kernels_run_on(x):
+    if not parts.fused or not kernels_run_on(c) or any(o.dtype != c.dtype or o.shape != c.shape for o in convs):
         return False
-    if sk.out_channels * x.shape[2] * x.shape[3] >= MAX_SAMPLE_ELEMENTS:  # 32-bit offsets per sample
+    if c[0].numel() >= MAX_SAMPLE_ELEMENTS:  # 32-bit offsets per sample
         return False
-    for path in sk.paths:
-        if type(getattr(path, "act", None)) is not nn.ReLU:
+    for bn, act in zip(parts.norms, parts.acts, strict=True):
+        if type(act) is not nn.ReLU:
             return False
-        bn = path.bn
         if type(bn) is nn.Identity:  # folded for inference: no statistics to apply
-            if sk.training:
+            if parts.training:
                 return False
-        elif type(bn) is not nn.BatchNorm2d or not bn.affine or bn.training != sk.training:
-            return False  # SyncBatchNorm, frozen BN in a training layer and the like: the plain path
+        elif type(bn) is not nn.BatchNorm2d or not bn.affine or bn.training != parts.training:
+            return False  # SyncBatchNorm, frozen BN in a training layer and the like: another tail
         elif not bn.training and not bn.track_running_stats:
             return False
-    if sk.training:
-        return _closed_form_attention(sk)
-    # Evaluation: the forward-only kernels; a gradient through an eval-mode layer takes the plain path.
-    return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in sk.parameters())))
+    if parts.training:
+        return _closed_form_attention(parts)
+    # Evaluation: the forward-only kernels; a gradient through an eval-mode layer takes another tail.
+    return not (torch.is_grad_enabled() and (any(o.requires_grad for o in convs) or parts.params_need_grad()))
 
 
-def _closed_form_attention(sk: nn.Module) -> bool:
+def _closed_form_attention(parts: Parts) -> bool:
     """Whether :func:`descriptor_grad` states the derivative of sk's attention: the library's Fuse (1×1 conv
     without bias → BatchNorm2d → ReLU) and SelectAttention (1×1 conv without bias → softmax), without
     forward hooks (a hook may replace an output, or put the attention into a loss of its own: either way
     dL/da would not be V's alone; read-only hooks such as sknet.analysis's send training to the plain path
     too, evaluation keeps the kernels)."""
-    from sknet.layers.sk_conv import Fuse, SelectAttention  # sk_conv imports this module
-
-    fuse, select = sk.fuse, sk.select
+    fuse, select = parts.fuse, parts.select
     if type(fuse) is not Fuse or type(select) is not SelectAttention:
         return False
     if type(fuse.fc) is not nn.Conv2d or type(select.fc) is not nn.Conv2d:
@@ -129,7 +130,7 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var_unbiased: 
     bn.running_var.lerp_(var_unbiased.to(dtype), factor)
 
 
-def _batch_stats(sk: nn.Module, cs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_stats(parts: Parts, cs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch mean and 1/σ over (N, H, W), (M, C) each in the accumulation dtype, from per-sample moments;
     updates the paths' running statistics."""
     n, _, h, w = cs[0].shape
@@ -138,14 +139,14 @@ def _batch_stats(sk: nn.Module, cs: list[torch.Tensor]) -> tuple[torch.Tensor, t
     sample_means, sample_m2 = moments[:, :, 0], moments[:, :, 1]
     means = sample_means.mean(0)  # (M, C)
     m2 = sample_m2.sum(0) + (h * w) * (sample_means - means).square().sum(0)  # Chan's combination over N
-    eps = {path.bn.eps for path in sk.paths}
+    eps = {bn.eps for bn in parts.norms}
     if len(eps) == 1:
         invstds = torch.rsqrt(m2 / count + eps.pop())
     else:
-        invstds = torch.stack([torch.rsqrt(m2[i] / count + path.bn.eps) for i, path in enumerate(sk.paths)])
+        invstds = torch.stack([torch.rsqrt(m2[i] / count + bn.eps) for i, bn in enumerate(parts.norms)])
     var_unbiased = m2 / max(count - 1, 1)
-    for i, path in enumerate(sk.paths):
-        _update_running_stats(path.bn, means[i], var_unbiased[i])
+    for i, bn in enumerate(parts.norms):
+        _update_running_stats(bn, means[i], var_unbiased[i])
     return means, invstds
 
 
@@ -166,9 +167,9 @@ class _PooledDescriptor(torch.autograd.Function):
     """(c_m, γ_m, β_m; chan) → s (N, C) = Σ_m mean_HW u_m."""
 
     @staticmethod
-    def forward(ctx, sk: nn.Module, handoff: _Handoff | None, m: int, chan, *tensors: torch.Tensor):
+    def forward(ctx, parts: Parts, handoff: _Handoff | None, m: int, chan, *tensors: torch.Tensor):
         ctx.save_for_backward(*tensors)
-        ctx.sk, ctx.handoff, ctx.m = sk, handoff, m
+        ctx.parts, ctx.handoff, ctx.m = parts, handoff, m
         return kernels.pool(list(tensors[:m]), chan)
 
     @staticmethod
@@ -178,7 +179,7 @@ class _PooledDescriptor(torch.autograd.Function):
             return (None,) * len(ctx.needs_input_grad)
         m, saved, create_graph = ctx.m, ctx.saved_tensors, torch.is_grad_enabled()
         with torch.enable_grad():
-            s = sum(u.mean((2, 3)) for u in replay_paths(ctx.sk, saved[:m], saved[m : 2 * m], saved[2 * m :]))
+            s = sum(u.mean((2, 3)) for u in replay_paths(ctx.parts, saved[:m], saved[m : 2 * m], saved[2 * m :]))
             grads = _grads(s, grad_s, saved, ctx.needs_input_grad[4:], create_graph)
         return (None, None, None, None, *grads)
 
@@ -191,10 +192,10 @@ class _FusedSKTail(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, sk: nn.Module, handoff: _Handoff | None, m: int, fuse_eps: float, *tensors: torch.Tensor):
+    def forward(ctx, parts: Parts, handoff: _Handoff | None, m: int, fuse_eps: float, *tensors: torch.Tensor):
         cs, chan, attention = tensors[:m], tensors[3 * m], tensors[3 * m + 2]
         ctx.save_for_backward(*tensors)
-        ctx.sk, ctx.handoff, ctx.m, ctx.fuse_eps = sk, handoff, m, fuse_eps
+        ctx.parts, ctx.handoff, ctx.m, ctx.fuse_eps = parts, handoff, m, fuse_eps
         return kernels.select(list(cs), chan, attention)
 
     @staticmethod
@@ -207,7 +208,7 @@ class _FusedSKTail(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: backward itself must be differentiable
             # The plain composition with a as given: a enters through the seeds dL/du_m = a_m ⊙ dL/dV, so the
             # path through s is not followed here (s's node replays it, as this pass does not hand it over).
-            us = replay_paths(ctx.sk, cs, gammas, betas)
+            us = replay_paths(ctx.parts, cs, gammas, betas)
             seeds = [grad_v * attention[:, i, :, None, None] for i in range(m)]
             grad_a = torch.stack([(grad_v * u).sum((2, 3)) for u in us], dim=1) if needs[3 * m + 2] else None
             grads = _grads(us, seeds, saved[: 3 * m], needs[: 3 * m], True)
@@ -241,35 +242,33 @@ def _grads(outputs, seeds, inputs, needs, create_graph: bool) -> list[torch.Tens
     return [next(grads) if need else None for need in needs]
 
 
-def sk_fused_forward(sk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """V of an SK layer through the fused kernels; check :func:`fused_tail_ok` first."""
-    cs = [path.conv(x) for path in sk.paths]
-    if not sk.training:
-        return _eval_forward(sk, cs)
-    gammas = [path.bn.weight for path in sk.paths]
-    betas = [path.bn.bias for path in sk.paths]
+def forward(parts: Parts, cs: list[torch.Tensor]) -> torch.Tensor:
+    """V of an SK layer through the fused kernels; check :func:`applies` first."""
+    if not parts.training:
+        return _eval_forward(parts, cs)
+    gammas = [bn.weight for bn in parts.norms]
+    betas = [bn.bias for bn in parts.norms]
     with torch.no_grad():
         plain = [c.detach() for c in cs]
-        means, invstds = _batch_stats(sk, plain)
+        means, invstds = _batch_stats(parts, plain)
         chan = _chan_table(means, invstds, gammas, betas)
     handoff = None if torch.compiler.is_compiling() else _Handoff()
-    s = _PooledDescriptor.apply(sk, handoff, len(cs), chan, *cs, *gammas, *betas)  # (N, C), acc. dtype
-    attention = _attention(sk, s)
-    bn = sk.fuse.bn
-    fuse_state = [sk.fuse.fc.weight, bn.weight, bn.bias, sk.select.fc.weight]
+    s = _PooledDescriptor.apply(parts, handoff, len(cs), chan, *cs, *gammas, *betas)  # (N, C), acc. dtype
+    attention = _attention(parts, s)
+    bn = parts.fuse.bn
+    fuse_state = [parts.fuse.fc.weight, bn.weight, bn.bias, parts.select.fc.weight]
     if not bn.training and bn.track_running_stats:
         fuse_state += [bn.running_mean, bn.running_var]
     fuse_state = [t.detach() for t in fuse_state]
     tensors = (*cs, *gammas, *betas, chan, s.detach(), attention, *fuse_state)
-    return _FusedSKTail.apply(sk, handoff, len(cs), bn.eps, *tensors)
+    return _FusedSKTail.apply(parts, handoff, len(cs), bn.eps, *tensors)
 
 
 @torch.no_grad()
-def _eval_forward(sk: nn.Module, cs: list[torch.Tensor]) -> torch.Tensor:
+def _eval_forward(parts: Parts, cs: list[torch.Tensor]) -> torch.Tensor:
     acc = kernels.acc_dtype(cs[0].dtype)
     means, invstds, gammas, betas = [], [], [], []
-    for path in sk.paths:
-        bn = path.bn
+    for bn in parts.norms:
         if type(bn) is nn.Identity:  # BN folded into the conv (bias included in c)
             zero = torch.zeros(cs[0].shape[1], device=cs[0].device, dtype=acc)
             means.append(zero), invstds.append(zero + 1), gammas.append(zero + 1), betas.append(zero)
@@ -279,11 +278,11 @@ def _eval_forward(sk: nn.Module, cs: list[torch.Tensor]) -> torch.Tensor:
         gammas.append(bn.weight)
         betas.append(bn.bias)
     chan = _chan_table(torch.stack(means), torch.stack(invstds), gammas, betas)
-    return kernels.select(cs, chan, _attention(sk, kernels.pool(cs, chan)))
+    return kernels.select(cs, chan, _attention(parts, kernels.pool(cs, chan)))
 
 
-def _attention(sk: nn.Module, s: torch.Tensor) -> torch.Tensor:
+def _attention(parts: Parts, s: torch.Tensor) -> torch.Tensor:
     """a = select(fuse(s)) by the modules themselves, s (N, C) given in the dtype of their parameters
     (autocast lowers the convolutions as usual)."""
-    dtype = next(sk.fuse.parameters(), s).dtype
-    return sk.select(sk.fuse(s.to(dtype)[:, :, None, None]))
+    dtype = next(parts.fuse.parameters(), s).dtype
+    return parts.select(parts.fuse(s.to(dtype)[:, :, None, None]))

@@ -3,19 +3,17 @@
 A stacked (N, M, C, H, W) tensor (the usual implementation) costs a full copy of every path in forward
 and keeps it alive for backward. Here the sum is accumulated in place into one output, and backward keeps
 only what it needs: the path outputs (already kept by their ReLUs) and the small attention tensor.
+Plain PyTorch (the plain and lean tails); on CUDA the select-kernel tail (:mod:`.select_kernel`) runs it
+as one Triton pass instead.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sknet.kernels import select_triton
-
 
 def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     """Σ_m attention[:, m] ⊙ paths[m], accumulated into one output (no stacking, no autograd)."""
-    if select_triton.use_triton(paths, attention):  # CUDA: one fused pass
-        return select_triton.select_forward(paths, attention)
     weights = attention[..., None, None]  # (N, M, C, 1, 1)
     if normalized and len(paths) == 2:
         # a0 + a1 = 1 (softmax): a0·u0 + a1·u1 = u1 + a0·(u0 − u1), one fused pass.
@@ -35,11 +33,7 @@ class _SelectPaths(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         attention, *paths = ctx.saved_tensors
-        # With create_graph=True grad mode is on here and the plain ops below are recorded, so higher-order
-        # gradients work; the Triton kernel is used only for first-order backward.
-        if not torch.is_grad_enabled() and select_triton.use_triton(tuple(paths), attention):
-            grad_attention, grad_paths = select_triton.select_backward(grad_out, tuple(paths), attention)
-            return (grad_attention, None, *grad_paths)
+        # With create_graph=True grad mode is on here and the ops below are recorded: higher-order gradients.
         weights = attention[..., None, None]
         grad_paths = [grad_out * weights[:, m] if ctx.needs_input_grad[m + 2] else None for m in range(len(paths))]
         grad_attention = None

@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from sknet import SKConv2d
-from sknet.layers import sk_conv
 from tests.layers.test_sk_conv import _randomise_bn
 
 
 def _standard(monkeypatch):
-    monkeypatch.setattr(sk_conv, "lean_path_ok", lambda paths, x: False)
+    monkeypatch.setattr(SKConv2d, "lean_training", False)
 
 
 @pytest.mark.parametrize("branches", [(3,), (3, 5), (3, 5, 7)])
@@ -66,25 +65,21 @@ def test_lean_path_keeps_fewer_tensors_for_backward(monkeypatch):
 
 
 def test_lean_path_not_used_in_eval_no_grad_or_autocast():
-    from sknet.layers.sk_recompute import lean_path_ok
-
     layer = SKConv2d(32, 32, groups=4)
     x = torch.randn(2, 32, 4, 4)
-    assert lean_path_ok(layer.paths, x)
+    assert layer.tail_for(x) == "lean"
     with torch.no_grad():
-        assert not lean_path_ok(layer.paths, x)
+        assert layer.tail_for(x) == "plain"
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not lean_path_ok(layer.paths, x)
+        assert layer.tail_for(x) == "plain"
     layer.eval()
-    assert not lean_path_ok(layer.paths, x)
+    assert layer.tail_for(x) == "plain"
 
 
 def test_lean_path_is_the_cpus_alone():
     """On any other device the fused tail runs, or the plain composition where it declines (one rule)."""
-    from sknet.layers.sk_recompute import lean_path_ok
-
     layer = SKConv2d(32, 32, groups=4).to("meta")
-    assert not lean_path_ok(layer.paths, torch.empty(2, 32, 4, 4, device="meta"))
+    assert layer.tail_for(torch.empty(2, 32, 4, 4, device="meta")) == "plain"
 
 
 def _grads(layer, x, grad, forward=None):
