@@ -9,7 +9,7 @@ SKNet: middle = SKConv2d. The stride never sits in the 1×1 reduce (paper, secti
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import nn
@@ -33,17 +33,38 @@ class Middle(str, enum.Enum):
         return parse_enum(cls, value, "middle")
 
 
+# The metadata of a BlockConfig field that is an SKConv2d keyword (same name): the builders' SK options,
+# the registry's and make_middle's keywords are derived from these fields; a new SK setting is a field here
+# and a keyword of SKConv2d.
+SK = {"sk": True}
+
+
 @dataclass(frozen=True)
 class BlockConfig:
-    """What goes into every bottleneck of a network (typed, validated on creation)."""
+    """What goes into every bottleneck of a network (typed, validated on creation). Every field is a builder
+    option of the networks made of these blocks; those marked ``SK`` are passed to :class:`SKConv2d` by
+    keyword (paper defaults: M = 2 paths 3×3 and "5×5", r = 16, L = 32; section 3.1, Table 1)."""
 
     middle: Middle = Middle.CONV
     groups: int = 32
-    branches: tuple[Branch, ...] = field(default_factory=lambda: parse_branches(((3, 1), (3, 2))))
-    reduction: int = 16  # SK: r of d = max(C/r, L)
-    min_dim: int = 32  # SK: L
-    aggregation: Aggregation = Aggregation.SK
+    branches: tuple[Branch, ...] = field(default_factory=lambda: parse_branches(((3, 1), (3, 2))), metadata=SK)
+    reduction: int = field(default=16, metadata=SK)  # r of d = max(C/r, L)
+    min_dim: int = field(default=32, metadata=SK)  # L
+    aggregation: Aggregation = field(default=Aggregation.SK, metadata=SK)
     se_reduction: int | None = None  # SE on the expanded output when set
+
+    @classmethod
+    def sk_fields(cls) -> tuple[str, ...]:
+        """The fields passed to SKConv2d (builder options of every SK network)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("sk"))
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The fields a builder takes as options (all but `middle`, which the builder fixes)."""
+        return tuple(f.name for f in fields(cls) if f.name != "middle")
+
+    def sk_kwargs(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.sk_fields()}
 
     def __post_init__(self) -> None:
         # Normalise user-friendly values (strings, tuples) so every consumer sees typed fields.
@@ -72,17 +93,7 @@ class BlockConfig:
         families pass the channel count."""
         groups = self.groups if groups is None else groups
         if self.middle is Middle.SK:
-            return SKConv2d(
-                channels,
-                channels,
-                stride,
-                groups,
-                self.branches,
-                self.reduction,
-                self.min_dim,
-                self.aggregation,
-                attn_dim,
-            )
+            return SKConv2d(channels, channels, stride=stride, groups=groups, attn_dim=attn_dim, **self.sk_kwargs())
         check_divisible("width", channels, groups)
         if act_layer is None:
             return ConvBNAct(channels, channels, 3, stride, groups=groups, act=False)

@@ -36,8 +36,9 @@ def init_weights(model: nn.Module, classifier_std: float = 0.01) -> None:
             nn.init.zeros_(module.bias)
 
 
-# Builder options that belong to the bottleneck (BlockConfig) rather than to the network.
-BLOCK_FIELDS = ("groups", "branches", "reduction", "min_dim", "aggregation", "se_reduction")
+# Builder options that belong to the bottleneck (BlockConfig's fields) rather than to the network.
+BLOCK_FIELDS = BlockConfig.option_names()
+SK_FIELDS = BlockConfig.sk_fields()  # the options every SK network takes
 
 
 def build_block_config(block: BlockConfig, kwargs: dict[str, object]) -> tuple[BlockConfig, dict[str, object]]:

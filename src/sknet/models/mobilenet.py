@@ -12,7 +12,7 @@ from torch import nn
 
 from sknet.layers import BlockConfig, ConvBNAct, Middle
 from sknet.layers.squeeze_excite import SqueezeExcite
-from sknet.models.base import BottleneckNet, build_block_config
+from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 # (expansion t, output channels c, units n, first stride s) per stage, MobileNetV2 Table 2.
@@ -102,7 +102,7 @@ def mobilenetv2_100_se(**kwargs: object) -> MobileNetV2:
     return build_mobilenet(BlockConfig(se_reduction=4), **kwargs)
 
 
-@register_model("lightweight", (*MOBILE_OPTIONS, "branches", "reduction", "min_dim", "aggregation"))
+@register_model("lightweight", (*MOBILE_OPTIONS, *SK_FIELDS))
 def mobilenetv2_100_sk(**kwargs: object) -> MobileNetV2:
     """MobileNetV2 1.0× + SK: every 3×3 depthwise conv becomes a depthwise SK convolution."""
     return build_mobilenet(BlockConfig(middle=Middle.SK), **kwargs)

@@ -16,7 +16,7 @@ from sknet.enums import parse_enum
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
 from sknet.layers.checks import check_positive_int
-from sknet.models.base import BottleneckNet, build_block_config
+from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 
@@ -119,7 +119,7 @@ COMMON_OPTIONS = (
     "groups",
     "width_per_group",
 )
-SK_OPTIONS = (*COMMON_OPTIONS, "branches", "reduction", "min_dim", "aggregation", "attn_dims")
+SK_OPTIONS = (*COMMON_OPTIONS, *SK_FIELDS, "attn_dims")
 SE_OPTIONS = (*COMMON_OPTIONS, "se_reduction")
 
 DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}

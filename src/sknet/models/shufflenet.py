@@ -12,7 +12,7 @@ from torch import nn
 
 from sknet.layers import Aggregation, BlockConfig, ConvBNAct, Middle
 from sknet.layers.squeeze_excite import SqueezeExcite
-from sknet.models.base import BottleneckNet, build_block_config
+from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 # Output channels of stages 2–4 and of conv5, per width multiplier (ShuffleNetV2 paper Table 5).
@@ -101,7 +101,7 @@ class ShuffleNetV2(BottleneckNet):
 
 LIGHT_OPTIONS = ("num_classes", "in_chans", "drop_rate")
 LIGHT_SE_OPTIONS = (*LIGHT_OPTIONS, "se_reduction")
-LIGHT_SK_OPTIONS = (*LIGHT_OPTIONS, "branches", "reduction", "min_dim", "aggregation")
+LIGHT_SK_OPTIONS = (*LIGHT_OPTIONS, *SK_FIELDS)
 
 
 def build_shufflenet(width_mult: float, block: BlockConfig, **kwargs: object) -> ShuffleNetV2:

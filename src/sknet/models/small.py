@@ -14,7 +14,7 @@ from torch import nn
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
 from sknet.layers.checks import check_positive_int
-from sknet.models.base import BottleneckNet, build_block_config
+from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 
@@ -84,7 +84,7 @@ SMALL_OPTIONS = (
     "groups",
     "stem_stride",
 )
-SMALL_SK_OPTIONS = (*SMALL_OPTIONS, "branches", "reduction", "min_dim", "aggregation")
+SMALL_SK_OPTIONS = (*SMALL_OPTIONS, *SK_FIELDS)
 
 # Compact models for 28×28 grayscale: a stride-2 stem, then units at 14, 7 and 4 pixels. On CPUs a
 # training step costs activation traffic more than MACs: the stride-2 stem trains ~45% faster than a
@@ -128,7 +128,7 @@ def cifar_stages(cardinality: int, group_width: int) -> tuple[StageSpec, ...]:
 
 
 CIFAR_OPTIONS = ("num_classes", "in_chans", "drop_rate", "drop_path_rate", "zero_init_last_bn", "groups")
-CIFAR_SK_OPTIONS = (*CIFAR_OPTIONS, "branches", "reduction", "min_dim", "aggregation")
+CIFAR_SK_OPTIONS = (*CIFAR_OPTIONS, *SK_FIELDS)
 CIFAR_SE_OPTIONS = (*CIFAR_OPTIONS, "se_reduction")
 
 
