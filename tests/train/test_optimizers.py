@@ -99,3 +99,25 @@ def test_the_adamw_command_of_a_new_user_trains(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert "stopped at max_steps=3" in capsys.readouterr().out
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_a_training_option_is_one_declaration():
+    """adamw_beta2 is declared once (sknet.train.config): the flag, its help, the validation and the resume
+    policy come from that declaration; optim.py reads the value."""
+    import argparse
+
+    from sknet.cli import train_cmd
+    from sknet.errors import ConfigError
+    from sknet.train.config import CHECKS, HELP, RESUME_CHANGEABLE, TrainConfig
+    from sknet.train.optim import build_optimizer
+
+    parser = argparse.ArgumentParser()
+    train_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", "--optimizer", "adamw", "--adamw-beta2", "0.98"])
+    config = train_cmd.config_from_args(args)
+    assert config.adamw_beta2 == 0.98 and "adamw_beta2" in CHECKS and "beta2" in HELP["adamw_beta2"]
+    assert "adamw_beta2" not in RESUME_CHANGEABLE  # the run's optimisation stays as saved
+    model = torch.nn.Linear(3, 2)
+    assert build_optimizer(model, config).param_groups[0]["betas"] == (0.9, 0.98)
+    with pytest.raises(ConfigError, match=r"adamw_beta2 must be a number in \[0, 1\), got 1.5"):
+        TrainConfig(adamw_beta2=1.5)

@@ -50,6 +50,7 @@ class BlockConfig:
     branches: tuple[Branch, ...] = field(default_factory=lambda: parse_branches(((3, 1), (3, 2))), metadata=SK)
     reduction: int = field(default=16, metadata=SK)  # r of d = max(C/r, L)
     min_dim: int = field(default=32, metadata=SK)  # L
+    attn_divisor: int = field(default=1, metadata=SK)  # d a multiple of this (timm's rd_divisor; 1: the paper)
     aggregation: Aggregation = field(default=Aggregation.SK, metadata=SK)
     se_reduction: int | None = None  # SE on the expanded output when set
 

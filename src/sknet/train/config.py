@@ -144,6 +144,7 @@ class TrainConfig:
     gamma: float = option(0.1, number(0, 1, open_low=True), "step schedule: factor of each drop")
     warmup_epochs: float = option(0.0, number(0, 1_000_000), "linear warmup from 0, in epochs (fractions allowed)")
     label_smoothing: float = option(0.0, number(0, 1, open_high=True), "label smoothing of the cross-entropy loss")
+    adamw_beta2: float = option(0.999, number(0, 1, open_high=True), "AdamW: beta2 (torch's and timm's default 0.999)")
     accum_steps: int = option(1, integer(1, 1_000_000), "micro-batches whose gradients make one optimizer step")
     grad_clip: float | None = option(
         None,

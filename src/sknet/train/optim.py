@@ -33,7 +33,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     groups = param_groups(model, config.weight_decay, config.no_decay_bn_bias)
     fused = _fused_ok(model)
     if config.optimizer is Optimizer.ADAMW:
-        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), fused=fused)
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, config.adamw_beta2), fused=fused)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, fused=fused)
 
 

@@ -40,6 +40,8 @@ class SKConv2d(nn.Module):
         branches: one entry per path, see :func:`parse_branches`; default the paper's 3×3 and "5×5"
             (3×3, dilation 2).
         reduction, min_dim: r and L of d = max(C / r, L).
+        attn_divisor: d rounded to a multiple of this first, as timm's ``rd_divisor`` (``make_divisible``:
+            to the nearest multiple, at least one, never below 90% of C / r); 1: C // r exactly (the paper).
         aggregation: "sk" (attention) or "sum" (plain sum of paths, no attention parameters).
         attn_dim: explicit d, overriding r and L (the authors' released SKNet-101 uses 16 in stage 3).
 
@@ -62,6 +64,7 @@ class SKConv2d(nn.Module):
         branches: str | Iterable[BranchLike] = ((3, 1), (3, 2)),
         reduction: int = 16,
         min_dim: int = 32,
+        attn_divisor: int = 1,
         aggregation: str | Aggregation = Aggregation.SK,
         attn_dim: int | None = None,
     ) -> None:
@@ -72,6 +75,7 @@ class SKConv2d(nn.Module):
         check_positive_int("groups", groups)
         check_positive_int("reduction", reduction)
         check_positive_int("min_dim", min_dim)
+        check_positive_int("attn_divisor", attn_divisor)
         self.branches = parse_branches(branches)
         self.aggregation = Aggregation.parse(aggregation)
         self.in_channels = in_channels
@@ -88,6 +92,12 @@ class SKConv2d(nn.Module):
 
         if self.aggregation is Aggregation.SK:
             dim = attn_dim if attn_dim is not None else attention_dim(out_channels, reduction, min_dim)
+            if attn_dim is None and attn_divisor > 1:  # timm's make_divisible(C / r, divisor), then max with L
+                rounded = max(
+                    attn_divisor, int(out_channels / reduction + attn_divisor / 2) // attn_divisor * attn_divisor
+                )
+                rounded += attn_divisor if rounded < 0.9 * out_channels / reduction else 0
+                dim = max(rounded, min_dim)
             check_positive_int("attn_dim", dim)
             self.attn_dim = dim
             self.fuse = Fuse(out_channels, dim)
