@@ -134,3 +134,122 @@ def test_no_test_depends_on_the_machine_being_idle():
         for line, what in wall_clock_dependencies(path.read_text())
     ]
     assert not offenders, "\n".join(offenders)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The floors of docs/architecture.md: no module imports one above it, and no import cycle at all.
+
+
+def _floors() -> list[tuple[str, int]]:
+    """(module prefix, floor) from docs/architecture.md's numbered list, longest prefixes first."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    floors = []
+    for line in text.splitlines():
+        match = re.match(r"^(\d+)\. (.*?) — ", line)
+        if match:
+            floors += [(name, int(match.group(1))) for name in re.findall(r"`(sknet[\w.]*)`", match.group(2))]
+    return sorted(floors, key=lambda item: -len(item[0]))
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every sknet module's imports of sknet modules, at module and function level. `from P import name`
+    counts as an import of the module defining `name`: P.name if that is a module, else the module P's
+    __init__ takes `name` from (its imports, or a lazy table `_HOMES`), else P itself."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "src"
+    files = {}
+    for path in (root / "sknet").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    trees = {name: ast.parse(path.read_text()) for name, path in files.items()}
+
+    def home(package: str, name: str, seen=()) -> str:
+        if f"{package}.{name}" in files:
+            return f"{package}.{name}"
+        if package not in files or files[package].name != "__init__.py" or package in seen:
+            return package
+        for node in ast.walk(trees[package]):
+            if isinstance(node, ast.ImportFrom) and node.module and any(a.asname or a.name == name for a in node.names):
+                return home(node.module, name, (*seen, package))
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_HOMES" for t in node.targets):
+                table = ast.literal_eval(node.value)
+                if name in table:
+                    return table[name]
+        return package
+
+    graph = {}
+    for module, tree in trees.items():
+        package = module if files[module].name == "__init__.py" else module.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.startswith("sknet")}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
+                if base == "sknet" or base.startswith("sknet."):
+                    targets |= {home(base, a.name) for a in node.names}
+        graph[module] = {t for t in targets if t in files and t != module}
+    return graph
+
+
+def _floor(module: str, floors) -> int:
+    return next(floor for prefix, floor in floors if module == prefix or module.startswith(prefix + "."))
+
+
+def test_every_module_has_a_floor_and_imports_none_above_it():
+    floors = _floors()
+    assert len(floors) >= 20, "docs/architecture.md's list of floors was not found"
+    graph = _import_graph()
+    upward = [
+        f"{a} (floor {_floor(a, floors)}) imports {b} (floor {_floor(b, floors)})"
+        for a, targets in graph.items()
+        for b in targets
+        if _floor(b, floors) > _floor(a, floors)
+    ]
+    assert not upward, upward
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _import_graph()
+    index, low, stack, on, cycles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v), on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, cycles
+
+
+def test_the_rule_sees_function_level_imports_and_re_exports():
+    """The checker is itself checked: a function-level import and a name re-exported by a package count."""
+    graph = _import_graph()
+    assert "sknet.layers.sk.conv" in graph["sknet.layers.bottleneck"]  # `from sknet.layers.sk import SKConv2d`
+    assert "sknet.data.multiscale" in graph["sknet.data.datasets"]  # imported inside a function

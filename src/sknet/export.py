@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import enum
 import json
 import warnings
 from pathlib import Path
@@ -20,20 +19,17 @@ from torch import nn
 
 from sknet.bn_folding import fuse_for_inference
 from sknet.data.config import DataConfig, data_config
-from sknet.enums import parse_enum
+from sknet.enums import TextEnum
 from sknet.errors import ConfigError, output_folder
 
 ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: above, external data
 
 
-class ExportFormat(str, enum.Enum):
+class ExportFormat(TextEnum):
+    __option__ = "format"
     ONNX = "onnx"
     PT2 = "pt2"  # torch.export's ExportedProgram: the successor of TorchScript
     TORCHSCRIPT = "torchscript"
-
-    @classmethod
-    def parse(cls, value: object) -> ExportFormat:
-        return parse_enum(cls, value, "format")
 
 
 def export_model(

@@ -6,7 +6,6 @@ torchvision transforms. Every "data not there" case raises DataError saying how 
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 
 from sknet.data.idx import read_idx
 from sknet.data.loader import InMemoryImages
+from sknet.data.split import Split
 from sknet.errors import ConfigError, DataError, one_line
 
 FASHION_MNIST_CLASSES = [
@@ -35,11 +35,6 @@ _FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-class Split(str, enum.Enum):
-    TRAIN = "train"
-    TEST = "test"
 
 
 @dataclass(frozen=True)

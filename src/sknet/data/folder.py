@@ -12,8 +12,8 @@ from torch.utils.data import Dataset, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sknet.data.augment import repeat_order
-from sknet.data.datasets import Split
 from sknet.data.images import open_image
+from sknet.data.split import Split
 from sknet.errors import DataError
 
 _VAL_NAMES = ("val", "validation", "test")

@@ -254,8 +254,8 @@ def write_shards(root: str | Path, out: str | Path, shard_size: int = 1000, seed
     train-000000.tar, …, val-000000.tar, … of `shard_size` samples (the training samples in a random order
     of `seed`, so that each shard mixes the classes) and info.json. The image files' bytes are stored as
     they are (nothing is decoded: unreadable ones are skipped when read, as in folders). Returns info."""
-    from sknet.data.datasets import Split
     from sknet.data.folder import find_split_dir, scan_classes
+    from sknet.data.split import Split
 
     wds = require_webdataset()
     if shard_size < 1:

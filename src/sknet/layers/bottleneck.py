@@ -8,29 +8,24 @@ SKNet: middle = SKConv2d. The stride never sits in the 1×1 reduce (paper, secti
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from sknet.enums import parse_enum
+from sknet.enums import TextEnum
 from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
 from sknet.layers.conv_bn_act import ConvBNAct
 from sknet.layers.sk import Aggregation, Branch, SKConv2d, parse_branches
 from sknet.layers.squeeze_excite import SqueezeExcite
 
 
-class Middle(str, enum.Enum):
+class Middle(TextEnum):
     """The bottleneck's middle 3×3 stage."""
 
     CONV = "conv"  # grouped 3×3 (ResNeXt)
     SK = "sk"  # selective kernel convolution
-
-    @classmethod
-    def parse(cls, value: object) -> Middle:
-        return parse_enum(cls, value, "middle")
 
 
 # The metadata of a BlockConfig field that is an SKConv2d keyword (same name): the builders' SK options,

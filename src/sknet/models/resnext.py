@@ -7,12 +7,11 @@ average pool and a fully connected classifier.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 
 from torch import nn
 
-from sknet.enums import parse_enum
+from sknet.enums import TextEnum
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
 from sknet.layers.checks import check_positive_int
@@ -20,15 +19,11 @@ from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 
-class StemPool(str, enum.Enum):
+class StemPool(TextEnum):
     """The stem's 3×3/2 max pool: PyTorch zoos pad by 1; the authors' Caffe model uses ceil mode."""
 
     PYTORCH = "pytorch"
     CAFFE = "caffe"
-
-    @classmethod
-    def parse(cls, value: object) -> StemPool:
-        return parse_enum(cls, value, "stem_pool")
 
 
 class ResNeXt(BottleneckNet):

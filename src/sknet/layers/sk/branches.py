@@ -3,25 +3,20 @@ are combined (:class:`Aggregation`)."""
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sknet.enums import parse_enum
+from sknet.enums import TextEnum
 from sknet.errors import ConfigError
 from sknet.layers.checks import check_positive_int
 
 
-class Aggregation(str, enum.Enum):
+class Aggregation(TextEnum):
     """How the paths are combined: SK attention (the paper) or a plain sum (the Table 7 baseline)."""
 
     SK = "sk"
     SUM = "sum"
-
-    @classmethod
-    def parse(cls, value: object) -> Aggregation:
-        return parse_enum(cls, value, "aggregation")
 
 
 @dataclass(frozen=True)
