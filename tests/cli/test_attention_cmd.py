@@ -3,14 +3,13 @@ import json
 import pytest
 
 from sknet.cli import main
-
-TRAIN = ["train", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "32", "--progress", "never"]
+from tests.train.helpers import tiny_run
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert main([*TRAIN, "--model", "sknet_tiny", "--output", str(out)]) == 0
+    assert main(tiny_run(out, "--model", "sknet_tiny")) == 0
     return out / "model.safetensors"
 
 
@@ -44,7 +43,7 @@ def test_bad_input_is_one_line(weights, tmp_path, capsys, extra, message):
 
 
 def test_a_model_without_sk_units_is_refused(tmp_path, capsys):
-    assert main([*TRAIN, "--model", "resnext_tiny", "--max-steps", "1", "--output", str(tmp_path)]) == 0
+    assert main(tiny_run(tmp_path, "--model", "resnext_tiny", "--max-steps", "1")) == 0
     capsys.readouterr()
     assert main(["attention", "--weights", str(tmp_path / "checkpoint.pt"), "--output", str(tmp_path)]) == 2
     assert "no SK unit" in capsys.readouterr().err

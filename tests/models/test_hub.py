@@ -8,6 +8,7 @@ import torch
 import sknet
 from sknet import CheckpointError, ConfigError
 from tests.hub_cache import add_repo, offline_hub
+from tests.train.helpers import tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +17,7 @@ def run_folder(tmp_path_factory):
     from sknet.cli import main
 
     out = tmp_path_factory.mktemp("run") / "run"
-    argv = ["train", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "32", "--progress", "never"]
-    assert main([*argv, "--threads", "1", "--device", "cpu", "--output", str(out)]) == 0
+    assert main(tiny_run(out)) == 0
     return out
 
 

@@ -11,9 +11,7 @@ import sknet
 from sknet.cli import main
 from sknet.data.datasets import Split, make_synthetic
 from sknet.weights import read_metadata, save_weights
-
-QUICK = ["--dataset", "synthetic", "--epochs", "1", "--batch-size", "32", "--progress", "never"]
-QUICK += ["--threads", "1", "--device", "cpu"]
+from tests.train.helpers import tiny_run
 
 
 def readme_block() -> str:
@@ -24,7 +22,7 @@ def readme_block() -> str:
 
 def test_readme_fine_tuning_walkthrough_runs(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", *QUICK, "--output", "runs/fashion_mnist"]) == 0  # the source run (4 classes here)
+    assert main(tiny_run("runs/fashion_mnist")) == 0  # the source run (4 classes here)
     data = {}
     for split, prefix in ((Split.TRAIN, "train"), (Split.TEST, "test")):
         images = make_synthetic(split, num_classes=5, size=28, count=64)
@@ -46,7 +44,7 @@ def test_train_init_weights_cli_records_the_source_and_survives_resume(tmp_path,
     weights = tmp_path / "source.safetensors"
     save_weights(weights, source, {"model": "sknet_tiny", "num_classes": 10, "in_chans": 1, "dataset": "fmnist"})
     run = tmp_path / "run"
-    assert main(["train", *QUICK, "--init-weights", str(weights), "--output", str(run)]) == 0
+    assert main(tiny_run(run, "--init-weights", str(weights))) == 0
     assert "classifier re-initialised for 4 classes (the weights have 10)" in capsys.readouterr().err
     record = read_metadata(run / "model.safetensors")["init_weights"]
     assert record["dataset"] == "fmnist" and len(record["sha256"]) == 64 and record["num_classes"] == 10
@@ -58,7 +56,7 @@ def test_train_init_weights_cli_records_the_source_and_survives_resume(tmp_path,
 def test_init_weights_of_another_model_is_one_line_before_any_data(tmp_path, capsys):
     weights = tmp_path / "w.safetensors"
     save_weights(weights, sknet.create_model("sknet_tiny"), {"model": "sknet_tiny", "num_classes": 10})
-    argv = ["train", *QUICK, "--model", "resnext_tiny", "--init-weights", str(weights), "--output", str(tmp_path)]
+    argv = tiny_run(tmp_path, "--model", "resnext_tiny", "--init-weights", str(weights))
     assert main([*argv[:-1], str(tmp_path / "r")]) == 4
     err = capsys.readouterr().err
     assert "holds weights of model 'sknet_tiny', not 'resnext_tiny': add --model sknet_tiny" in err

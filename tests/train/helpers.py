@@ -34,3 +34,13 @@ def state_equal(a: dict, b: dict, atol: float = 1e-6) -> None:
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k].float(), b[k].float(), rtol=0, atol=atol, msg=k)
+
+
+# A training run as a user types it, as small as a test needs: one epoch of synthetic data on the CPU.
+TINY_RUN = ["train", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "32", "--progress", "never"]
+TINY_RUN += ["--threads", "1", "--device", "cpu"]
+
+
+def tiny_run(output, *flags: str) -> list[str]:
+    """`sknet train` arguments of a tiny run writing to `output`, with `flags` added (later flags win)."""
+    return [*TINY_RUN, *flags, "--output", str(output)]
