@@ -43,6 +43,22 @@ class ModelInfo:
 # Options a model takes from its data (and its weights record): set by training and loading, not by users.
 DATA_OPTIONS = ("num_classes", "in_chans")
 
+
+def settle_fixed(fixed: dict[str, object], asked: dict[str, object], source: str, fine_tune: bool) -> dict[str, object]:
+    """The one rule for the values a model's weights or its data fix (:data:`DATA_OPTIONS`): `fixed` holds
+    them, `asked` what the caller gave. Not asked, or asked equal: the fixed value. Asked different: with
+    `fine_tune` (``create_model(weights=..., num_classes=...)``: the caller asks to fit the weights — the
+    classifier re-initialised, the first conv adapted, logged on the "sknet" logger) the asked value;
+    without (``sknet train``'s model options, where the data decide) ConfigError naming both."""
+    settled = dict(fixed)
+    for key, value in asked.items():
+        if key in fixed and value != fixed[key] and not fine_tune:
+            raise ConfigError(f"model option {key}={value} does not match {source} ({fixed[key]})")
+        if key in fixed:
+            settled[key] = value
+    return settled
+
+
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
@@ -184,10 +200,10 @@ def _build(
     asked = {key for key in DATA_OPTIONS if key in overrides}  # fine-tuning: fit the weights to these
     if state is not None:
         recorded = {**_sizes_of(state, info), **meta.get("model_options", {})}
-        for key in DATA_OPTIONS:
-            if key in meta and key in info.options:
-                recorded[key] = meta[key]
-        overrides = {**recorded, **overrides}
+        fixed = {key: meta.get(key, recorded.get(key)) for key in DATA_OPTIONS if key in info.options}
+        fixed = {key: value for key, value in fixed.items() if value is not None}
+        given = {key: overrides[key] for key in asked}
+        overrides = {**recorded, **overrides, **settle_fixed(fixed, given, str(weights), fine_tune=True)}
     info.check_options(overrides)
     if state is not None:
         # Sized from a file's metadata: check the shapes on the meta device (no memory) before building.

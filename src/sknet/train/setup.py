@@ -18,7 +18,7 @@ from sknet.data.loader import InMemoryImages
 from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
 from sknet.errors import ConfigError
 from sknet.models import create_model, model_info
-from sknet.models.registry import DATA_OPTIONS
+from sknet.models.registry import DATA_OPTIONS, settle_fixed
 from sknet.train.config import TrainConfig
 from sknet.train.distributed import DistInfo
 from sknet.train.state import read_training_checkpoint
@@ -105,11 +105,10 @@ def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn
     the data's classes and channels); and its options other than those taken from the data."""
     info = model_info(config.model)
     options = dict(config.model_options)
-    for key, value in zip(DATA_OPTIONS, (len(data.record.classes), data.record.in_chans), strict=True):
-        if key in options and options[key] != value:
-            raise ConfigError(f"model option {key}={options[key]} does not match the data ({value})")
-        if key in info.options:
-            options[key] = value
+    fixed = {"num_classes": len(data.record.classes), "in_chans": data.record.in_chans}
+    given = {key: options[key] for key in DATA_OPTIONS if key in options}
+    settled = settle_fixed(fixed, given, "the data", fine_tune=False)
+    options.update({key: value for key, value in settled.items() if key in info.options})
     weights = {"weights": config.init_weights} if config.init_weights else {}
     model = create_model(config.model, **weights, **options)
     if config.sync_bn and dist.enabled:
