@@ -55,12 +55,15 @@ LAYER_SCRIPT = textwrap.dedent(
     import torch
     from sknet import SKConv2d
 
-    os.environ["SKNET_FUSED"] = "0"  # the select kernels inside the plain composition (not the fused tail)
+    # The select-kernel tail: a read-only hook on the attention makes the fused tail decline in training, and
+    # inputs that need a gradient make it decline in evaluation; with the kernels off, the plain/lean tails.
+    hook = lambda module, args, out: None
 
     torch.manual_seed(0)
     for branches in ((3,), (3, 5), (3, 5, 7)):
         for channels_last in (False, True):
             layer = SKConv2d(16, 16, groups=4, branches=branches, min_dim=8).train()
+            layer.select.register_forward_hook(hook)
             other = copy.deepcopy(layer)
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             x = torch.randn(2, 16, 5, 5).to(memory_format=fmt).requires_grad_(True)
@@ -70,6 +73,7 @@ LAYER_SCRIPT = textwrap.dedent(
                 xi = x.detach().clone().requires_grad_(True)
                 for training in (True, False):
                     model.train(training)
+                    assert (model.tail_for(xi) == "select-kernel") == (flag == "1"), (flag, model.tail_for(xi))
                     out = model(xi)
                     outs.append(out.detach())
                 out = model.train()(xi)

@@ -7,7 +7,6 @@ resume policy are all derived from these declarations.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 
 from sknet.data.augment import AUTO_AUGMENT_HELP, is_auto_augment
 from sknet.data.pipeline import default_workers
+from sknet.enums import TextEnum
 from sknet.errors import ConfigError
 from sknet.progress import PROGRESS_MODES
 from sknet.train.check import Check, integer, number, plain_value
@@ -25,18 +25,18 @@ from sknet.train.config_file import read_config_file
 __all__ = ["CHECKS", "HELP", "RESUME_CHANGEABLE", "TrainConfig", "option", "read_config_file"]
 
 
-class Optimizer(str, enum.Enum):
+class Optimizer(TextEnum):
     SGD = "sgd"
     ADAMW = "adamw"
 
 
-class Schedule(str, enum.Enum):
+class Schedule(TextEnum):
     STEP = "step"  # ÷ gamma every step_epochs (the paper: ÷10 every 30 of 100 epochs)
     COSINE = "cosine"
     CONSTANT = "constant"
 
 
-class Precision(str, enum.Enum):
+class Precision(TextEnum):
     FP32 = "fp32"
     BF16 = "bf16"  # autocast; on CPU and CUDA
     FP16 = "fp16"  # autocast with a gradient scaler; CUDA only
