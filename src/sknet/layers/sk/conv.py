@@ -5,7 +5,7 @@
     Select: a = softmax_m(A z) per channel,  V = Σ_m a_m ⊙ U_m     A: (M·C)×d, one 1×1 conv
 
 The attention a, shaped (N, M, C), is the output of the ``select`` submodule: register a forward hook
-on ``sk_conv.select`` (or use :mod:`sknet.analysis`) to read it; nothing is kept when nobody asks.
+on ``layer.select`` (or use :mod:`sknet.analysis`) to read it; nothing is kept when nobody asks.
 
 :meth:`SKConv2d.forward` runs the Split once (:meth:`~SKConv2d.split`: the path convolutions) and hands
 its outputs, with the modules that finish the layer (:meth:`~SKConv2d.parts`), to the first tail that
@@ -145,8 +145,8 @@ class SKConv2d(nn.Module):
         return plain.forward(self.parts(), self.split(x))
 
     def tail_for(self, x: torch.Tensor) -> str:
-        """The name of the tail a call on `x` would run ("fused", "select-kernel", "lean" or "plain"); runs
-        the Split's convolutions to decide (use x on the meta device to decide without computing)."""
+        """The name of the tail a call on `x` would run ("fused", "select-kernel", "lean" or "plain", in the
+        current grad and autocast mode); runs the Split's convolutions to decide."""
         return dispatch.choose(self.parts(), self.split(x)).NAME
 
     def extra_repr(self) -> str:
