@@ -11,7 +11,9 @@ types quantized, those left in float) and how it was calibrated (source, images,
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -100,18 +102,19 @@ def quantize_export(
         # Shape inference and ONNX Runtime's graph optimisations (constant folding, ...) before quantizing,
         # as ONNX Runtime's quantization guide advises.
         quantization.shape_inference.quant_pre_process(str(fp32), str(prepared))
-        quantization.quantize_static(
-            str(prepared),
-            str(path),
-            _Batches(images, CALIBRATION_BATCH),
-            quant_format=quantization.QuantFormat.QDQ,
-            op_types_to_quantize=list(op_types),
-            per_channel=True,
-            activation_type=quantization.QuantType.QInt8,
-            weight_type=quantization.QuantType.QInt8,
-            calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHODS[method]),
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+            quantization.quantize_static(
+                str(prepared),
+                str(path),
+                _Batches(images, CALIBRATION_BATCH),
+                quant_format=quantization.QuantFormat.QDQ,
+                op_types_to_quantize=list(op_types),
+                per_channel=True,
+                activation_type=quantization.QuantType.QInt8,
+                weight_type=quantization.QuantType.QInt8,
+                calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHODS[method]),
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
         props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
     int8 = onnx.load(str(path))
     quantized = sorted(quantized_op_types(int8.graph))
