@@ -80,12 +80,14 @@ def quantize_export(
     method: str | CalibrationMethod = CalibrationMethod.MINMAX,
     record: DataConfig | None = None,
     opset: int = 18,
-    op_types: tuple[str, ...] = QUANTIZED_OP_TYPES,
+    op_types: tuple[str, ...] | None = QUANTIZED_OP_TYPES,
 ) -> dict:
     """Write `model` as an int8 QDQ ONNX file at `path` for inputs (batch, *images.shape[1:]), calibrated
     on `images` (float32 (n, C, H, W), preprocessed as the model expects; see
     :func:`sknet.deploy.calibration.calibration_images`); `calibration` describes their source in the
-    metadata. Returns the ``quantization`` record written into the file's metadata.
+    metadata. `op_types`: those given integer kernels (None: every op type ONNX Runtime's QDQ quantizer
+    knows, the SK tail's Mul/Sub/Softmax/Where included). Returns the ``quantization`` record written into
+    the file's metadata.
 
     Raises ConfigError without onnxruntime/onnx/onnxscript or for a non-square image size."""
     from sknet.export import export_model
@@ -108,7 +110,7 @@ def quantize_export(
                 str(path),
                 _Batches(images, CALIBRATION_BATCH),
                 quant_format=quantization.QuantFormat.QDQ,
-                op_types_to_quantize=list(op_types),
+                op_types_to_quantize=None if op_types is None else list(op_types),
                 per_channel=True,
                 activation_type=quantization.QuantType.QInt8,
                 weight_type=quantization.QuantType.QInt8,
