@@ -14,6 +14,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import torch
+
 import sknet
 from sknet.data.pipeline import LoaderOptions, build_loader
 from sknet.deploy.calibration import DEFAULT_CALIBRATION_SIZE, calibration_images
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION_SIZE)
     parser.add_argument("--all-ops", action="store_true", help="also quantize every op type ORT can (minmax)")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # PyTorch and ONNX Runtime alike: a shared machine (see int8.py)
     print("| weights | model | dataset | PyTorch | ORT fp32 | int8 variant | int8 top-1 | int8 − fp32 |")
     print("|---|---|---|---|---|---|---|---|")
     for weights in args.weights:
@@ -49,11 +52,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             export_model(model, fp32, "onnx", (record.in_chans, record.input_size, record.input_size))
-            eager, ort32 = top1(model), top1(OnnxModel(fp32))
+            eager, ort32 = top1(model), top1(OnnxModel(fp32, threads=1))
             for label, method, op_types in variants:
                 path = Path(tmp) / "int8.onnx"
                 quantize_export(model, path, images, source, method, record, op_types=op_types)
-                q = top1(OnnxModel(path))
+                q = top1(OnnxModel(path, threads=1))
                 print(
                     f"| {Path(weights).parent.name} | {meta['model']} | {dataset} | {eager:.2f} | {ort32:.2f} | "
                     f"{label} | {q:.2f} | {q - ort32:+.2f} |",

@@ -104,19 +104,20 @@ def quantize_export(
         # Shape inference and ONNX Runtime's graph optimisations (constant folding, ...) before quantizing,
         # as ONNX Runtime's quantization guide advises.
         quantization.shape_inference.quant_pre_process(str(fp32), str(prepared))
-        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
-            quantization.quantize_static(
-                str(prepared),
-                str(path),
-                _Batches(images, CALIBRATION_BATCH),
-                quant_format=quantization.QuantFormat.QDQ,
-                op_types_to_quantize=None if op_types is None else list(op_types),
-                per_channel=True,
-                activation_type=quantization.QuantType.QInt8,
-                weight_type=quantization.QuantType.QInt8,
-                calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHODS[method]),
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-            )
+        ranges = _calibrate(prepared, images, method, op_types, Path(tmp))
+        quantization.quantize_static(
+            str(prepared),
+            str(path),
+            None,  # the ranges come from the cache written by _calibrate
+            quant_format=quantization.QuantFormat.QDQ,
+            op_types_to_quantize=None if op_types is None else list(op_types),
+            per_channel=True,
+            activation_type=quantization.QuantType.QInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHODS[method]),
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            calibration_cache_path=str(ranges),
+        )
         props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
     int8 = onnx.load(str(path))
     quantized = sorted(quantized_op_types(int8.graph))
@@ -140,6 +141,33 @@ def quantize_export(
     int8.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in props.items())
     onnx.save(int8, str(path))
     return record
+
+
+def _calibrate(prepared: Path, images: np.ndarray, method: CalibrationMethod, op_types, tmp: Path) -> Path:
+    """Activation ranges of `prepared` over `images` by ONNX Runtime's calibrator for `method`, saved as
+    ONNX Runtime's calibration cache (what ``quantize_static(calibration_cache_path=...)`` reads).
+
+    Called here rather than inside ``quantize_static``, because that passes no histogram size on: its
+    Entropy calibrator then keeps 128 bins and searches thresholds among 128 quantized bins, i.e. none
+    (it returns MinMax's ranges, verified with onnxruntime 1.32). Entropy here: 2048 bins, 128 quantized,
+    as TensorRT's calibrator (Migacz, "8-bit Inference with TensorRT", GTC 2017); Percentile: 2048 bins,
+    the 99.999th percentile (ONNX Runtime's defaults)."""
+    from onnxruntime.quantization import calibrate
+
+    bins = {CalibrationMethod.ENTROPY: {"num_bins": 2048, "num_quantized_bins": 128}}.get(method, {})
+    calibrator = calibrate.create_calibrator(
+        prepared,
+        None if op_types is None else list(op_types),
+        augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=getattr(calibrate.CalibrationMethod, _ORT_METHODS[method]),
+        extra_options={"symmetric": False, **bins},
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+        calibrator.collect_data(_Batches(images, CALIBRATION_BATCH))
+        ranges = calibrator.compute_data()
+    cache = tmp / "ranges.json"
+    calibrate.save_tensors_data(ranges, cache)
+    return cache
 
 
 def quantized_op_types(graph) -> set[str]:
