@@ -26,8 +26,9 @@ from sknet.errors import ConfigError
 from sknet.weights import DataConfig
 
 # The op types given integer kernels. Everything else stays float between a DequantizeLinear and the next
-# QuantizeLinear: in SK units the pooled descriptor, the softmax attention and the weighted sum of paths
-# (see benchmarks/RESULTS.md, "int8": quantizing those too cost accuracy and bought no speed).
+# QuantizeLinear: in SK units the softmax attention and the weighted sum of the paths (Mul/Sub/Where).
+# Measured against quantizing every op type (benchmarks/RESULTS.md, "int8"): no faster either way;
+# accuracy mixed (ShuffleNetV2-SK better with the tail float, MobileNetV2-SK worse, the main job even).
 QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Concat")
 CALIBRATION_BATCH = 32  # images per calibration run of the instrumented graph
 
