@@ -44,7 +44,7 @@ PAIRS = (
 )
 
 
-def build(name: str, folder: Path, calibration: np.ndarray, all_ops: bool, threads: int) -> dict:
+def build(name: str, folder: Path, calibration: np.ndarray, all_ops: bool, threads: int, activations: str) -> dict:
     """{runtime: callable(batch array)} for `name`; `all_ops`: also "ort int8 all ops", every op type ONNX
     Runtime's QDQ quantizer knows quantized (the SK tail's Mul/Sub/Softmax/Where too)."""
     import onnxruntime as ort
@@ -52,10 +52,12 @@ def build(name: str, folder: Path, calibration: np.ndarray, all_ops: bool, threa
     model = sknet.create_model(name).eval()
     fp32, int8 = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
     export_model(model, fp32, "onnx", (3, 224, 224))
-    quantize_export(model, int8, calibration, "random normal images (speed only)")
+    quantize_export(model, int8, calibration, "random normal images (speed only)", activations=activations)
     files = [("ort fp32", fp32), ("ort int8", int8)]
     if all_ops:
-        quantize_export(model, folder / f"{name}.all.onnx", calibration, "random (speed only)", op_types=None)
+        quantize_export(
+            model, folder / f"{name}.all.onnx", calibration, "random", op_types=None, activations=activations
+        )
         files.append(("ort int8 all ops", folder / f"{name}.all.onnx"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -98,13 +100,17 @@ def main() -> None:
         help="threads of PyTorch and ONNX Runtime alike (default 1: on a loaded machine, two threads' barriers "
         "wait on descheduled peers and the figures lose all meaning)",
     )
+    parser.add_argument("--activations", choices=["int8", "uint8"], default="int8", help="of the int8 files")
     parser.add_argument("--all-ops", action="store_true", help="also int8 with every op type quantized")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     calibration = np.random.default_rng(0).standard_normal((16, 3, 224, 224), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {name: build(name, Path(tmp), calibration, args.all_ops, args.threads) for name in args.models}
+        runs = {
+            name: build(name, Path(tmp), calibration, args.all_ops, args.threads, args.activations)
+            for name in args.models
+        }
         inputs = {
             b: np.random.default_rng(1).standard_normal((b, 3, 224, 224), dtype=np.float32) for b in args.batch_sizes
         }

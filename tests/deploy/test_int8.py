@@ -137,8 +137,8 @@ def test_bad_calibration_input_is_one_line_before_any_export_work(exported, tmp_
     assert not out.exists()
 
 
-@pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_calibration_methods(exported, tmp_path, method):
+@pytest.mark.parametrize(("method", "activations"), [("entropy", "int8"), ("percentile", "uint8")])
+def test_calibration_methods_and_activation_types(exported, tmp_path, method, activations):
     from sknet.deploy.calibration import calibration_images
     from sknet.deploy.onnx_model import OnnxModel
     from sknet.deploy.quantize import quantize_export
@@ -146,7 +146,8 @@ def test_calibration_methods(exported, tmp_path, method):
     model = sknet.create_model(weights=exported[0]).eval()
     images, source = calibration_images(str(exported[3]), sknet.data_config(model), 32)
     assert images.shape == (32, 1, 16, 16) and "32 images" in source
-    record = quantize_export(model, tmp_path / "m.onnx", images, source, method)
+    record = quantize_export(model, tmp_path / "m.onnx", images, source, method, activations=activations)
+    assert record["activations"].startswith(activations)
     int8 = OnnxModel(tmp_path / "m.onnx")
     assert int8.precision == "int8" and int8.quantization == record and record["calibration"]["method"] == method
     x, _ = _normalised_test_split()

@@ -35,6 +35,12 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
         default=CalibrationMethod.MINMAX.value,
         help="how activation ranges are chosen (default: minmax)",
     )
+    group.add_argument(
+        "--activations",
+        choices=["int8", "uint8"],
+        default="int8",
+        help="activation type (default: int8, ONNX Runtime's; uint8 runs faster on x86 CPUs with VNNI)",
+    )
 
 
 def check_quantize_args(args: argparse.Namespace) -> None:
@@ -63,10 +69,13 @@ def run_quantized(args: argparse.Namespace, model, side: int) -> int:
 
     record = dataclasses.replace(model.data_config, input_size=side)  # calibrate at the traced size
     images, source = calibration_images(args.calibration, record, args.calibration_size, args.data_dir)
-    result = quantize_export(model, args.out, images, source, args.calibration_method, record, args.opset)
+    result = quantize_export(
+        model, args.out, images, source, args.calibration_method, record, args.opset, activations=args.activations
+    )
     print(
-        f"wrote {args.out} (onnx int8 QDQ, {model.weights_meta['model']}, input (batch, {record.in_chans}, {side}, "
-        f"{side}), BN folded, calibrated by {args.calibration_method} on {source}; preprocessing recorded)"
+        f"wrote {args.out} (onnx int8 QDQ, {args.activations} activations, {model.weights_meta['model']}, "
+        f"input (batch, {record.in_chans}, {side}, {side}), BN folded, calibrated by {args.calibration_method} "
+        f"on {source}; preprocessing recorded)"
     )
     print(f"integer op types: {', '.join(result['quantized_op_types'])}; float: {', '.join(result['float_op_types'])}")
     if args.check:

@@ -30,6 +30,7 @@ from sknet.weights import DataConfig
 # Measured against quantizing every op type (benchmarks/RESULTS.md, "int8"): no faster either way;
 # accuracy mixed (ShuffleNetV2-SK better with the tail float, MobileNetV2-SK worse, the main job even).
 QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Concat")
+ACTIVATION_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}  # ONNX Runtime's QuantType names
 CALIBRATION_BATCH = 32  # images per calibration run of the instrumented graph
 
 
@@ -82,13 +83,15 @@ def quantize_export(
     record: DataConfig | None = None,
     opset: int = 18,
     op_types: tuple[str, ...] | None = QUANTIZED_OP_TYPES,
+    activations: str = "int8",
 ) -> dict:
     """Write `model` as an int8 QDQ ONNX file at `path` for inputs (batch, *images.shape[1:]), calibrated
     on `images` (float32 (n, C, H, W), preprocessed as the model expects; see
     :func:`sknet.deploy.calibration.calibration_images`); `calibration` describes their source in the
     metadata. `op_types`: those given integer kernels (None: every op type ONNX Runtime's QDQ quantizer
     knows, the SK tail's Mul/Sub/Softmax/Where included). Returns the ``quantization`` record written into
-    the file's metadata.
+    the file's metadata. `activations`: "int8" (ONNX Runtime's default, S8S8) or "uint8" (U8S8: what x86's
+    VNNI instruction multiplies, u8 × s8; faster on this project's CPU, see benchmarks/RESULTS.md).
 
     Raises ConfigError without onnxruntime/onnx/onnxscript or for a non-square image size."""
     from sknet.export import export_model
@@ -98,6 +101,8 @@ def quantize_export(
     import onnxruntime
 
     method = CalibrationMethod.parse(method)
+    if activations not in ACTIVATION_TYPES:
+        raise ConfigError(f"activations must be one of {', '.join(ACTIVATION_TYPES)}, got {activations!r}")
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="sknet-int8-", dir=path.parent) as tmp:
         fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
@@ -113,7 +118,7 @@ def quantize_export(
             quant_format=quantization.QuantFormat.QDQ,
             op_types_to_quantize=None if op_types is None else list(op_types),
             per_channel=True,
-            activation_type=quantization.QuantType.QInt8,
+            activation_type=getattr(quantization.QuantType, ACTIVATION_TYPES[activations]),
             weight_type=quantization.QuantType.QInt8,
             calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHODS[method]),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
@@ -130,7 +135,7 @@ def quantize_export(
         "dtype": "int8",
         "format": "QDQ",
         "weights": "int8, symmetric, per output channel",
-        "activations": "int8, asymmetric, per tensor",
+        "activations": f"{activations}, asymmetric, per tensor",
         "bn_folded": True,
         "quantized_op_types": quantized,
         "float_op_types": float_ops,
