@@ -1,7 +1,7 @@
 """int8 ONNX: the fp32 export (every BN folded) quantized statically by ONNX Runtime's quantizer.
 
 QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized node, which ONNX Runtime fuses into
-integer kernels), weights int8 symmetric per output channel, activations int8 per tensor with ranges
+integer kernels), weights int8 symmetric per output channel, activations int8 (or uint8) per tensor with ranges
 calibrated on real images (:mod:`sknet.deploy.calibration`) by MinMax, Entropy or Percentile.
 
 The file carries the fp32 export's metadata unchanged (the preprocessing record, see
