@@ -66,10 +66,9 @@ def _tensor_images(data, name: str, record: DataConfig, count: int) -> tuple[np.
 
 
 def _folder_images(folder: Path, record: DataConfig, count: int) -> tuple[np.ndarray, str]:
-    from PIL import Image
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from sknet.data.images import open_image
+    from sknet.data.images import image_channels, open_image
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS))
     if not files:
@@ -77,16 +76,11 @@ def _folder_images(folder: Path, record: DataConfig, count: int) -> tuple[np.nda
     if len(files) > count:  # evenly spaced over the sorted list: every class folder of a tree contributes
         files = [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]
     mode = "L" if record.in_chans == 1 else "RGB"
-    for path in files:  # headers only (PIL decodes lazily): the channel check costs no decoding
-        try:
-            with Image.open(path) as img:
-                bands = [b for b in img.getbands() if b != "A"]
-                channels = 3 if img.mode == "P" else len(bands)
-        except OSError as err:
-            raise DataError(f"cannot read calibration image {one_line(path)}: {one_line(err)}") from None
+    for path in files:  # headers only: the channel check costs no decoding
+        channels = image_channels(path)
         if channels != record.in_chans:
             raise DataError(
-                f"calibration image {one_line(path)} has {channels} channels ({img.mode}); the model takes "
+                f"calibration image {one_line(path)} has {channels} channels; the model takes "
                 f"{record.in_chans} ({record.channel_order})"
             )
     transform = record.transform()
