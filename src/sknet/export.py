@@ -63,7 +63,8 @@ def export_model(
     record = dataclasses.replace(record, input_size=height)  # the metadata describes the graph as traced
     path = Path(path)
     output_folder(path)
-    meta = {"model": getattr(model, "weights_meta", {}).get("model"), **record.to_metadata()}
+    recorded = getattr(model, "weights_meta", {})  # the dataset: `sknet eval FILE.onnx` evaluates on it
+    meta = {"model": recorded.get("model"), "dataset": recorded.get("dataset"), **record.to_metadata()}
     extra = {"sknet.json": json.dumps(meta)}
     fused = fuse_for_inference(copy.deepcopy(model).cpu().float())
     example = torch.randn(2, *input_size)

@@ -6,13 +6,15 @@ import argparse
 import json
 
 from sknet.cli.options import add_json_arg, add_progress_arg, add_run_args, check_run_args
+from sknet.deploy.onnx_model import load_model
 from sknet.errors import ConfigError, DataError
-from sknet.models import create_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="top-1/top-5 error of trained weights", description=__doc__)
-    parser.add_argument("--weights", required=True, help="model.safetensors or checkpoint.pt")
+    parser.add_argument(
+        "--weights", required=True, help="model.safetensors, checkpoint.pt or an exported .onnx (fp32 or int8)"
+    )
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument("--dataset", help="dataset (default: the one recorded in the weights)")
     parser.add_argument("--data-dir", help="data folder")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     for size in args.resolution or []:
         if not 8 <= size <= 4096:
             raise ConfigError(f"--resolution must be between 8 and 4096 pixels, got {size}")
-    model = create_model(args.model, weights=args.weights).eval()
+    model = load_model(args.weights, args.model)  # weights, a checkpoint or an exported .onnx (fp32 or int8)
     name, meta = model.weights_meta["model"], model.weights_meta
     dataset = args.dataset or meta.get("dataset")
     if not dataset:

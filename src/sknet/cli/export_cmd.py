@@ -3,6 +3,7 @@
 sknet export --weights runs/x/model.safetensors --format onnx --out model.onnx
 sknet export --weights runs/x/model.safetensors --format pt2 --out model.pt2   (torch.export.load)
 sknet export --model sknet50 --format torchscript --out sknet50.pt      (random weights)
+sknet export --weights runs/x/model.safetensors --format onnx --quantize int8 --calibration DIR --out m.int8.onnx
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sknet.cli.int8_export import add_quantize_args, check_quantize_args, run_quantized
 from sknet.errors import ConfigError, output_folder
 from sknet.export import ExportFormat
 
@@ -28,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resolution", type=int, help="input side used to trace (default: the model's native)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
     parser.add_argument("--check", action="store_true", help="run the exported model and compare with PyTorch")
+    add_quantize_args(parser)
     parser.set_defaults(run=run)
 
 
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resolution is not None and args.resolution < 1:
         raise ConfigError(f"--resolution must be ≥ 1, got {args.resolution}")
     output_folder(args.out)
+    check_quantize_args(args)
     if args.weights:
         model = create_model(args.model, weights=args.weights).eval()
     elif args.model:
@@ -49,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     name, record = model.weights_meta["model"], model.data_config  # the input the model was trained on
     channels = record.in_chans
     side = record.input_size if args.resolution is None else args.resolution
+    if args.quantize:
+        return run_quantized(args, model, side)
     written = export_model(model, args.out, args.format, (channels, side, side), args.opset)
     path = written[0]
     print(

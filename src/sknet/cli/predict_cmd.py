@@ -6,15 +6,17 @@ import argparse
 import json
 
 from sknet.cli.options import add_json_arg
+from sknet.deploy.onnx_model import load_model
 from sknet.errors import ConfigError, one_line
-from sknet.models import create_model
 from sknet.predict import predict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="classify images with trained weights", description=__doc__)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
-    parser.add_argument("--weights", required=True, help="model.safetensors written by sknet train")
+    parser.add_argument(
+        "--weights", required=True, help="model.safetensors written by sknet train, or an exported .onnx (fp32 or int8)"
+    )
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
     add_json_arg(parser)
@@ -24,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise ConfigError(f"--topk must be ≥ 1, got {args.topk}")
-    model = create_model(args.model, weights=args.weights).eval()
+    model = load_model(args.weights, args.model)  # weights or an exported .onnx (fp32 or int8)
     results = predict(model, args.images, args.topk)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -62,3 +62,13 @@ def _to_mode(img: Image.Image, mode: str, path: str | Path) -> Image.Image:
             raise DataError(f"image {path}: floating-point pixels outside [0, 1] have no 8-bit meaning")
         img = Image.fromarray(np.round(values * 255).astype(np.uint8), "L")
     return img.convert(mode)
+
+
+def image_channels(path: str | Path) -> int:
+    """Colour channels of the image at `path`, from its header only (no decoding): alpha not counted,
+    palette images 3. DataError naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as img:
+            return 3 if img.mode == "P" else len([band for band in img.getbands() if band != "A"])
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from None

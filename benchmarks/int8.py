@@ -1,0 +1,153 @@
+"""int8 vs fp32 ONNX Runtime vs PyTorch eager, CPU inference, one process, runtimes interleaved.
+
+For each model (random weights, ImageNet shape 3×224×224, 1000 classes): the fp32 ONNX export (BN folded),
+its int8 QDQ quantization (``sknet.deploy.quantize``, per-channel weights, calibrated by MinMax on random
+images: ranges do not change the speed) and the PyTorch model in eval mode under ``torch.inference_mode``.
+Every round times every (model, runtime, batch) once, in turn, so that a load change on a shared machine
+hits all of them alike; the table gives the median (and best) images/s over the rounds, and the ratios
+SK/ResNeXt and int8/fp32.
+
+    python benchmarks/int8.py                                   # all models, batch 1 and 8, 5 rounds
+    python benchmarks/int8.py --models sknet50 resnext50 --rounds 3 --json benchmarks/results/int8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import sknet
+from sknet.deploy.quantize import quantize_export
+from sknet.export import export_model
+
+MODELS = (
+    "sknet50",
+    "resnext50",
+    "senet50",
+    "shufflenetv2_100",
+    "shufflenetv2_100_sk",
+    "mobilenetv2_100",
+    "mobilenetv2_100_sk",
+)
+RUNTIMES = ("torch", "ort fp32", "ort int8")
+PAIRS = (
+    ("sknet50", "resnext50"),
+    ("shufflenetv2_100_sk", "shufflenetv2_100"),
+    ("mobilenetv2_100_sk", "mobilenetv2_100"),
+)
+
+
+def build(name: str, folder: Path, calibration: np.ndarray, all_ops: bool, threads: int, activations: str) -> dict:
+    """{runtime: callable(batch array)} for `name`; `all_ops`: also "ort int8 all ops", every op type ONNX
+    Runtime's QDQ quantizer knows quantized (the SK tail's Mul/Sub/Softmax/Where too)."""
+    import onnxruntime as ort
+
+    model = sknet.create_model(name).eval()
+    fp32, int8 = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
+    export_model(model, fp32, "onnx", (3, 224, 224))
+    quantize_export(model, int8, calibration, "random normal images (speed only)", activations=activations)
+    files = [("ort fp32", fp32), ("ort int8", int8)]
+    if all_ops:
+        quantize_export(
+            model, folder / f"{name}.all.onnx", calibration, "random", op_types=None, activations=activations
+        )
+        files.append(("ort int8 all ops", folder / f"{name}.all.onnx"))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # ONNX Runtime's pool spins after each run by default, starving the PyTorch run that follows it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sessions = {key: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for key, p in files}
+
+    def torch_run(x: np.ndarray):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))
+
+    runs = {"torch": torch_run}
+    for key, session in sessions.items():
+        runs[key] = lambda x, s=session: s.run(None, {"images": x})
+    return runs
+
+
+def images_per_second(run, x: np.ndarray, min_seconds: float) -> float:
+    run(x)  # warm-up (first-call allocations)
+    count, start = 0, time.perf_counter()
+    while True:
+        run(x)
+        count += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return count * len(x) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="timed per measurement (after a warm-up)")
+    parser.add_argument("--json", help="write the measurements here")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads of PyTorch and ONNX Runtime alike (default 1: on a loaded machine, two threads' barriers "
+        "wait on descheduled peers and the figures lose all meaning)",
+    )
+    parser.add_argument("--activations", choices=["int8", "uint8"], default="int8", help="of the int8 files")
+    parser.add_argument("--all-ops", action="store_true", help="also int8 with every op type quantized")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    calibration = np.random.default_rng(0).standard_normal((16, 3, 224, 224), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {
+            name: build(name, Path(tmp), calibration, args.all_ops, args.threads, args.activations)
+            for name in args.models
+        }
+        inputs = {
+            b: np.random.default_rng(1).standard_normal((b, 3, 224, 224), dtype=np.float32) for b in args.batch_sizes
+        }
+        samples: dict[tuple[str, str, int], list[float]] = {}
+        for r in range(args.rounds):
+            for batch in args.batch_sizes:
+                for name in args.models:
+                    for runtime in runs[name]:
+                        speed = images_per_second(runs[name][runtime], inputs[batch], args.min_seconds)
+                        samples.setdefault((name, runtime, batch), []).append(speed)
+            print(f"round {r + 1}/{args.rounds} done", flush=True)
+    median = {key: statistics.median(v) for key, v in samples.items()}
+    print(f"\nimages/s, median (best) of {args.rounds} interleaved rounds; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    extra = " | ORT int8, all ops" if args.all_ops else ""
+    print(f"| model | batch | PyTorch eager | ORT fp32 | ORT int8 | int8 / fp32 ORT | fp32 ORT / eager{extra} |")
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.all_ops else ""))
+    for name in args.models:
+        for b in args.batch_sizes:
+            e, f, q = (median[(name, rt, b)] for rt in RUNTIMES)
+            best = {rt: max(samples[(name, rt, b)]) for rt in RUNTIMES}
+            print(
+                f"| {name} | {b} | {e:.1f} ({best['torch']:.1f}) | {f:.1f} ({best['ort fp32']:.1f}) | "
+                f"{q:.1f} ({best['ort int8']:.1f}) | {q / f:.2f}× | {f / e:.2f}× |"
+                + (f" {median[(name, 'ort int8 all ops', b)]:.1f} |" if args.all_ops else "")
+            )
+    print("\n| pair | batch | eager | ORT fp32 | ORT int8 |")
+    print("|---|---|---|---|---|")
+    for sk, base in PAIRS:
+        if sk in args.models and base in args.models:
+            for b in args.batch_sizes:
+                ratios = [median[(sk, rt, b)] / median[(base, rt, b)] for rt in RUNTIMES]
+                print(f"| {sk} / {base} | {b} | " + " | ".join(f"{v:.2f}" for v in ratios) + " |")
+    if args.json:
+        rows = [{"model": n, "runtime": rt, "batch": b, "images_per_s": v} for (n, rt, b), v in samples.items()]
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""An exported ONNX file (fp32 or int8) run by ONNX Runtime behind the interface of a model from
+:func:`sknet.create_model`: called on a float tensor (N, C, H, W) it returns logits (N, classes), and it
+carries the preprocessing record of its metadata as ``data_config`` and ``weights_meta``, so that
+``sknet eval``, ``sknet predict`` and :func:`sknet.evaluate.evaluate` use it as they use weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sknet.errors import CheckpointError, ConfigError, one_line
+from sknet.weights import DataConfig
+
+
+def is_onnx(path: str | Path) -> bool:
+    """Whether `path` names an ONNX file (by its suffix, as the exporter writes them)."""
+    return str(path).lower().endswith(".onnx")
+
+
+class OnnxModel(nn.Module):
+    """ONNX Runtime session over `path` (CPU). Raises ConfigError without onnxruntime, CheckpointError for a
+    file that does not load or whose metadata lacks or fails the preprocessing record (``sknet`` key)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("running an ONNX file needs onnxruntime: pip install 'sknet[export]'") from None
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{one_line(path)} does not exist")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+            raise CheckpointError(f"{one_line(path)} is not a model ONNX Runtime can load: {one_line(err)}") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "sknet" not in props:
+            raise CheckpointError(f"{one_line(path)} has no preprocessing record (export it with sknet export)")
+        try:
+            meta = json.loads(props["sknet"])
+            self.quantization = json.loads(props["quantization"]) if "quantization" in props else None
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{one_line(path)}: its metadata is not valid JSON") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{one_line(path)}: its metadata is not a record")
+        self.data_config = DataConfig.from_metadata(meta, one_line(path))
+        self.weights_meta = {**meta, **self.data_config.to_metadata()}
+        self.path = path
+        self.input_name = self.session.get_inputs()[0].name
+        classes = self.session.get_outputs()[0].shape[1]
+        self.num_classes = classes if isinstance(classes, int) else len(self.data_config.classes or ())
+        self.in_chans = self.data_config.in_chans
+
+    @property
+    def precision(self) -> str:
+        """ "int8" for a quantized file, else "fp32"."""
+        return (self.quantization or {}).get("dtype", "fp32")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        logits = self.session.run(None, {self.input_name: images})[0]
+        return torch.from_numpy(logits).to(x.device)
+
+
+def load_model(path: str | Path, name: str | None = None) -> nn.Module:
+    """What ``sknet eval`` / ``sknet predict`` run: an :class:`OnnxModel` for a ``.onnx`` file, else
+    ``sknet.create_model(name, weights=path)`` (weights or a checkpoint), in eval mode. ConfigError for a
+    model name given with an ONNX file (the file records its own)."""
+    if is_onnx(path):
+        if name:
+            raise ConfigError(f"--model does not apply to the ONNX file {one_line(path)}: it is one model already")
+        return OnnxModel(path).eval()
+    from sknet.models import create_model
+
+    return create_model(name, weights=path).eval()

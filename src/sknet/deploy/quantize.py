@@ -1,0 +1,191 @@
+"""int8 ONNX: the fp32 export (every BN folded) quantized statically by ONNX Runtime's quantizer.
+
+QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized node, which ONNX Runtime fuses into
+integer kernels), weights int8 symmetric per output channel, activations int8 (or uint8) per tensor with ranges
+calibrated on real images (:mod:`sknet.deploy.calibration`) by MinMax, Entropy or Percentile.
+
+The file carries the fp32 export's metadata unchanged (the preprocessing record, see
+:mod:`sknet.export`) plus ``quantization``: a JSON record of what was quantized (format, types, the op
+types quantized, those left in float) and how it was calibrated (source, images, method).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from sknet.enums import parse_enum
+from sknet.errors import ConfigError
+from sknet.weights import DataConfig
+
+# The op types given integer kernels. Everything else stays float between a DequantizeLinear and the next
+# QuantizeLinear: in SK units the softmax attention and the weighted sum of the paths (Mul/Sub/Where).
+# Measured against quantizing every op type (benchmarks/RESULTS.md, "int8"): no faster either way;
+# accuracy mixed (ShuffleNetV2-SK better with the tail float, MobileNetV2-SK worse, the main job even).
+QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Concat")
+ACTIVATION_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}  # ONNX Runtime's QuantType names
+CALIBRATION_BATCH = 32  # images per calibration run of the instrumented graph
+
+
+class CalibrationMethod(str, enum.Enum):
+    """How activation ranges are chosen from the calibration images (ONNX Runtime's calibrators)."""
+
+    MINMAX = "minmax"  # the observed min and max
+    ENTROPY = "entropy"  # the range minimising the KL divergence of the quantized histogram (TensorRT's)
+    PERCENTILE = "percentile"  # the 99.999th percentile of |x| (ONNX Runtime's default percentile)
+
+    @classmethod
+    def parse(cls, value: object) -> CalibrationMethod:
+        return parse_enum(cls, value, "calibration method")
+
+
+_ORT_METHODS = {
+    CalibrationMethod.MINMAX: "MinMax",
+    CalibrationMethod.ENTROPY: "Entropy",
+    CalibrationMethod.PERCENTILE: "Percentile",
+}
+
+
+def require_onnxruntime():
+    """ONNX Runtime's quantization package, or ConfigError (exit 2) saying how to install it."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime.quantization as quantization
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError("int8 export needs onnx, onnxscript and onnxruntime: pip install 'sknet[export]'") from None
+    return quantization
+
+
+class _Batches:
+    """ONNX Runtime's CalibrationDataReader over an array of images, in batches."""
+
+    def __init__(self, images: np.ndarray, batch: int) -> None:
+        self._batches = iter([{"images": images[i : i + batch]} for i in range(0, len(images), batch)])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def quantize_export(
+    model: nn.Module,
+    path: str | Path,
+    images: np.ndarray,
+    calibration: str,
+    method: str | CalibrationMethod = CalibrationMethod.MINMAX,
+    record: DataConfig | None = None,
+    opset: int = 18,
+    op_types: tuple[str, ...] | None = QUANTIZED_OP_TYPES,
+    activations: str = "int8",
+) -> dict:
+    """Write `model` as an int8 QDQ ONNX file at `path` for inputs (batch, *images.shape[1:]), calibrated
+    on `images` (float32 (n, C, H, W), preprocessed as the model expects; see
+    :func:`sknet.deploy.calibration.calibration_images`); `calibration` describes their source in the
+    metadata. `op_types`: those given integer kernels (None: every op type ONNX Runtime's QDQ quantizer
+    knows, the SK tail's Mul/Sub/Softmax/Where included). Returns the ``quantization`` record written into
+    the file's metadata. `activations`: "int8" (ONNX Runtime's default, S8S8) or "uint8" (U8S8: what x86's
+    VNNI instruction multiplies, u8 × s8; faster on this project's CPU, see benchmarks/RESULTS.md).
+
+    Raises ConfigError without onnxruntime/onnx/onnxscript or for a non-square image size."""
+    from sknet.export import export_model
+
+    quantization = require_onnxruntime()
+    import onnx
+    import onnxruntime
+
+    method = CalibrationMethod.parse(method)
+    if activations not in ACTIVATION_TYPES:
+        raise ConfigError(f"activations must be one of {', '.join(ACTIVATION_TYPES)}, got {activations!r}")
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="sknet-int8-", dir=path.parent) as tmp:
+        fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
+        export_model(model, fp32, "onnx", tuple(images.shape[1:]), opset, record)
+        # Shape inference and ONNX Runtime's graph optimisations (constant folding, ...) before quantizing,
+        # as ONNX Runtime's quantization guide advises.
+        quantization.shape_inference.quant_pre_process(str(fp32), str(prepared))
+        ranges = _calibrate(prepared, images, method, op_types, Path(tmp))
+        quantization.quantize_static(
+            str(prepared),
+            str(path),
+            None,  # the ranges come from the cache written by _calibrate
+            quant_format=quantization.QuantFormat.QDQ,
+            op_types_to_quantize=None if op_types is None else list(op_types),
+            per_channel=True,
+            activation_type=getattr(quantization.QuantType, ACTIVATION_TYPES[activations]),
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHODS[method]),
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            calibration_cache_path=str(ranges),
+        )
+        props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
+    int8 = onnx.load(str(path))
+    quantized = sorted(quantized_op_types(int8.graph))
+    float_ops = sorted(
+        {node.op_type for node in int8.graph.node if node.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+        - set(quantized)
+    )
+    record = {
+        "dtype": "int8",
+        "format": "QDQ",
+        "weights": "int8, symmetric, per output channel",
+        "activations": f"{activations}, asymmetric, per tensor",
+        "bn_folded": True,
+        "quantized_op_types": quantized,
+        "float_op_types": float_ops,
+        "calibration": {"source": calibration, "images": len(images), "method": method.value},
+        "onnxruntime": onnxruntime.__version__,
+    }
+    props["quantization"] = json.dumps(record)
+    del int8.metadata_props[:]
+    int8.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v) for k, v in props.items())
+    onnx.save(int8, str(path))
+    return record
+
+
+def _calibrate(prepared: Path, images: np.ndarray, method: CalibrationMethod, op_types, tmp: Path) -> Path:
+    """Activation ranges of `prepared` over `images` by ONNX Runtime's calibrator for `method`, saved as
+    ONNX Runtime's calibration cache (what ``quantize_static(calibration_cache_path=...)`` reads).
+
+    Called here rather than inside ``quantize_static``, because that passes no histogram size on: its
+    Entropy calibrator then keeps 128 bins and searches thresholds among 128 quantized bins, i.e. none
+    (it returns MinMax's ranges, verified with onnxruntime 1.32). Entropy here: 2048 bins, 128 quantized,
+    as TensorRT's calibrator (Migacz, "8-bit Inference with TensorRT", GTC 2017); Percentile: 2048 bins,
+    the 99.999th percentile (ONNX Runtime's defaults)."""
+    from onnxruntime.quantization import calibrate
+
+    bins = {CalibrationMethod.ENTROPY: {"num_bins": 2048, "num_quantized_bins": 128}}.get(method, {})
+    calibrator = calibrate.create_calibrator(
+        prepared,
+        None if op_types is None else list(op_types),
+        augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=getattr(calibrate.CalibrationMethod, _ORT_METHODS[method]),
+        extra_options={"symmetric": False, **bins},
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+        calibrator.collect_data(_Batches(images, CALIBRATION_BATCH))
+        ranges = calibrator.compute_data()
+    cache = tmp / "ranges.json"
+    calibrate.save_tensors_data(ranges, cache)
+    return cache
+
+
+def quantized_op_types(graph) -> set[str]:
+    """The op types of `graph` that read a dequantized tensor and write one that is quantized again: the
+    pattern ONNX Runtime replaces by an integer kernel."""
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    requantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    return {
+        node.op_type
+        for node in graph.node
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+        and node.input
+        and producers.get(node.input[0]) == "DequantizeLinear"
+        and any(out in requantized for out in node.output)
+    }
