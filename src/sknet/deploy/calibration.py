@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sknet.data.config import DataConfig
 from sknet.errors import ConfigError, DataError, one_line, plural
-from sknet.weights import DataConfig
 
 DEFAULT_CALIBRATION_SIZE = 512  # images; ONNX Runtime's examples calibrate on a few hundred
 CALIBRATION_SEED = 0  # which images of a dataset are drawn: the same ones on every run

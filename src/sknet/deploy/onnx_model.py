@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sknet.data.config import DataConfig
 from sknet.errors import CheckpointError, ConfigError, one_line
-from sknet.weights import DataConfig
 
 
 def is_onnx(path: str | Path) -> bool:

@@ -12,7 +12,6 @@ types quantized, those left in float) and how it was calibrated (source, images,
 from __future__ import annotations
 
 import contextlib
-import enum
 import io
 import json
 import tempfile
@@ -21,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from sknet.enums import parse_enum
+from sknet.data.config import DataConfig
+from sknet.enums import TextEnum
 from sknet.errors import ConfigError
-from sknet.weights import DataConfig
 
 # The op types given integer kernels. Everything else stays float between a DequantizeLinear and the next
 # QuantizeLinear: in SK units the softmax attention and the weighted sum of the paths (Mul/Sub/Where).
@@ -34,16 +33,14 @@ ACTIVATION_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}  # ONNX Runtime's QuantT
 CALIBRATION_BATCH = 32  # images per calibration run of the instrumented graph
 
 
-class CalibrationMethod(str, enum.Enum):
+class CalibrationMethod(TextEnum):
     """How activation ranges are chosen from the calibration images (ONNX Runtime's calibrators)."""
+
+    __option__ = "calibration method"
 
     MINMAX = "minmax"  # the observed min and max
     ENTROPY = "entropy"  # the range minimising the KL divergence of the quantized histogram (TensorRT's)
     PERCENTILE = "percentile"  # the 99.999th percentile of |x| (ONNX Runtime's default percentile)
-
-    @classmethod
-    def parse(cls, value: object) -> CalibrationMethod:
-        return parse_enum(cls, value, "calibration method")
 
 
 _ORT_METHODS = {
