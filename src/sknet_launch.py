@@ -16,8 +16,19 @@ def _terminated(signum, frame):
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _terminated)  # SIGINT raises KeyboardInterrupt already
+    # Held back while torch and sknet are imported, delivered the moment the imports are done: a broad
+    # `except` in some library's import code could otherwise swallow the KeyboardInterrupt (a Ctrl-C lost,
+    # the command running on; seen once on a loaded machine). Costs at most the import's seconds of delay.
+    held = {signal.SIGINT, signal.SIGTERM}
+    hold = getattr(signal, "pthread_sigmask", None)  # POSIX; elsewhere the signals are not held
     try:
-        from sknet.cli.main import main as run_command
+        if hold:
+            hold(signal.SIG_BLOCK, held)
+        try:
+            from sknet.cli.main import main as run_command
+        finally:
+            if hold:
+                hold(signal.SIG_UNBLOCK, held)
     except KeyboardInterrupt as stop:
         print(f"sknet: interrupted by {stop.args[0] if stop.args else 'SIGINT'} while starting", file=sys.stderr)
         return 130
