@@ -102,8 +102,8 @@ def test_the_adamw_command_of_a_new_user_trains(tmp_path, capsys):
 
 
 def test_a_training_option_is_one_declaration():
-    """adamw_beta2 is declared once (sknet.train.config): the flag, its help, the validation and the resume
-    policy come from that declaration; optim.py reads the value."""
+    """adamw_beta2 is declared once (sknet.train.config): the flag, its help, the validation, the resume
+    policy and its place among the optimizer's arguments (TrainConfig.optimizer_kwargs) are in that file."""
     import argparse
 
     from sknet.cli import train_cmd

@@ -276,6 +276,13 @@ class TrainConfig:
         for f in fields(self):  # one validation for flags, files and saved configurations alike
             setattr(self, f.name, f.metadata["check"].apply(f.name, getattr(self, f.name)))
 
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """The options of the chosen torch optimizer, under torch's names (beside the declarations, so that
+        an optimizer option is added in this file alone)."""
+        if self.optimizer is Optimizer.ADAMW:
+            return {"lr": self.lr, "betas": (self.momentum, self.adamw_beta2)}
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=plain_value))
 

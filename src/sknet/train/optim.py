@@ -32,9 +32,8 @@ def _fused_ok(model: nn.Module) -> bool:
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, config.weight_decay, config.no_decay_bn_bias)
     fused = _fused_ok(model)
-    if config.optimizer is Optimizer.ADAMW:
-        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, config.adamw_beta2), fused=fused)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, fused=fused)
+    kind = torch.optim.AdamW if config.optimizer is Optimizer.ADAMW else torch.optim.SGD
+    return kind(groups, **config.optimizer_kwargs(), fused=fused)
 
 
 class LRFactor:
