@@ -11,18 +11,13 @@ import torch
 from torch import nn
 
 from sknet.layers import BlockConfig, ConvBNAct, Middle
+from sknet.layers.helpers import make_divisible
 from sknet.layers.squeeze_excite import SqueezeExcite
 from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 # (expansion t, output channels c, units n, first stride s) per stage, MobileNetV2 Table 2.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round channels to a multiple of `divisor`, never more than 10% below `value` (MobileNet rule)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 class InvertedResidual(nn.Module):

@@ -9,10 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sknet.layers.helpers import make_divisible
 
-def attention_dim(channels: int, reduction: int = 16, min_dim: int = 32) -> int:
-    """d = max(C / r, L): width of the fused descriptor z (paper eq. 4)."""
-    return max(channels // reduction, min_dim)
+
+def attention_dim(channels: int, reduction: int = 16, min_dim: int = 32, divisor: int = 1) -> int:
+    """d = max(C / r, L): width of the fused descriptor z (paper eq. 4). `divisor` > 1: C / r rounded by
+    :func:`~sknet.layers.helpers.make_divisible` first (timm's ``rd_divisor``); 1: C // r (the paper)."""
+    reduced = channels // reduction if divisor == 1 else make_divisible(channels / reduction, divisor)
+    return max(reduced, min_dim)
 
 
 class Fuse(nn.Module):

@@ -91,13 +91,7 @@ class SKConv2d(nn.Module):
         self.paths = nn.ModuleList(paths)
 
         if self.aggregation is Aggregation.SK:
-            dim = attn_dim if attn_dim is not None else attention_dim(out_channels, reduction, min_dim)
-            if attn_dim is None and attn_divisor > 1:  # timm's make_divisible(C / r, divisor), then max with L
-                rounded = max(
-                    attn_divisor, int(out_channels / reduction + attn_divisor / 2) // attn_divisor * attn_divisor
-                )
-                rounded += attn_divisor if rounded < 0.9 * out_channels / reduction else 0
-                dim = max(rounded, min_dim)
+            dim = attn_dim if attn_dim is not None else attention_dim(out_channels, reduction, min_dim, attn_divisor)
             check_positive_int("attn_dim", dim)
             self.attn_dim = dim
             self.fuse = Fuse(out_channels, dim)
@@ -131,7 +125,7 @@ class SKConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.fx.Proxy):  # FX symbolic tracing: no tensor to check or dispatch on
-            return plain.forward(self.parts(), self.split(x))
+            return self.forward_plain(x)
         check_image_batch(x, self.in_channels, type(self).__name__)
         if self.select is not None and self.training and x.shape[0] == 1:
             raise InputShapeError(
