@@ -36,7 +36,7 @@ def _layout(t: torch.Tensor) -> bool | None:
     return None
 
 
-def use_triton(paths: tuple[torch.Tensor, ...], attention: torch.Tensor) -> bool:
+def use_triton(paths: tuple[torch.Tensor, ...]) -> bool:
     """Whether the fused kernels apply: CUDA tensors in fp32, fp16 or bf16 (they accumulate in fp32), M ≤ 3,
     one dense layout, triton importable, and not turned off (SKNET_FUSED=0, as for the fused SK tail)."""
     if len(paths) > MAX_PATHS or torch.compiler.is_compiling():

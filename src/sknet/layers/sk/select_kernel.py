@@ -21,7 +21,7 @@ NAME = "select-kernel"
 
 
 def applies(parts: Parts, convs: list[torch.Tensor]) -> bool:
-    return parts.select is not None and parts.fused and select_triton.use_triton(tuple(convs), convs[0])
+    return parts.select is not None and parts.fused and select_triton.use_triton(tuple(convs))
 
 
 class _SelectKernel(torch.autograd.Function):
@@ -44,6 +44,6 @@ class _SelectKernel(torch.autograd.Function):
 def forward(parts: Parts, convs: list[torch.Tensor]) -> torch.Tensor:
     us = finish_paths(parts, convs)
     attention = parts.select(parts.fuse(pooled(us)))
-    if not select_triton.use_triton(tuple(us), attention):  # a norm that changed dtype or layout
+    if not select_triton.use_triton(tuple(us)):  # a norm that changed dtype or layout
         return select_paths(us, attention, normalized=True)
     return _SelectKernel.apply(attention, *us)
