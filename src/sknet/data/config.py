@@ -71,7 +71,7 @@ class DataConfig:
         default_stats = (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ((0.5,) * in_chans, (0.5,) * in_chans)
         classes = meta.get("classes")
         if classes is not None:
-            if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
+            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
                 raise CheckpointError(f"{source}: classes must be a list of names")
             if not 1 <= len(classes) <= MAX_CLASSES:
                 raise CheckpointError(f"{source}: {len(classes)} classes is out of range (1–{MAX_CLASSES})")
