@@ -33,3 +33,20 @@ def test_select_paths_only_attention_requires_grad():
     attention = torch.rand(2, 2, 3, requires_grad=True)
     select_paths(paths, attention).sum().backward()
     torch.testing.assert_close(attention.grad, torch.stack([p.sum((2, 3)) for p in paths], 1))
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("grad", [True, False])
+def test_select_paths_fp32_attention_on_bf16_paths(m, grad):
+    # CUDA autocast: the paths come out of the convolutions in bf16, softmax runs in fp32 (autocast's fp32
+    # list). V takes the paths' dtype, as the fused tail's does; dL/da arrives in fp32. (torch.lerp refused
+    # the mix: the plain tail failed under autocast on a GPU.)
+    paths = [torch.randn(2, 3, 4, 4, dtype=torch.bfloat16, requires_grad=grad) for _ in range(m)]
+    attention = torch.softmax(torch.randn(2, m, 3), 1).requires_grad_(grad)
+    v = select_paths(paths, attention, normalized=True)
+    assert v.dtype == torch.bfloat16
+    expect = sum(attention[:, i, :, None, None].detach() * paths[i].detach().float() for i in range(m))
+    torch.testing.assert_close(v.float(), expect, atol=2e-2, rtol=2e-2)
+    if grad:
+        v.float().square().sum().backward()
+        assert attention.grad.dtype == torch.float32 and paths[0].grad.dtype == torch.bfloat16

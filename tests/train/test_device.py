@@ -118,6 +118,26 @@ def test_cuda_training_with_autocast(tmp_path, precision):
     assert summary["epochs"] == 1 and 0 < summary["val_loss"] < 10
 
 
+@needs_cuda
+def test_cuda_training_under_cuda_graphs(tmp_path):
+    # --compile-mode reduce-overhead: each micro-batch marks a step's start (cudagraph trees), so a backward
+    # never meets saved tensors that a later replay overwrote; the fused SK tail runs inside the graphs.
+    cfg = tiny_config(tmp_path, epochs=2, device="cuda", precision="bf16", compile=True, compile_mode="reduce-overhead")
+    summary = Trainer(cfg).fit()
+    assert summary["epochs"] == 2 and 0 < summary["val_loss"] < 10
+
+
+def test_only_cuda_graph_modes_mark_steps(tmp_path):
+    from sknet.train.setup import step_marker
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    graphs = tiny_config(tmp_path, compile=True, compile_mode="reduce-overhead")
+    assert step_marker(graphs, cuda) is torch.compiler.cudagraph_mark_step_begin
+    assert step_marker(graphs, cpu)() is None  # no CUDA graphs on the CPU: nothing to mark
+    for changes in ({"compile": False}, {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"}):
+        assert step_marker(tiny_config(tmp_path, **changes), cuda) is not torch.compiler.cudagraph_mark_step_begin
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_image_folder_batches_honour_channels_last(tmp_path, channels_last):
     from PIL import Image

@@ -44,6 +44,7 @@ class Precision(TextEnum):
 
 # torch.compile's modes ("reduce-overhead" captures the step's kernels in CUDA graphs on GPUs).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # those of them that capture CUDA graphs on a GPU
 # Which weights model.safetensors holds when the run ends: the trained ones, their EMA, or whichever of the
 # two scored the better test top-1 in the last evaluation.
 WEIGHTS_FROM = ("raw", "ema", "better")

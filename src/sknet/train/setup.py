@@ -19,7 +19,7 @@ from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
 from sknet.errors import ConfigError
 from sknet.models import create_model, model_info
 from sknet.models.registry import DATA_OPTIONS, settle_fixed
-from sknet.train.config import TrainConfig
+from sknet.train.config import CUDA_GRAPH_MODES, TrainConfig
 from sknet.train.distributed import DistInfo
 from sknet.train.state import read_training_checkpoint
 from sknet.weights import read_metadata
@@ -56,6 +56,16 @@ def wrap_for_training(model: nn.Module, config: TrainConfig, dist: DistInfo) -> 
     if not config.compile:
         return model
     return torch.compile(model, mode=None if config.compile_mode == "default" else config.compile_mode)
+
+
+def step_marker(config: TrainConfig, device: torch.device):
+    """What each micro-batch's forward starts with. With CUDA graphs (``--compile-mode reduce-overhead`` or
+    ``max-autotune`` on a GPU): ``torch.compiler.cudagraph_mark_step_begin``, telling cudagraph trees that the
+    graphs' outputs of the step before (logits, saved activations) are done with; without the mark they guess
+    the boundary, and a backward can find its saved tensors overwritten. Otherwise nothing."""
+    if config.compile and device.type == "cuda" and config.compile_mode in CUDA_GRAPH_MODES:
+        return torch.compiler.cudagraph_mark_step_begin
+    return lambda: None
 
 
 def build_loaders(

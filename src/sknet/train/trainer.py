@@ -86,6 +86,7 @@ class Trainer:
         else:
             seed_all(config.seed + 1000 * self.dist.rank)  # per-rank runtime randomness (dropout)
         self.train_model = wrap_for_training(self.model, config, self.dist)  # DDP, torch.compile
+        self.mark_step = setup.step_marker(config, self.device)  # CUDA graphs: where a step begins
 
     def weights_metadata(self) -> dict[str, Any]:
         return weights_metadata(self.config, self.model_options, self.data, self.init_record)
@@ -151,6 +152,7 @@ class Trainer:
             group_skipped |= too_small
             if not too_small:
                 x, t = self.recipe.targets(x, y, run.epoch, i)  # mixed, with soft targets (--mixup, --cutmix)
+                self.mark_step()
                 loss, logits = forward_backward(model, x, t, criterion, cfg.precision, self.scaler, group, last_micro)
                 metrics.add(loss, logits, y)
                 self.guard.add(loss)

@@ -14,7 +14,7 @@ import torch
 
 def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     """Σ_m attention[:, m] ⊙ paths[m], accumulated into one output (no stacking, no autograd)."""
-    weights = attention[..., None, None]  # (N, M, C, 1, 1)
+    weights = attention.to(paths[0].dtype)[..., None, None]  # (N, M, C, 1, 1)
     if normalized and len(paths) == 2:
         # a0 + a1 = 1 (softmax): a0·u0 + a1·u1 = u1 + a0·(u0 − u1), one fused pass.
         return torch.lerp(paths[1], paths[0], weights[:, 0])
@@ -49,12 +49,16 @@ def select_paths(
 
     Args:
         paths: M tensors (N, C, H, W), any memory format (channels_last is preserved).
-        attention: (N, M, C), typically softmax-normalised over M.
+        attention: (N, M, C), typically softmax-normalised over M; cast to the paths' dtype.
         normalized: promise that attention sums to 1 over M (enables a one-pass form for M = 2).
     Returns:
         (N, C, H, W) in the memory format of ``paths[0]``.
     """
     paths = tuple(paths)
+    if not isinstance(attention, torch.fx.Proxy) and attention.dtype != paths[0].dtype:
+        # CUDA autocast runs softmax in fp32 while the paths are bf16/fp16: V takes the paths' dtype (as the
+        # fused tail's does); autograd casts dL/da back to fp32.
+        attention = attention.to(paths[0].dtype)
     if len(paths) == 1:
         return paths[0] * attention[:, 0, :, None, None]
     if isinstance(attention, torch.fx.Proxy):  # FX symbolic tracing: weighted_sum's ops, none in place
