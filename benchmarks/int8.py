@@ -1,8 +1,9 @@
 """int8 vs fp32 ONNX Runtime vs PyTorch eager, CPU inference, one process, runtimes interleaved.
 
 For each model (random weights, ImageNet shape 3×224×224, 1000 classes): the fp32 ONNX export (BN folded),
-its int8 QDQ quantization (``sknet.deploy.quantize``, per-channel weights, calibrated by MinMax on random
-images: ranges do not change the speed) and the PyTorch model in eval mode under ``torch.inference_mode``.
+its int8 QDQ quantizations with int8 and with uint8 activations (``sknet.deploy.quantize``: per-channel
+weights; grouped convolutions and the SK tail float; MinMax on random images: ranges do not change the
+speed) and the PyTorch model in eval mode under ``torch.inference_mode``.
 Every round times every (model, runtime, batch) once, in turn, so that a load change on a shared machine
 hits all of them alike; the table gives the median (and best) images/s over the rounds, and the ratios
 SK/ResNeXt and int8/fp32.
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 import sknet
-from sknet.deploy.quantize import quantize_export
+from sknet.deploy.quantize import quantize_export, session_kwargs
 from sknet.export import export_model
 
 MODELS = (
@@ -36,7 +37,7 @@ MODELS = (
     "mobilenetv2_100",
     "mobilenetv2_100_sk",
 )
-RUNTIMES = ("torch", "ort fp32", "ort int8")
+ACTIVATIONS = ("int8", "uint8")  # S8S8 (ONNX Runtime's default) and U8S8 (what x86's VNNI multiplies)
 PAIRS = (
     ("sknet50", "resnext50"),
     ("shufflenetv2_100_sk", "shufflenetv2_100"),
@@ -44,26 +45,27 @@ PAIRS = (
 )
 
 
-def build(name: str, folder: Path, calibration: np.ndarray, all_ops: bool, threads: int, activations: str) -> dict:
-    """{runtime: callable(batch array)} for `name`; `all_ops`: also "ort int8 all ops", every op type ONNX
-    Runtime's QDQ quantizer knows quantized (the SK tail's Mul/Sub/Softmax/Where too)."""
+def build(name: str, folder: Path, calibration: np.ndarray, threads: int, activations: tuple[str, ...]) -> dict:
+    """{runtime: callable(batch array)} for `name`: "torch", "ort fp32" and "ort int8 (<activations>)" each."""
     import onnxruntime as ort
 
     model = sknet.create_model(name).eval()
-    fp32, int8 = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
+    fp32 = folder / f"{name}.onnx"
     export_model(model, fp32, "onnx", (3, 224, 224))
-    quantize_export(model, int8, calibration, "random normal images (speed only)", activations=activations)
-    files = [("ort fp32", fp32), ("ort int8", int8)]
-    if all_ops:
-        quantize_export(
-            model, folder / f"{name}.all.onnx", calibration, "random", op_types=None, activations=activations
-        )
-        files.append(("ort int8 all ops", folder / f"{name}.all.onnx"))
+    files = [("ort fp32", fp32)]
+    for act in activations:
+        int8 = folder / f"{name}.{act}.onnx"
+        quantize_export(model, int8, calibration, "random normal images (speed only)", activations=act)
+        files.append((f"ort int8 ({act})", int8))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # ONNX Runtime's pool spins after each run by default, starving the PyTorch run that follows it.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sessions = {key: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for key, p in files}
+    # session_kwargs: the int8 files run as quantized (grouped convolutions float), as `sknet eval` runs them.
+    sessions = {
+        key: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"], **session_kwargs())
+        for key, p in files
+    }
 
     def torch_run(x: np.ndarray):
         with torch.inference_mode():
@@ -100,16 +102,14 @@ def main() -> None:
         help="threads of PyTorch and ONNX Runtime alike (default 1: on a loaded machine, two threads' barriers "
         "wait on descheduled peers and the figures lose all meaning)",
     )
-    parser.add_argument("--activations", choices=["int8", "uint8"], default="int8", help="of the int8 files")
-    parser.add_argument("--all-ops", action="store_true", help="also int8 with every op type quantized")
+    parser.add_argument("--activations", nargs="+", choices=ACTIVATIONS, default=list(ACTIVATIONS))
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     calibration = np.random.default_rng(0).standard_normal((16, 3, 224, 224), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {
-            name: build(name, Path(tmp), calibration, args.all_ops, args.threads, args.activations)
-            for name in args.models
+            name: build(name, Path(tmp), calibration, args.threads, tuple(args.activations)) for name in args.models
         }
         inputs = {
             b: np.random.default_rng(1).standard_normal((b, 3, 224, 224), dtype=np.float32) for b in args.batch_sizes
@@ -123,27 +123,27 @@ def main() -> None:
                         samples.setdefault((name, runtime, batch), []).append(speed)
             print(f"round {r + 1}/{args.rounds} done", flush=True)
     median = {key: statistics.median(v) for key, v in samples.items()}
+    runtimes = ["torch", "ort fp32", *(f"ort int8 ({act})" for act in args.activations)]
     print(f"\nimages/s, median (best) of {args.rounds} interleaved rounds; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    extra = " | ORT int8, all ops" if args.all_ops else ""
-    print(f"| model | batch | PyTorch eager | ORT fp32 | ORT int8 | int8 / fp32 ORT | fp32 ORT / eager{extra} |")
-    print("|---|---|---|---|---|---|---|" + ("---|" if args.all_ops else ""))
+    names = ["PyTorch eager", "ORT fp32", *(f"ORT int8 ({act})" for act in args.activations)]
+    ratios = [f"{act} / fp32" for act in args.activations]
+    print("| model | batch | " + " | ".join(names + ratios) + " | fp32 ORT / eager |")
+    print("|---|---|" + "---|" * (len(names) + len(ratios) + 1))
     for name in args.models:
         for b in args.batch_sizes:
-            e, f, q = (median[(name, rt, b)] for rt in RUNTIMES)
-            best = {rt: max(samples[(name, rt, b)]) for rt in RUNTIMES}
-            print(
-                f"| {name} | {b} | {e:.1f} ({best['torch']:.1f}) | {f:.1f} ({best['ort fp32']:.1f}) | "
-                f"{q:.1f} ({best['ort int8']:.1f}) | {q / f:.2f}× | {f / e:.2f}× |"
-                + (f" {median[(name, 'ort int8 all ops', b)]:.1f} |" if args.all_ops else "")
-            )
-    print("\n| pair | batch | eager | ORT fp32 | ORT int8 |")
-    print("|---|---|---|---|---|")
+            cells = [f"{median[(name, rt, b)]:.1f} ({max(samples[(name, rt, b)]):.1f})" for rt in runtimes]
+            fp32 = median[(name, "ort fp32", b)]
+            cells += [f"{median[(name, rt, b)] / fp32:.2f}×" for rt in runtimes[2:]]
+            cells.append(f"{fp32 / median[(name, 'torch', b)]:.2f}×")
+            print(f"| {name} | {b} | " + " | ".join(cells) + " |")
+    print("\n| pair | batch | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
     for sk, base in PAIRS:
         if sk in args.models and base in args.models:
             for b in args.batch_sizes:
-                ratios = [median[(sk, rt, b)] / median[(base, rt, b)] for rt in RUNTIMES]
-                print(f"| {sk} / {base} | {b} | " + " | ".join(f"{v:.2f}" for v in ratios) + " |")
+                pair = [median[(sk, rt, b)] / median[(base, rt, b)] for rt in runtimes]
+                print(f"| {sk} / {base} | {b} | " + " | ".join(f"{v:.2f}" for v in pair) + " |")
     if args.json:
         rows = [{"model": n, "runtime": rt, "batch": b, "images_per_s": v} for (n, rt, b), v in samples.items()]
         Path(args.json).write_text(json.dumps(rows, indent=1))

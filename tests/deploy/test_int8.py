@@ -154,3 +154,50 @@ def test_calibration_methods_and_activation_types(exported, tmp_path, method, ac
     with torch.no_grad():
         ref = model(x).argmax(1)
     assert (int8(x).argmax(1) == ref).float().mean() >= 0.99
+
+
+def test_grouped_path_convolutions_and_the_sk_tail_stay_float(exported):
+    # What runs faster or keeps accuracy float (sknet.deploy.quantize: float_convolutions, float_sk_tail):
+    # the SK paths' grouped 3×3 convolutions and the attention's convolutions keep float weights, every
+    # other convolution int8 weights; the record counts them.
+    import onnx
+
+    from sknet.deploy.quantize import float_convolutions, float_sk_tail
+
+    _, fp32, int8, _ = exported
+    graph32 = onnx.load(str(fp32)).graph
+    grouped, tail = set(float_convolutions(graph32)), set(float_sk_tail(graph32))
+    layers = sum(1 for m in sknet.create_model("sknet_tiny").modules() if isinstance(m, sknet.SKConv2d))
+    convs32 = {n.name: n for n in graph32.node if n.op_type == "Conv"}
+    assert len(grouped) == 2 * layers and len(tail & convs32.keys()) == 2 * layers  # paths; W and A
+    graph = onnx.load(str(int8)).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    float_weights = {n.name for n in graph.node if n.op_type == "Conv" and producers.get(n.input[1]) is None}
+    int8_weights = {
+        n.name for n in graph.node if n.op_type == "Conv" and producers.get(n.input[1]) == "DequantizeLinear"
+    }
+    assert float_weights == grouped | (tail & convs32.keys())
+    assert int8_weights == convs32.keys() - float_weights
+    quant = json.loads(onnx.load(str(int8)).metadata_props[-1].value)
+    assert quant["float_nodes"] == {"grouped convolutions": len(grouped), "SK tail": len(tail)}
+
+
+def test_float_convolutions_are_grouped_ones_not_depthwise_or_dense():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sknet.deploy.quantize import float_convolutions
+
+    def conv(name, channels_in, groups):
+        weight = helper.make_tensor(
+            f"{name}.w", TensorProto.FLOAT, (8, channels_in // groups, 3, 3), [0.0] * (8 * channels_in // groups * 9)
+        )
+        node = helper.make_node("Conv", ["x", f"{name}.w"], [name], name=name, group=groups)
+        return node, weight
+
+    nodes, weights = zip(conv("dense", 8, 1), conv("grouped", 8, 2), conv("depthwise", 8, 8), strict=True)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 8, 5, 5))
+    outs = [helper.make_tensor_value_info(n.name, TensorProto.FLOAT, (1, 8, 3, 3)) for n in nodes]
+    graph = helper.make_graph(list(nodes), "g", [x], outs, initializer=list(weights))
+    onnx.checker.check_model(helper.make_model(graph))
+    assert float_convolutions(graph) == ["grouped"]

@@ -11,7 +11,7 @@ CHECK_IMAGES = 256  # calibration images --check runs through both models
 
 def add_quantize_args(parser: argparse.ArgumentParser) -> None:
     from sknet.deploy.calibration import DEFAULT_CALIBRATION_SIZE
-    from sknet.deploy.quantize import CalibrationMethod
+    from sknet.deploy.quantize import ACTIVATION_TYPES, DEFAULT_ACTIVATIONS, CalibrationMethod
 
     group = parser.add_argument_group("int8 (ONNX Runtime static quantization, QDQ, per-channel weights)")
     group.add_argument("--quantize", choices=["int8"], help="quantize the ONNX export (needs --calibration)")
@@ -37,9 +37,10 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--activations",
-        choices=["int8", "uint8"],
-        default="int8",
-        help="activation type (default: int8, ONNX Runtime's; uint8 runs faster on x86 CPUs with VNNI)",
+        choices=list(ACTIVATION_TYPES),
+        default=DEFAULT_ACTIVATIONS,
+        help=f"activation type (default: {DEFAULT_ACTIVATIONS}: what x86's VNNI multiplies, 1.4–2× faster there; "
+        "int8 on x86 CPUs without VNNI, where ONNX Runtime's uint8 kernels can saturate)",
     )
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from sknet.data.config import DataConfig
+from sknet.deploy.quantize import session_kwargs
 from sknet.errors import CheckpointError, ConfigError, one_line
 
 
@@ -37,7 +38,9 @@ class OnnxModel(nn.Module):
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"], **session_kwargs()
+            )
         except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
             raise CheckpointError(f"{one_line(path)} is not a model ONNX Runtime can load: {one_line(err)}") from None
         props = self.session.get_modelmeta().custom_metadata_map

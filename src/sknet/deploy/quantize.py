@@ -23,13 +23,24 @@ from torch import nn
 from sknet.data.config import DataConfig
 from sknet.enums import TextEnum
 from sknet.errors import ConfigError
+from sknet.layers.sk.attention import Fuse, SelectAttention
+from sknet.layers.sk.conv import SKConv2d
 
 # The op types given integer kernels. Everything else stays float between a DequantizeLinear and the next
-# QuantizeLinear: in SK units the softmax attention and the weighted sum of the paths (Mul/Sub/Where).
-# Measured against quantizing every op type (benchmarks/RESULTS.md, "int8"): no faster either way;
-# accuracy mixed (ShuffleNetV2-SK better with the tail float, MobileNetV2-SK worse, the main job even).
-QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "GlobalAveragePool", "Concat")
+# QuantizeLinear: in SK units the softmax attention and the weighted sum of the paths (Mul). Clip is
+# ReLU6 (MobileNetV2): left float, the convolution before it was quantized over its unclipped range, and
+# MobileNetV2-SK lost 17 points instead of 3.7 (benchmarks/RESULTS.md, "int8").
+QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "GlobalAveragePool", "Concat")
+# ONNX Runtime's graph optimisation that quantizes the weights of a float convolution found between
+# DequantizeLinear and QuantizeLinear nodes (which would undo FLOAT_CONVOLUTIONS in ResNeXt-like units).
+# sknet's sessions turn it off (`session_kwargs`), so that a file runs as it was quantized.
+REQUANTIZING_OPTIMIZERS = ("WeightBiasQuantization",)
 ACTIVATION_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}  # ONNX Runtime's QuantType names
+# uint8 activations with int8 weights (U8S8) are what x86's VNNI instruction multiplies: on this project's
+# CPU SKNet-50 int8 ran 1.8× its fp32 with them and slower than fp32 with int8 activations (S8S8, ONNX
+# Runtime's own default), at the same accuracy (benchmarks/RESULTS.md, "int8"). On x86 CPUs without VNNI
+# (AVX2 only) ONNX Runtime's U8S8 kernels can saturate: choose int8 there.
+DEFAULT_ACTIVATIONS = "uint8"
 CALIBRATION_BATCH = 32  # images per calibration run of the instrumented graph
 
 
@@ -48,6 +59,52 @@ _ORT_METHODS = {
     CalibrationMethod.ENTROPY: "Entropy",
     CalibrationMethod.PERCENTILE: "Percentile",
 }
+
+
+def float_convolutions(graph) -> list[str]:
+    """Names of the grouped convolutions of `graph` (an ONNX GraphProto) that stay float: groups of more than
+    one channel (ResNeXt's and SK's 3×3 paths), not depthwise ones. ONNX Runtime's int8 kernels run those
+    about 2× slower than its fp32 ones while 1×1 convolutions run about 4× faster (SKNet-50, batch 8, one
+    thread: 3×3 groups of 32, 112 ms int8 vs 43 ms fp32; 1×1s 69 ms vs 260 ms; depthwise convolutions
+    are faster in int8): with them float SKNet-50 int8 runs 1.8× its fp32 instead of 1.3×."""
+    shapes = {t.name: t.dims for t in graph.initializer}
+    names = []
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        weight = shapes.get(node.input[1])
+        if groups > 1 and weight is not None and weight[1] > 1:  # (out, in/groups, kh, kw)
+            names.append(node.name)
+    return names
+
+
+# The modules whose ONNX nodes stay float (the exporter records each node's class hierarchy): the SK
+# layer's own ops (pooled sum, weighted sum) and its attention.
+SK_TAIL_CLASSES = tuple(f"{c.__module__}.{c.__qualname__}" for c in (SKConv2d, Fuse, SelectAttention))
+
+
+def float_sk_tail(graph) -> list[str]:
+    """Names of the nodes of SK layers' tails that stay float: everything after the path convolutions and
+    their activations — the pooled descriptor s = Σ_m mean u_m, Fuse, Select and the weighted sum
+    V = Σ_m a_m·u_m (V is quantized once, where the next convolution reads it). Measured on ShuffleNetV2-SK
+    with onnxruntime's qdq_loss_debug: quantized per tensor, the products a_m·u_m kept 10–20 dB of signal and
+    the attention logits 7–10 dB, against 20–35 dB for convolution outputs. The ops on (N, C, 1, 1) tensors
+    cost nothing measurable in float; the weighted sum costs what its QLinearAdd did."""
+    names = []
+    for node in graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        hierarchy = meta.get("pkg.torch.onnx.class_hierarchy", "")
+        innermost = hierarchy.rstrip("]").rsplit(",", 1)[-1].strip(" '[")
+        if innermost == SK_TAIL_CLASSES[0] or any(f"'{name}'" in hierarchy for name in SK_TAIL_CLASSES[1:]):
+            names.append(node.name)
+    return names
+
+
+def session_kwargs() -> dict:
+    """Keyword arguments of ``onnxruntime.InferenceSession`` that run an int8 file as it was quantized (its
+    float convolutions float): the re-quantizing optimisation off. Harmless for fp32 files."""
+    return {"disabled_optimizers": list(REQUANTIZING_OPTIMIZERS)}
 
 
 def require_onnxruntime():
@@ -80,15 +137,15 @@ def quantize_export(
     record: DataConfig | None = None,
     opset: int = 18,
     op_types: tuple[str, ...] | None = QUANTIZED_OP_TYPES,
-    activations: str = "int8",
+    activations: str = DEFAULT_ACTIVATIONS,
 ) -> dict:
     """Write `model` as an int8 QDQ ONNX file at `path` for inputs (batch, *images.shape[1:]), calibrated
     on `images` (float32 (n, C, H, W), preprocessed as the model expects; see
     :func:`sknet.deploy.calibration.calibration_images`); `calibration` describes their source in the
     metadata. `op_types`: those given integer kernels (None: every op type ONNX Runtime's QDQ quantizer
     knows, the SK tail's Mul/Sub/Softmax/Where included). Returns the ``quantization`` record written into
-    the file's metadata. `activations`: "int8" (ONNX Runtime's default, S8S8) or "uint8" (U8S8: what x86's
-    VNNI instruction multiplies, u8 × s8; faster on this project's CPU, see benchmarks/RESULTS.md).
+    the file's metadata. `activations`: "uint8" (the default, U8S8: what x86's VNNI
+    instruction multiplies) or "int8" (S8S8, ONNX Runtime's default; see :data:`DEFAULT_ACTIVATIONS`).
 
     Raises ConfigError without onnxruntime/onnx/onnxscript or for a non-square image size."""
     from sknet.export import export_model
@@ -108,12 +165,15 @@ def quantize_export(
         # as ONNX Runtime's quantization guide advises.
         quantization.shape_inference.quant_pre_process(str(fp32), str(prepared))
         ranges = _calibrate(prepared, images, method, op_types, Path(tmp))
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+        kept_float = float_convolutions(graph) + float_sk_tail(graph)
         quantization.quantize_static(
             str(prepared),
             str(path),
             None,  # the ranges come from the cache written by _calibrate
             quant_format=quantization.QuantFormat.QDQ,
             op_types_to_quantize=None if op_types is None else list(op_types),
+            nodes_to_exclude=kept_float,
             per_channel=True,
             activation_type=getattr(quantization.QuantType, ACTIVATION_TYPES[activations]),
             weight_type=quantization.QuantType.QInt8,
@@ -136,6 +196,11 @@ def quantize_export(
         "bn_folded": True,
         "quantized_op_types": quantized,
         "float_op_types": float_ops,
+        "float_nodes": {  # besides float_op_types: see float_convolutions and float_sk_tail
+            "grouped convolutions": len(float_convolutions(graph)),
+            "SK tail": len(float_sk_tail(graph)),
+        },
+        "session": {"disabled_optimizers": list(REQUANTIZING_OPTIMIZERS)},
         "calibration": {"source": calibration, "images": len(images), "method": method.value},
         "onnxruntime": onnxruntime.__version__,
     }

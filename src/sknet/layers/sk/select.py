@@ -15,6 +15,13 @@ import torch
 def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     """Σ_m attention[:, m] ⊙ paths[m], accumulated into one output (no stacking, no autograd)."""
     weights = attention.to(paths[0].dtype)[..., None, None]  # (N, M, C, 1, 1)
+    if torch.onnx.is_in_onnx_export():
+        # ONNX has no lerp: its exporter writes one as both of lerp's branches and a Where, six passes over
+        # the feature map; Σ_m a_m·u_m is M products and M − 1 sums, which ONNX Runtime also quantizes.
+        out = paths[0] * weights[:, 0]
+        for m in range(1, len(paths)):
+            out = out + paths[m] * weights[:, m]
+        return out
     if normalized and len(paths) == 2:
         # a0 + a1 = 1 (softmax): a0·u0 + a1·u1 = u1 + a0·(u0 − u1), one fused pass.
         return torch.lerp(paths[1], paths[0], weights[:, 0])
