@@ -3,7 +3,8 @@
 For each model (random weights, ImageNet shape 3×224×224, 1000 classes): the fp32 ONNX export (BN folded),
 its int8 QDQ quantizations with int8 and with uint8 activations (``sknet.deploy.quantize``: per-channel
 weights; grouped convolutions and the SK tail float; MinMax on random images: ranges do not change the
-speed) and the PyTorch model in eval mode under ``torch.inference_mode``.
+speed), the PyTorch model in eval mode under ``torch.inference_mode`` and PyTorch's own x86 int8 of it
+(``sknet.deploy.quantize_torch``: FX graph mode quantization, a frozen TorchScript trace).
 Every round times every (model, runtime, batch) once, in turn, so that a load change on a shared machine
 hits all of them alike; the table gives the median (and best) images/s over the rounds, and the ratios
 SK/ResNeXt and int8/fp32.
@@ -26,6 +27,7 @@ import torch
 
 import sknet
 from sknet.deploy.quantize import quantize_export, session_kwargs
+from sknet.deploy.quantize_torch import quantize_torchscript
 from sknet.export import export_model
 
 MODELS = (
@@ -74,6 +76,15 @@ def build(name: str, folder: Path, calibration: np.ndarray, threads: int, activa
     runs = {"torch": torch_run}
     for key, session in sessions.items():
         runs[key] = lambda x, s=session: s.run(None, {"images": x})
+    scripted = folder / f"{name}.int8.pt"  # PyTorch's own x86 int8: sknet export --format torchscript --quantize int8
+    quantize_torchscript(model, scripted, calibration, "random normal images (speed only)")
+    module = torch.jit.load(str(scripted))
+
+    def torch_int8_run(x: np.ndarray):
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))
+
+    runs["torch int8"] = torch_int8_run
     return runs
 
 
@@ -123,18 +134,19 @@ def main() -> None:
                         samples.setdefault((name, runtime, batch), []).append(speed)
             print(f"round {r + 1}/{args.rounds} done", flush=True)
     median = {key: statistics.median(v) for key, v in samples.items()}
-    runtimes = ["torch", "ort fp32", *(f"ort int8 ({act})" for act in args.activations)]
+    runtimes = ["torch", "ort fp32", *(f"ort int8 ({act})" for act in args.activations), "torch int8"]
     print(f"\nimages/s, median (best) of {args.rounds} interleaved rounds; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    names = ["PyTorch eager", "ORT fp32", *(f"ORT int8 ({act})" for act in args.activations)]
-    ratios = [f"{act} / fp32" for act in args.activations]
+    names = ["PyTorch eager", "ORT fp32", *(f"ORT int8 ({act})" for act in args.activations), "PyTorch int8"]
+    ratios = [f"ORT {act} / fp32" for act in args.activations] + ["PyTorch int8 / eager"]
     print("| model | batch | " + " | ".join(names + ratios) + " | fp32 ORT / eager |")
     print("|---|---|" + "---|" * (len(names) + len(ratios) + 1))
     for name in args.models:
         for b in args.batch_sizes:
             cells = [f"{median[(name, rt, b)]:.1f} ({max(samples[(name, rt, b)]):.1f})" for rt in runtimes]
             fp32 = median[(name, "ort fp32", b)]
-            cells += [f"{median[(name, rt, b)] / fp32:.2f}×" for rt in runtimes[2:]]
+            cells += [f"{median[(name, rt, b)] / fp32:.2f}×" for rt in runtimes[2:-1]]
+            cells.append(f"{median[(name, 'torch int8', b)] / median[(name, 'torch', b)]:.2f}×")
             cells.append(f"{fp32 / median[(name, 'torch', b)]:.2f}×")
             print(f"| {name} | {b} | " + " | ".join(cells) + " |")
     print("\n| pair | batch | " + " | ".join(names) + " |")

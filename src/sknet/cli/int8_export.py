@@ -1,4 +1,5 @@
-"""`sknet export --quantize int8`: the options of the int8 ONNX export and its run (see sknet.deploy)."""
+"""`sknet export --quantize int8`: the options of the int8 exports (ONNX Runtime's for --format onnx, PyTorch's
+x86 int8 for --format torchscript) and their run (see sknet.deploy)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
     from sknet.deploy.calibration import DEFAULT_CALIBRATION_SIZE
     from sknet.deploy.quantize import ACTIVATION_TYPES, DEFAULT_ACTIVATIONS, CalibrationMethod
 
-    group = parser.add_argument_group("int8 (ONNX Runtime static quantization, QDQ, per-channel weights)")
-    group.add_argument("--quantize", choices=["int8"], help="quantize the ONNX export (needs --calibration)")
+    group = parser.add_argument_group(
+        "int8 (static quantization, per-channel weights: ONNX Runtime's QDQ for --format onnx, PyTorch's x86 "
+        "FX quantization for --format torchscript)"
+    )
+    group.add_argument(
+        "--quantize", choices=["int8"], help="quantize the onnx or torchscript export (needs --calibration)"
+    )
     group.add_argument(
         "--calibration",
         metavar="DATA",
@@ -33,14 +39,15 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
         "--calibration-method",
         choices=[m.value for m in CalibrationMethod],
         default=CalibrationMethod.MINMAX.value,
-        help="how activation ranges are chosen (default: minmax)",
+        help="how activation ranges are chosen (default: minmax; percentile: onnx only)",
     )
     group.add_argument(
         "--activations",
         choices=list(ACTIVATION_TYPES),
         default=DEFAULT_ACTIVATIONS,
-        help=f"activation type (default: {DEFAULT_ACTIVATIONS}: what x86's VNNI multiplies, 1.4–2× faster there; "
-        "int8 on x86 CPUs without VNNI, where ONNX Runtime's uint8 kernels can saturate)",
+        help=f"onnx: activation type (default: {DEFAULT_ACTIVATIONS}: what x86's VNNI multiplies, 1.4–2× faster "
+        "there; int8 on x86 CPUs without VNNI, where ONNX Runtime's uint8 kernels can saturate); torchscript "
+        "uses PyTorch's x86 choice (uint8, 7-bit range)",
     )
 
 
@@ -51,14 +58,18 @@ def check_quantize_args(args: argparse.Namespace) -> None:
             raise ConfigError("--calibration and --data-dir apply to --quantize int8 only")
         return
     from sknet.deploy.quantize import require_onnxruntime
+    from sknet.deploy.quantize_torch import check_torch_method
 
-    if args.format != "onnx":
-        raise ConfigError(f"--quantize int8 writes ONNX: use --format onnx, not {args.format}")
+    if args.format not in ("onnx", "torchscript"):
+        raise ConfigError(f"--quantize int8 writes onnx or torchscript, not {args.format}")
     if not args.calibration:
         raise ConfigError("--quantize int8 needs --calibration DATA (a folder of images or a dataset name)")
     if args.calibration_size < 1:
         raise ConfigError(f"--calibration-size must be ≥ 1, got {args.calibration_size}")
-    require_onnxruntime()
+    if args.format == "onnx":
+        require_onnxruntime()
+    else:
+        check_torch_method(args.calibration_method)
 
 
 def run_quantized(args: argparse.Namespace, model, side: int) -> int:
@@ -66,28 +77,32 @@ def run_quantized(args: argparse.Namespace, model, side: int) -> int:
     import dataclasses
 
     from sknet.deploy.calibration import calibration_images
+    from sknet.deploy.onnx_model import load_model
     from sknet.deploy.quantize import quantize_export
+    from sknet.deploy.quantize_torch import quantize_torchscript
 
     record = dataclasses.replace(model.data_config, input_size=side)  # calibrate at the traced size
     images, source = calibration_images(args.calibration, record, args.calibration_size, args.data_dir)
-    result = quantize_export(
-        model, args.out, images, source, args.calibration_method, record, args.opset, activations=args.activations
-    )
-    print(
-        f"wrote {args.out} (onnx int8 QDQ, {args.activations} activations, {model.weights_meta['model']}, "
-        f"input (batch, {record.in_chans}, {side}, {side}), BN folded, calibrated by {args.calibration_method} "
-        f"on {source}; preprocessing recorded)"
-    )
-    print(f"integer op types: {', '.join(result['quantized_op_types'])}; float: {', '.join(result['float_op_types'])}")
+    what = f"{model.weights_meta['model']}, input (batch, {record.in_chans}, {side}, {side}), BN folded"
+    calibrated = f"calibrated by {args.calibration_method} on {source}; preprocessing recorded"
+    if args.format == "onnx":
+        result = quantize_export(
+            model, args.out, images, source, args.calibration_method, record, args.opset, activations=args.activations
+        )
+        print(f"wrote {args.out} (onnx int8 QDQ, {args.activations} activations, {what}, {calibrated})")
+        integer, floats = ", ".join(result["quantized_op_types"]), ", ".join(result["float_op_types"])
+        print(f"integer op types: {integer}; float: {floats}")
+    else:
+        result = quantize_torchscript(model, args.out, images, source, args.calibration_method, record)
+        print(f"wrote {args.out} (torchscript int8, PyTorch's {result['engine']} engine, {what}, {calibrated})")
+        print(f"float: {', '.join(result['float_modules'])} (the SK attention)")
     if args.check:
         import torch
-
-        from sknet.deploy.onnx_model import OnnxModel
 
         x = torch.from_numpy(images[:CHECK_IMAGES])
         with torch.no_grad():
             ref = model.eval()(x)
-        out = OnnxModel(args.out)(x)
+        out = load_model(args.out)(x)
         agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
         err = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
         print(

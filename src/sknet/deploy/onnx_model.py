@@ -73,13 +73,17 @@ class OnnxModel(nn.Module):
 
 
 def load_model(path: str | Path, name: str | None = None) -> nn.Module:
-    """What ``sknet eval`` / ``sknet predict`` run: an :class:`OnnxModel` for a ``.onnx`` file, else
+    """What ``sknet eval`` / ``sknet predict`` run: an :class:`OnnxModel` for a ``.onnx`` file, a
+    :class:`~sknet.deploy.scripted.ScriptedModel` for a TorchScript export (fp32 or int8), else
     ``sknet.create_model(name, weights=path)`` (weights or a checkpoint), in eval mode. ConfigError for a
-    model name given with an ONNX file (the file records its own)."""
-    if is_onnx(path):
+    model name given with an exported file (the file records its own)."""
+    from sknet.deploy.scripted import ScriptedModel, is_torchscript
+
+    exported = OnnxModel if is_onnx(path) else ScriptedModel if is_torchscript(path) else None
+    if exported is not None:
         if name:
-            raise ConfigError(f"--model does not apply to the ONNX file {one_line(path)}: it is one model already")
-        return OnnxModel(path).eval()
+            raise ConfigError(f"--model does not apply to the exported file {one_line(path)}: it is one model already")
+        return exported(path).eval()
     from sknet.models import create_model
 
     return create_model(name, weights=path).eval()
