@@ -4,6 +4,7 @@ sknet export --weights runs/x/model.safetensors --format onnx --out model.onnx
 sknet export --weights runs/x/model.safetensors --format pt2 --out model.pt2   (torch.export.load)
 sknet export --model sknet50 --format torchscript --out sknet50.pt      (random weights)
 sknet export --weights runs/x/model.safetensors --format onnx --quantize int8 --calibration DIR --out m.int8.onnx
+sknet export --weights runs/x/model.safetensors --format torchscript --quantize int8 --calibration DIR --out m.int8.pt
 """
 
 from __future__ import annotations

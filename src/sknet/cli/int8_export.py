@@ -46,8 +46,8 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
         choices=list(ACTIVATION_TYPES),
         default=DEFAULT_ACTIVATIONS,
         help=f"onnx: activation type (default: {DEFAULT_ACTIVATIONS}: what x86's VNNI multiplies, 1.4–2× faster "
-        "there; int8 on x86 CPUs without VNNI, where ONNX Runtime's uint8 kernels can saturate); torchscript "
-        "uses PyTorch's x86 choice (uint8, 7-bit range)",
+        "there; int8 on x86 CPUs without VNNI, where ONNX Runtime's uint8 kernels can saturate); torchscript: "
+        "uint8 over the full 8-bit range (VNNI CPUs)",
     )
 
 

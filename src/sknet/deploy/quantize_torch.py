@@ -3,8 +3,11 @@
 The model (a copy, every BN folded) is traced by torch.fx, observed on the calibration images, converted to
 quantized modules and saved as a frozen TorchScript trace. PyTorch's x86 defaults
 (``get_default_qconfig_mapping("x86")``): weights int8 symmetric per output channel, activations uint8 per
-tensor with ``reduce_range`` (7 bits: what keeps fbgemm's u8×s8 products from saturating on CPUs without
-VNNI). The SK attention (Fuse, Select's logits and softmax) stays float, as in the ONNX Runtime path
+tensor, but over the full 8-bit range where PyTorch's default reduces it to 7 bits (``reduce_range``, which
+keeps fbgemm's u8×s8 products from saturating on x86 CPUs without VNNI, as ONNX Runtime's U8S8 on such
+CPUs: see :data:`sknet.deploy.quantize.DEFAULT_ACTIVATIONS`): with 7 bits ShuffleNetV2-0.5-SK lost 16.3
+points of top-1, with 8 bits 3.1 (Fashion-MNIST, benchmarks/RESULTS.md, "int8"). The SK attention (Fuse,
+Select's logits and softmax) stays float, as in the ONNX Runtime path
 (:func:`sknet.deploy.quantize.float_sk_tail`). Measured on this project's CPU against ONNX Runtime's int8
 in ``benchmarks/int8.py`` (benchmarks/RESULTS.md, "int8").
 
@@ -30,6 +33,7 @@ from sknet.errors import ConfigError, output_folder
 from sknet.layers.sk.attention import Fuse, SelectAttention
 
 ENGINE = "x86"  # torch.backends.quantized: fbgemm and oneDNN, chosen per CPU
+REDUCE_RANGE = False  # full 8-bit activations (module docstring)
 FLOAT_MODULES = (Fuse, SelectAttention)  # the SK attention: N·C-sized, float costs nothing measurable
 
 
@@ -75,7 +79,7 @@ def quantize_torchscript(
     output_folder(path)
     torch.backends.quantized.engine = ENGINE
     default = get_default_qconfig(ENGINE)
-    activation = observers()[method].with_args(reduce_range=True)
+    activation = observers()[method].with_args(reduce_range=REDUCE_RANGE)
     mapping = get_default_qconfig_mapping(ENGINE).set_global(QConfig(activation=activation, weight=default.weight))
     for kind in FLOAT_MODULES:
         mapping.set_object_type(kind, None)
@@ -96,7 +100,7 @@ def quantize_torchscript(
         "format": "TorchScript (torch.ao FX graph mode quantization)",
         "engine": ENGINE,
         "weights": "int8, symmetric, per output channel",
-        "activations": "uint8, asymmetric, per tensor, 7-bit range (reduce_range)",
+        "activations": "uint8, asymmetric, per tensor, " + ("7-bit range" if REDUCE_RANGE else "full 8-bit range"),
         "bn_folded": True,
         "float_modules": [kind.__name__ for kind in FLOAT_MODULES],
         "calibration": {"source": calibration, "images": len(images), "method": method.value},
