@@ -33,9 +33,17 @@ def wait_until(proc, ready) -> None:
         time.sleep(0.001)
 
 
+def _as_a_foreground_command() -> None:
+    # A shell starts background jobs (`cmd &`, CI runners, nohup'd scripts) with SIGINT ignored, and Python
+    # keeps an inherited SIG_IGN: Ctrl-C reaches a command started from a terminal, so the child gets the
+    # default disposition a terminal's foreground command has, whatever the suite was started from.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_while_the_command_starts_is_one_line_130(tmp_path, sig):
-    proc = subprocess.Popen([str(SCRIPT), *TRAIN, "--output", str(tmp_path / "run")], stderr=subprocess.PIPE, text=True)
+    args = [str(SCRIPT), *TRAIN, "--output", str(tmp_path / "run")]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, preexec_fn=_as_a_foreground_command)
     wait_until(proc, lambda: catches_sigterm(proc.pid))  # the launcher's first instruction is done
     proc.send_signal(sig)
     _, err = proc.communicate()

@@ -77,12 +77,21 @@ def test_eval_and_predict_run_torchscript_files_like_weights(scripted, capsys):
     assert "does not apply" in capsys.readouterr().err
 
 
-def test_percentile_is_refused_for_torchscript_before_any_work(scripted, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--calibration-method", "percentile"], "minmax, entropy"),
+        (["--activations", "int8"], "applies to --format onnx"),
+    ],
+)
+def test_onnx_only_options_are_refused_for_torchscript_before_any_work(
+    scripted, tmp_path, capsys, monkeypatch, option, message
+):
     import sknet.deploy.calibration
 
     monkeypatch.setattr(sknet.deploy.calibration, "calibration_images", lambda *a, **k: pytest.fail("work started"))
     out = tmp_path / "m.pt"
     args = ["export", "--weights", scripted[0], "--format", "torchscript", "--quantize", "int8", "--out", str(out)]
-    assert main([*args, "--calibration", str(scripted[3]), "--calibration-method", "percentile"]) == 2
+    assert main([*args, "--calibration", str(scripted[3]), *option]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "minmax, entropy" in err and not out.exists()
+    assert len(err.strip().splitlines()) == 1 and message in err and not out.exists()

@@ -13,7 +13,9 @@ from sknet.errors import ConfigError, DataError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="top-1/top-5 error of trained weights", description=__doc__)
     parser.add_argument(
-        "--weights", required=True, help="model.safetensors, checkpoint.pt or an exported .onnx (fp32 or int8)"
+        "--weights",
+        required=True,
+        help="model.safetensors, checkpoint.pt, or an exported .onnx or TorchScript file (fp32 or int8)",
     )
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument("--dataset", help="dataset (default: the one recorded in the weights)")

@@ -44,7 +44,7 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--activations",
         choices=list(ACTIVATION_TYPES),
-        default=DEFAULT_ACTIVATIONS,
+        default=None,
         help=f"onnx: activation type (default: {DEFAULT_ACTIVATIONS}: what x86's VNNI multiplies, 1.4–2× faster "
         "there; int8 on x86 CPUs without VNNI, where ONNX Runtime's uint8 kernels can saturate); torchscript: "
         "uint8 over the full 8-bit range (VNNI CPUs)",
@@ -57,7 +57,7 @@ def check_quantize_args(args: argparse.Namespace) -> None:
         if args.calibration or args.data_dir:
             raise ConfigError("--calibration and --data-dir apply to --quantize int8 only")
         return
-    from sknet.deploy.quantize import require_onnxruntime
+    from sknet.deploy.quantize import DEFAULT_ACTIVATIONS, require_onnxruntime
     from sknet.deploy.quantize_torch import check_torch_method
 
     if args.format not in ("onnx", "torchscript"):
@@ -68,8 +68,11 @@ def check_quantize_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--calibration-size must be ≥ 1, got {args.calibration_size}")
     if args.format == "onnx":
         require_onnxruntime()
+        args.activations = args.activations or DEFAULT_ACTIVATIONS
     else:
         check_torch_method(args.calibration_method)
+        if args.activations is not None:
+            raise ConfigError("--activations applies to --format onnx; torchscript's are uint8 (PyTorch's x86 engine)")
 
 
 def run_quantized(args: argparse.Namespace, model, side: int) -> int:

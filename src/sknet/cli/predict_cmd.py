@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="classify images with trained weights", description=__doc__)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
     parser.add_argument(
-        "--weights", required=True, help="model.safetensors written by sknet train, or an exported .onnx (fp32 or int8)"
+        "--weights",
+        required=True,
+        help="model.safetensors written by sknet train, or an exported .onnx or TorchScript file (fp32 or int8)",
     )
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")

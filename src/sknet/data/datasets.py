@@ -127,7 +127,7 @@ def load_fashion_mnist(root: str | Path | None, split: Split, download: bool = F
         raise DataError(
             f"Fashion-MNIST not found in {where}. Install it offline with "
             "'sudo apt-get install dataset-fashion-mnist', point --data-dir at a folder holding the IDX files, "
-            "or add --download to fetch it with torchvision"
+            "or fetch it with torchvision once (sknet train --download)"
         )
     image_file, label_file = (_idx_file(folder, n) for n in _FMNIST_FILES[split.value])
     images, labels = read_idx(image_file), read_idx(label_file)
@@ -155,7 +155,7 @@ def load_cifar(name: str, root: str | Path | None, split: Split, download: bool 
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted."
         raise DataError(
             f"{name} not found or corrupted in {root} ({err}). Pass --data-dir pointing at the folder holding "
-            f"'{cls.base_folder}', or add --download to fetch it with torchvision"
+            f"'{cls.base_folder}', or fetch it with torchvision once (sknet train --download)"
         ) from None
     mean, std = (
         ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))

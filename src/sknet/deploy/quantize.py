@@ -183,7 +183,9 @@ def quantize_export(
         )
         props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
     int8 = onnx.load(str(path))
-    quantized = sorted(quantized_op_types(int8.graph))
+    # Integer kernels only for the op types asked for and nodes not kept float (a float node between Q/DQ
+    # pairs would look quantized to the pattern alone).
+    quantized = sorted(t for t in quantized_op_types(int8.graph, set(kept_float)) if op_types is None or t in op_types)
     float_ops = sorted(
         {node.op_type for node in int8.graph.node if node.op_type not in ("QuantizeLinear", "DequantizeLinear")}
         - set(quantized)
@@ -238,15 +240,16 @@ def _calibrate(prepared: Path, images: np.ndarray, method: CalibrationMethod, op
     return cache
 
 
-def quantized_op_types(graph) -> set[str]:
+def quantized_op_types(graph, excluded: set[str] = frozenset()) -> set[str]:
     """The op types of `graph` that read a dequantized tensor and write one that is quantized again: the
-    pattern ONNX Runtime replaces by an integer kernel."""
+    pattern ONNX Runtime replaces by an integer kernel (nodes named in `excluded` not counted)."""
     producers = {out: node.op_type for node in graph.node for out in node.output}
     requantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
     return {
         node.op_type
         for node in graph.node
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+        and node.name not in excluded
         and node.input
         and producers.get(node.input[0]) == "DequantizeLinear"
         and any(out in requantized for out in node.output)
