@@ -32,6 +32,13 @@ class ExportFormat(TextEnum):
     TORCHSCRIPT = "torchscript"
 
 
+def export_metadata(model: nn.Module, record: DataConfig) -> dict:
+    """What an exported file records beside its graph: the model's name and dataset (from its weights'
+    metadata: `sknet eval FILE` evaluates on that dataset) and the input record `record`."""
+    recorded = getattr(model, "weights_meta", {})
+    return {"model": recorded.get("model"), "dataset": recorded.get("dataset"), **record.to_metadata()}
+
+
 def export_model(
     model: nn.Module,
     path: str | Path,
@@ -63,8 +70,7 @@ def export_model(
     record = dataclasses.replace(record, input_size=height)  # the metadata describes the graph as traced
     path = Path(path)
     output_folder(path)
-    recorded = getattr(model, "weights_meta", {})  # the dataset: `sknet eval FILE.onnx` evaluates on it
-    meta = {"model": recorded.get("model"), "dataset": recorded.get("dataset"), **record.to_metadata()}
+    meta = export_metadata(model, record)
     extra = {"sknet.json": json.dumps(meta)}
     fused = fuse_for_inference(copy.deepcopy(model).cpu().float())
     example = torch.randn(2, *input_size)

@@ -21,19 +21,10 @@ pytest.importorskip("onnxscript")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(trained_tiny, tmp_path_factory):
     """(weights, fp32 .onnx, int8 .onnx, calibration folder) of a tiny trained SKNet."""
-    from sknet.train.trainer import Trainer
-    from tests.train.helpers import tiny_config
-
+    weights, folder = trained_tiny
     root = tmp_path_factory.mktemp("int8")
-    Trainer(tiny_config(root / "run", epochs=10)).fit()
-    weights = str(root / "run" / "model.safetensors")
-    train = build_dataset("synthetic", None, "train")
-    folder = root / "calibration"
-    for i in range(96):  # class sub-folders, as an ImageNet-style tree: the reader takes any layout
-        (folder / train.classes[train.labels[i]]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(train.images[i, 0].numpy(), "L").save(folder / train.classes[train.labels[i]] / f"{i}.png")
     fp32, int8 = root / "m.onnx", root / "m.int8.onnx"
     assert main(["export", "--weights", weights, "--format", "onnx", "--out", str(fp32)]) == 0
     common = ["export", "--weights", weights, "--format", "onnx", "--quantize", "int8", "--out", str(int8)]

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
 import sknet
 from sknet.cli import main
@@ -18,19 +17,10 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def scripted(tmp_path_factory):
+def scripted(trained_tiny, tmp_path_factory):
     """(weights, fp32 .pt, int8 .pt, calibration folder) of a tiny trained SKNet."""
-    from sknet.train.trainer import Trainer
-    from tests.train.helpers import tiny_config
-
+    weights, folder = trained_tiny
     root = tmp_path_factory.mktemp("int8ts")
-    Trainer(tiny_config(root / "run", epochs=10)).fit()
-    weights = str(root / "run" / "model.safetensors")
-    train = build_dataset("synthetic", None, "train")
-    folder = root / "calibration"
-    for i in range(64):
-        (folder / train.classes[train.labels[i]]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(train.images[i, 0].numpy(), "L").save(folder / train.classes[train.labels[i]] / f"{i}.png")
     fp32, int8 = root / "m.pt", root / "m.int8.pt"
     assert main(["export", "--weights", weights, "--format", "torchscript", "--out", str(fp32)]) == 0
     common = ["export", "--weights", weights, "--format", "torchscript", "--quantize", "int8", "--out", str(int8)]

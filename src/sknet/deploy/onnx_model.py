@@ -5,13 +5,12 @@ carries the preprocessing record of its metadata as ``data_config`` and ``weight
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from sknet.data.config import DataConfig
+from sknet.deploy.exported import ExportedModel
 from sknet.deploy.quantize import session_kwargs
 from sknet.errors import CheckpointError, ConfigError, one_line
 
@@ -21,7 +20,7 @@ def is_onnx(path: str | Path) -> bool:
     return str(path).lower().endswith(".onnx")
 
 
-class OnnxModel(nn.Module):
+class OnnxModel(ExportedModel):
     """ONNX Runtime session over `path` (CPU). Raises ConfigError without onnxruntime, CheckpointError for a
     file that does not load or whose metadata lacks or fails the preprocessing record (``sknet`` key)."""
 
@@ -44,27 +43,10 @@ class OnnxModel(nn.Module):
         except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
             raise CheckpointError(f"{one_line(path)} is not a model ONNX Runtime can load: {one_line(err)}") from None
         props = self.session.get_modelmeta().custom_metadata_map
-        if "sknet" not in props:
-            raise CheckpointError(f"{one_line(path)} has no preprocessing record (export it with sknet export)")
-        try:
-            meta = json.loads(props["sknet"])
-            self.quantization = json.loads(props["quantization"]) if "quantization" in props else None
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{one_line(path)}: its metadata is not valid JSON") from None
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{one_line(path)}: its metadata is not a record")
-        self.data_config = DataConfig.from_metadata(meta, one_line(path))
-        self.weights_meta = {**meta, **self.data_config.to_metadata()}
-        self.path = path
+        self.read_records(path, props.get("sknet"), props.get("quantization"))
         self.input_name = self.session.get_inputs()[0].name
         classes = self.session.get_outputs()[0].shape[1]
         self.num_classes = classes if isinstance(classes, int) else len(self.data_config.classes or ())
-        self.in_chans = self.data_config.in_chans
-
-    @property
-    def precision(self) -> str:
-        """ "int8" for a quantized file, else "fp32"."""
-        return (self.quantization or {}).get("dtype", "fp32")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = x.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -11,6 +11,7 @@ types quantized, those left in float) and how it was calibrated (source, images,
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
@@ -94,9 +95,8 @@ def float_sk_tail(graph) -> list[str]:
     names = []
     for node in graph.node:
         meta = {p.key: p.value for p in node.metadata_props}
-        hierarchy = meta.get("pkg.torch.onnx.class_hierarchy", "")
-        innermost = hierarchy.rstrip("]").rsplit(",", 1)[-1].strip(" '[")
-        if innermost == SK_TAIL_CLASSES[0] or any(f"'{name}'" in hierarchy for name in SK_TAIL_CLASSES[1:]):
+        classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))  # outermost first
+        if classes and (classes[-1] == SK_TAIL_CLASSES[0] or any(c in classes for c in SK_TAIL_CLASSES[1:])):
             names.append(node.name)
     return names
 
@@ -166,7 +166,8 @@ def quantize_export(
         quantization.shape_inference.quant_pre_process(str(fp32), str(prepared))
         ranges = _calibrate(prepared, images, method, op_types, Path(tmp))
         graph = onnx.load(str(prepared), load_external_data=False).graph
-        kept_float = float_convolutions(graph) + float_sk_tail(graph)
+        grouped, tail = float_convolutions(graph), float_sk_tail(graph)
+        kept_float = grouped + tail
         quantization.quantize_static(
             str(prepared),
             str(path),
@@ -199,8 +200,8 @@ def quantize_export(
         "quantized_op_types": quantized,
         "float_op_types": float_ops,
         "float_nodes": {  # besides float_op_types: see float_convolutions and float_sk_tail
-            "grouped convolutions": len(float_convolutions(graph)),
-            "SK tail": len(float_sk_tail(graph)),
+            "grouped convolutions": len(grouped),
+            "SK tail": len(tail),
         },
         "session": {"disabled_optimizers": list(REQUANTIZING_OPTIMIZERS)},
         "calibration": {"source": calibration, "images": len(images), "method": method.value},

@@ -30,6 +30,7 @@ from sknet.bn_folding import fuse_for_inference
 from sknet.data.config import DataConfig, data_config
 from sknet.deploy.quantize import CALIBRATION_BATCH, CalibrationMethod
 from sknet.errors import ConfigError, output_folder
+from sknet.export import export_metadata
 from sknet.layers.sk.attention import Fuse, SelectAttention
 
 ENGINE = "x86"  # torch.backends.quantized: fbgemm and oneDNN, chosen per CPU
@@ -93,8 +94,7 @@ def quantize_torchscript(
                 prepared(torch.from_numpy(images[start : start + CALIBRATION_BATCH]))
             converted = convert_fx(prepared)
             traced = torch.jit.freeze(torch.jit.trace(converted, example, check_trace=False).eval())
-    recorded = getattr(model, "weights_meta", {})
-    meta = {"model": recorded.get("model"), "dataset": recorded.get("dataset"), **record.to_metadata()}
+    meta = export_metadata(model, record)
     quantization = {
         "dtype": "int8",
         "format": "TorchScript (torch.ao FX graph mode quantization)",

@@ -5,15 +5,13 @@ record (``sknet.json``) as ``data_config`` and ``weights_meta``."""
 
 from __future__ import annotations
 
-import json
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from sknet.data.config import DataConfig
+from sknet.deploy.exported import ExportedModel
 from sknet.errors import CheckpointError, one_line
 
 
@@ -26,7 +24,7 @@ def is_torchscript(path: str | Path) -> bool:
         return False
 
 
-class ScriptedModel(nn.Module):
+class ScriptedModel(ExportedModel):
     """``torch.jit.load`` of `path` on the CPU (quantized kernels are the CPU's). Raises CheckpointError for a
     file without the preprocessing record sknet writes or with invalid JSON in it."""
 
@@ -40,27 +38,10 @@ class ScriptedModel(nn.Module):
                 module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as err:  # torch.jit raises RuntimeError and its own types for unreadable archives
             raise CheckpointError(f"{one_line(path)} is not a TorchScript file: {one_line(err)}") from None
-        if not extra["sknet.json"]:
-            raise CheckpointError(f"{one_line(path)} has no preprocessing record (export it with sknet export)")
-        try:
-            meta = json.loads(extra["sknet.json"])
-            self.quantization = json.loads(extra["quantization.json"]) if extra["quantization.json"] else None
-        except json.JSONDecodeError:
-            raise CheckpointError(f"{one_line(path)}: its metadata is not valid JSON") from None
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{one_line(path)}: its metadata is not a record")
+        self.read_records(path, extra["sknet.json"], extra["quantization.json"])
         # Not a submodule: Module.to(device) would try to move the quantized (CPU-only) packed weights.
         object.__setattr__(self, "module", module)
-        self.data_config = DataConfig.from_metadata(meta, one_line(path))
-        self.weights_meta = {**meta, **self.data_config.to_metadata()}
-        self.path = path
-        self.in_chans = self.data_config.in_chans
         self.num_classes = len(self.data_config.classes or ()) or None
-
-    @property
-    def precision(self) -> str:
-        """ "int8" for a quantized file, else "fp32"."""
-        return (self.quantization or {}).get("dtype", "fp32")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -14,7 +14,7 @@ import torch
 
 def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False) -> torch.Tensor:
     """Σ_m attention[:, m] ⊙ paths[m], accumulated into one output (no stacking, no autograd)."""
-    weights = attention.to(paths[0].dtype)[..., None, None]  # (N, M, C, 1, 1)
+    weights = attention[..., None, None]  # (N, M, C, 1, 1); in the paths' dtype (select_paths casts it)
     if torch.onnx.is_in_onnx_export():
         # ONNX has no lerp: its exporter writes one as both of lerp's branches and a Where, six passes over
         # the feature map; Σ_m a_m·u_m is M products and M − 1 sums, which ONNX Runtime also quantizes.
