@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-unset TRITON_INTERPRET SKNET_FORCE_TRITON SKNET_FUSED
+unset TRITON_INTERPRET SKNET_FORCE_TRITON
 if ! "$PY" -c "import torch" 2>/dev/null; then
     echo "gpu.sh: $PY cannot import torch (set PYTHON=/path/to/python)" >&2
     exit 2
@@ -27,9 +27,9 @@ PARITY=0
 if "$PY" -c "import pytest" 2>/dev/null; then
     # The interpreter (CPU) variants are CI's; here the CUDA ones.
     "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -k "not interpreter" \
-        tests/kernels/test_sk_tail_triton.py tests/kernels/test_select_triton.py tests/train/test_device.py || PARITY=$?
+        tests/kernels/test_sk_tail_triton.py tests/train/test_device.py || PARITY=$?
 else
-    for case in float64 float32 bfloat16 compiled inductor extras; do
+    for case in float64 float32 bfloat16 compiled inductor extras sweep; do
         NVIDIA_TF32_OVERRIDE=0 "$PY" -m tests.kernels.sk_tail_parity cuda "$case" || PARITY=1
     done
 fi

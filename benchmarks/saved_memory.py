@@ -1,5 +1,5 @@
 """Activation memory a training forward keeps for backward: SKNet-50 with the fused CUDA tail, SKNet-50 on
-the plain composition (its SK layers' ``fused_tail = False``), ResNeXt-50.
+the plain composition (its SK layers' ``tails = ()``: their own forward), ResNeXt-50.
 
 What autograd saves does not depend on the device, so without a GPU the fused tail's kernels run in
 Triton's interpreter on the CPU (slow, but one forward per model is all it takes); with one, on the GPU.
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         model = create_model(name).train().to(device, memory_format=torch.channels_last)
         for module in model.modules():
-            if isinstance(module, SKConv2d):
-                module.fused_tail = fused
+            if isinstance(module, SKConv2d) and not fused:
+                module.tails = ()
         found[label] = saved_mib(model, x, dtype)
     where = "the GPU" if device == "cuda" else "the CPU (kernels in Triton's interpreter)"
     print(f"activation memory kept for backward: batch {args.batch}, {args.size}², {args.dtype}, channels_last")

@@ -6,7 +6,7 @@ forward + backward of:
     grouped 3×3          ResNeXt's middle: conv → BN → ReLU (the baseline)
     3×3 + 3×3 d2, sum    SKNet's two paths, outputs added, no attention (Table 7's "SK ✗")
     SK, plain autograd   SKConv2d composed of standard modules and ops
-    SK (sknet)           SKConv2d as it trains: the one-node lean tail of sknet.layers.sk.lean
+    SK (sknet)           SKConv2d as it trains: the one-node lean tail of sknet.layers.sk_tails.lean
 
     python benchmarks/sk_unit.py                 # channels_last, 7 rounds, median
     python benchmarks/sk_unit.py --repeats 11 --batch-size 32
@@ -33,11 +33,11 @@ SHAPES = ((128, 56), (256, 28), (512, 14))
 
 def _plain_autograd(layer: SKConv2d) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
-        layer.lean_training = False  # the plain tail
+        layer.tails = ()  # the layer's own forward
         try:
             return layer(x)
         finally:
-            del layer.lean_training
+            layer.tails = None
 
     return run
 

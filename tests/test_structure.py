@@ -251,5 +251,5 @@ def test_the_package_has_no_import_cycle():
 def test_the_rule_sees_function_level_imports_and_re_exports():
     """The checker is itself checked: a function-level import and a name re-exported by a package count."""
     graph = _import_graph()
-    assert "sknet.layers.sk.conv" in graph["sknet.layers.bottleneck"]  # `from sknet.layers.sk import SKConv2d`
+    assert "sknet.layers.selective_kernel" in graph["sknet.layers.bottleneck"]  # `from sknet.layers import SKConv2d`
     assert "sknet.data.multiscale" in graph["sknet.data.datasets"]  # imported inside a function

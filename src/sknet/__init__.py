@@ -9,10 +9,10 @@ from sknet.errors import (
     SKNetError,
     UnknownModelError,
 )
-from sknet.hub import save_pretrained
 from sknet.layers import Aggregation, BlockConfig, Bottleneck, Branch, SKConv2d, parse_branches
 from sknet.models import ResNeXt, create_model, list_models, model_info
 from sknet.models.registry import register_pretrained
+from sknet.publish import save_pretrained
 
 
 def _timm_pretrained(name, num_classes, in_chans):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from sknet.layers.conv_bn_act import ConvBNAct
-from sknet.layers.sk import Fuse
+from sknet.layers.selective_kernel import Fuse
 
 
 @torch.no_grad()

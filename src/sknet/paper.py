@@ -1,8 +1,8 @@
 """Figures reported by the paper (and the authors' released definitions), for side-by-side checks.
 
-Source: ../shared/reference/sknet-paper.md. ``confidence`` follows it: "2" two sources agree, "1" one
-source, "?" uncertain (treat as an approximate target). MACs are multiply-accumulates (the paper's
-"GFLOPs"/"MFLOPs" are MACs).
+Sources: the paper (arXiv:1903.06586), the authors' released Caffe model definitions and public model zoos.
+``confidence``: "2" two sources agree, "1" one source, "?" uncertain (treat as an approximate target). MACs
+are multiply-accumulates (the paper's "GFLOPs"/"MFLOPs" are MACs).
 """
 
 from __future__ import annotations

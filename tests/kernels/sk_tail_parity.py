@@ -6,13 +6,12 @@ Usage: python -m tests.kernels.sk_tail_parity DEVICE DTYPE  (DTYPE: float64, flo
        python -m tests.kernels.sk_tail_parity DEVICE compiled|inductor  (torch.compile, fullgraph, with
            the aot_eager or inductor backend: the kernels run inside the compiled graphs)
        python -m tests.kernels.sk_tail_parity DEVICE extras    (second order, frozen fuse BN, bf16 weights)
+       python -m tests.kernels.sk_tail_parity DEVICE sweep     (every SK option, tests/layers/tail_sweep.py)
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 import sys
 
 import torch
@@ -93,16 +92,12 @@ def check_training(
 
 def check_autocast(device, layer, ref, xf, xr, grad) -> None:
     """bf16 autocast (how GPUs train): the fused tail is as close to the fp32 reference as PyTorch's own
-    ops under autocast (the plain composition, SKNET_FUSED=0) are, up to bf16 rounding."""
-    plain = copy.deepcopy(layer)
+    ops under autocast (the layer's own forward, no tail) are, up to bf16 rounding."""
+    plain = without_tails(copy.deepcopy(layer))
     xp = xr.detach().clone().requires_grad_(True)
     with torch.autocast(device, dtype=torch.bfloat16):
         out = layer(xf)
-        os.environ["SKNET_FUSED"] = "0"
-        try:
-            out_plain = plain(xp)
-        finally:
-            del os.environ["SKNET_FUSED"]
+        out_plain = plain(xp)
     assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=suggest_format(xf))
     want, _ = reference_sk_conv(ref.train(), xr, training=True)
     out.backward(grad.to(out.dtype))
@@ -141,18 +136,10 @@ def ref_copy_stats(ref: SKConv2d, layer: SKConv2d) -> SKConv2d:
     return ref
 
 
-def plain_tail():
-    """Context: SKNET_FUSED=0, the plain composition (the module's own reference path)."""
-
-    @contextlib.contextmanager
-    def context():
-        os.environ["SKNET_FUSED"] = "0"
-        try:
-            yield
-        finally:
-            del os.environ["SKNET_FUSED"]
-
-    return context()
+def without_tails(layer: SKConv2d) -> SKConv2d:
+    """The layer on its own forward (the reference composition): no fast tail."""
+    layer.tails = ()
+    return layer
 
 
 def training_case(device: str, dtype: torch.dtype, branches=(3, 5), stride: int = 2, channels_last: bool = True):
@@ -268,37 +255,35 @@ def hessian_vector_product(layer, x, grad):
 
 
 def check_split_reaches_every_tail(device: str) -> None:
-    """A changed Split (a subclass doubling every path convolution's output, i.e. the same layer with its
-    convolution weights doubled) reaches each tail: fused; select-kernel (a hook on the attention makes the
-    fused tail decline in training); lean (fused_tail off, on the CPU) or plain."""
+    """A changed Split (every path convolution's output doubled, i.e. the same layer with its convolution
+    weights doubled) reaches the fused tail, and the layer's own forward."""
 
-    class Doubled(SKConv2d):
-        def split(self, x):
-            return [2 * c for c in super().split(x)]
+    class Doubled(torch.nn.Module):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv = conv
 
-    hook = lambda module, args, out: None  # noqa: E731  (read-only)
-    last = "lean" if device == "cpu" else "plain"
-    # (tail, how the layer is made to reach it, dtype: the select kernel takes fp32/bf16/fp16 maps only)
-    for tail, setup, dtype in (
-        ("fused", lambda m: m, torch.float64),
-        ("select-kernel", lambda m: m.select.register_forward_hook(hook) and m, torch.float32),
-        (last, lambda m: setattr(m, "fused_tail", False) or m, torch.float64),
-    ):
-        layer, x, grad = training_case(device, dtype)
-        changed = Doubled(16, 24, stride=2, groups=4, min_dim=8).to(device, dtype)
-        changed.load_state_dict(layer.state_dict())
+        def forward(self, x):
+            return 2 * self.conv(x)
+
+    for tail in ("fused", "plain"):
+        layer, x, grad = training_case(device, torch.float64)
+        changed = copy.deepcopy(layer)
+        for path in changed.paths:
+            path.conv = Doubled(path.conv)
+        if tail == "plain":
+            without_tails(changed)
         with torch.no_grad():
             for path in layer.paths:
                 path.conv.weight.mul_(2)
-        got, want = setup(changed).train(), layer.train()
-        assert got.tail_for(x) == tail, (got.tail_for(x), tail)
+        assert changed.tail_for(x) == tail, (changed.tail_for(x), tail)
         xg, xw = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-        out = got(xg)
-        ref, _ = reference_sk_conv(want, xw, training=True)
-        close(out, ref, TOLERANCE[dtype], f"V ({tail} tail, changed Split)")
+        out = changed(xg)
+        ref, _ = reference_sk_conv(layer, xw, training=True)
+        close(out, ref, TOLERANCE[torch.float64], f"V ({tail} tail, changed Split)")
         out.backward(grad)
         ref.backward(grad)
-        close(xg.grad, xw.grad, TOLERANCE[dtype], f"dL/dx ({tail} tail, changed Split)")
+        close(xg.grad, xw.grad, TOLERANCE[torch.float64], f"dL/dx ({tail} tail, changed Split)")
 
 
 def check_extras(device: str) -> None:
@@ -306,34 +291,31 @@ def check_extras(device: str) -> None:
     check_split_reaches_every_tail(device)
     # Second-order gradients (create_graph=True) replay the plain composition: equal to the plain path's.
     layer, x, grad = training_case(device, torch.float64)
-    plain = copy.deepcopy(layer)
+    plain = without_tails(copy.deepcopy(layer))
     assert fused_tail_ok(layer, x)
     got = hessian_vector_product(layer, x, grad)
-    with plain_tail():
-        want = hessian_vector_product(plain, x, grad)
+    want = hessian_vector_product(plain, x, grad)
     for g, w in zip(got, want, strict=True):
         close(g, w, 1e-9, "second-order gradient")
     for a, b in zip(layer.buffers(), plain.buffers(), strict=True):
         close(a, b, 1e-9, "buffers after a second-order step")  # the replays update no running statistics
 
-    # Backward passes through a retained graph: one asking for the attention weights only (V's node runs,
-    # s's node does not), then two full ones; then a second-order pass on a fresh graph.
+    # Backward passes through a retained graph: one asking for the attention weights only, then two full ones;
+    # then a second-order pass on a fresh graph.
     layer, x, grad = training_case(device, torch.float64)
-    plain = copy.deepcopy(layer)
-    for model, context in ((layer, contextlib.nullcontext), (plain, plain_tail)):
-        with context():
-            xx = x.clone().requires_grad_(True)
-            loss = (model(xx) * grad).sum()
-            torch.autograd.grad(loss, [model.select.fc.weight], retain_graph=True)
-            loss.backward(retain_graph=True)
-            loss.backward()
-            model.x_grad = xx.grad
+    plain = without_tails(copy.deepcopy(layer))
+    for model in (layer, plain):
+        xx = x.clone().requires_grad_(True)
+        loss = (model(xx) * grad).sum()
+        torch.autograd.grad(loss, [model.select.fc.weight], retain_graph=True)
+        loss.backward(retain_graph=True)
+        loss.backward()
+        model.x_grad = xx.grad
     close(layer.x_grad, plain.x_grad, 1e-9, "dL/dx, retained graph")
     for (name, p), q in zip(layer.named_parameters(), plain.parameters(), strict=True):
         close(p.grad, q.grad, 1e-9, f"dL/d{name}, retained graph")
     got = hessian_vector_product(layer, x, grad)
-    with plain_tail():
-        want = hessian_vector_product(plain, x, grad)
+    want = hessian_vector_product(plain, x, grad)
     for g, w in zip(got, want, strict=True):
         close(g, w, 1e-9, "second-order gradient after retained-graph passes")
 
@@ -342,7 +324,7 @@ def check_extras(device: str) -> None:
     with torch.no_grad():
         layer.fuse.bn.running_mean.uniform_(-0.2, 0.2), layer.fuse.bn.running_var.uniform_(0.5, 2.0)
     layer.fuse.bn.eval()
-    plain = copy.deepcopy(layer)
+    plain = without_tails(copy.deepcopy(layer))
     assert fused_tail_ok(layer, x)
     compare_with_plain(layer, plain, x, grad, 1e-9)
 
@@ -361,16 +343,15 @@ def check_extras(device: str) -> None:
     # Parameters in bf16 and fp16 (no autocast): as close to the fp64 plain path as the plain path in that dtype.
     for dtype in (torch.bfloat16, torch.float16):
         layer, x, grad = training_case(device, torch.float64)
-        low, plain_low = copy.deepcopy(layer).to(dtype), copy.deepcopy(layer).to(dtype)
+        low, plain_low = copy.deepcopy(layer).to(dtype), without_tails(copy.deepcopy(layer).to(dtype))
         assert fused_tail_ok(low, x.to(dtype))
         xs = [x.clone().requires_grad_(True) for _ in range(2)] + [x.to(dtype).requires_grad_(True) for _ in range(2)]
         want = layer(xs[0])
         want.backward(grad)
         out = low(xs[2])
         out.backward(grad.to(dtype))
-        with plain_tail():
-            out_plain = plain_low(xs[3])
-            out_plain.backward(grad.to(dtype))
+        out_plain = plain_low(xs[3])
+        out_plain.backward(grad.to(dtype))
         assert out.dtype == dtype
         as_close_as_plain((out, out_plain, want), (xs[2], xs[3], xs[0]), (low, plain_low, layer), f"{dtype} weights")
 
@@ -400,15 +381,35 @@ def compare_with_plain(layer, plain, x, grad, tol: float) -> None:
     xf, xp = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     out = layer(xf)
     out.backward(grad)
-    with plain_tail():
-        want = plain(xp)
-        want.backward(grad)
+    want = plain(xp)
+    want.backward(grad)
     close(out, want, tol, "V")
     close(xf.grad, xp.grad, tol, "dL/dx")
     for (name, p), q in zip(layer.named_parameters(), plain.parameters(), strict=True):
         close(p.grad, q.grad, tol, f"dL/d{name}")
     for a, b in zip(layer.buffers(), plain.buffers(), strict=True):
         close(a, b, tol, "running statistics")
+
+
+def check_sweep(device: str) -> None:
+    """Every SK option × mode × precision: the fused tail equals the layer's own forward or declines
+    (tests/layers/tail_sweep.py), and runs where it is meant to."""
+    from tests.layers import tail_sweep
+
+    outcomes = tail_sweep.sweep("fused", device)
+    ran = tail_sweep.ran(outcomes)
+    # Fixed-map norms in any mode; batch statistics in training, and evaluation-mode BatchNorm / SyncBatchNorm
+    # as fixed maps; never GroupNorm, more than 3 paths or the plain sum; SyncBatchNorm in training neither.
+    for norm in ("batchnorm", "frozen"):
+        for layout in ("M1", "M2", "M3"):
+            for mode in tail_sweep.MODES:
+                for precision in tail_sweep.PRECISIONS:
+                    assert (norm, layout, mode, precision) in ran, (norm, layout, mode, precision, "did not run")
+    assert not tail_sweep.ran(outcomes, norm="groupnorm")
+    assert not tail_sweep.ran(outcomes, layout="M4") and not tail_sweep.ran(outcomes, layout="sum")
+    assert tail_sweep.ran(outcomes, norm="syncbn") == {
+        case for case in outcomes if case[0] == "syncbn" and case[1] in ("M1", "M2", "M3") and case[2] != "train"
+    }
 
 
 def main() -> None:
@@ -418,7 +419,9 @@ def main() -> None:
         check_compiled(device, "aot_eager" if what == "compiled" else "inductor")
     elif what == "extras":
         check_extras(device)
-    if what in ("compiled", "inductor", "extras"):
+    elif what == "sweep":
+        check_sweep(device)
+    if what in ("compiled", "inductor", "extras", "sweep"):
         print("parity ok")
         return
     dtype = getattr(torch, what)

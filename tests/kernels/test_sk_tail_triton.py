@@ -27,7 +27,7 @@ def fused_tail_ok(layer, x) -> bool:
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-CASES = ["float64", "float32", "bfloat16", "compiled", "inductor", "extras"]
+CASES = ["float64", "float32", "bfloat16", "compiled", "inductor", "extras", "sweep"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -38,7 +38,7 @@ def test_fused_tail_matches_reference_in_interpreter(case):
 @needs_cuda
 @pytest.mark.parametrize("case", CASES)
 def test_fused_tail_matches_reference_on_cuda(case):
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SKNET_FORCE_TRITON", "SKNET_FUSED")}
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SKNET_FORCE_TRITON")}
     env["NVIDIA_TF32_OVERRIDE"] = "0"  # fp32 means fp32 here: no TF32 in the reference's convolutions
     result = subprocess.run(
         [sys.executable, "-m", "tests.kernels.sk_tail_parity", "cuda", case],
@@ -60,18 +60,21 @@ def test_the_fused_tail_is_chosen_only_where_its_kernels_run(monkeypatch):
     assert fused_tail_ok(layer, x)
     assert not fused_tail_ok(SKConv2d(16, 16, groups=4, branches=(3, 5, 7, 9), min_dim=8).train(), x)  # M > 3
     assert not fused_tail_ok(SKConv2d(16, 16, groups=4, aggregation="sum"), x)
-    layer.paths[0].bn.eval()  # frozen BN inside a training layer: the plain path
+    layer.paths[0].bn.eval()  # one path on batch statistics, one on a fixed map: the paths differ in kind
     assert not fused_tail_ok(layer, x)
     layer.eval()
     with torch.no_grad():
         assert fused_tail_ok(layer, x)
-    assert not fused_tail_ok(layer, x.requires_grad_(True))  # gradients through an eval layer: plain
-    monkeypatch.setenv("SKNET_FUSED", "0")
+    assert fused_tail_ok(layer, x.requires_grad_(True))  # a gradient through an eval layer: fixed maps
+    assert fused_tail_ok(SKConv2d(16, 16, groups=4, min_dim=8, norm_layer="frozen").train(), x)
+    assert not fused_tail_ok(SKConv2d(16, 16, groups=4, min_dim=8, norm_layer="groupnorm").train(), x)
+    layer.tails = ()
     assert not fused_tail_ok(layer.train(), x.detach())
 
 
 def test_training_needs_the_librarys_own_attention(monkeypatch):
-    """Backward states dL/ds of Fuse/Select in closed form: anything else in training takes the plain path."""
+    """Backward states the attention's derivative in closed form: anything else with a gradient takes the plain
+    path."""
     monkeypatch.setenv("SKNET_FORCE_TRITON", "1")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     x = torch.randn(2, 16, 5, 5)

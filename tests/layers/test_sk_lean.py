@@ -7,26 +7,27 @@ from sknet import SKConv2d
 from tests.layers.test_sk_conv import _randomise_bn
 
 
-def _standard(monkeypatch):
-    monkeypatch.setattr(SKConv2d, "lean_training", False)
+def _plain(layer: SKConv2d) -> SKConv2d:
+    """The layer on its own forward: no fast tail."""
+    layer.tails = ()
+    return layer
 
 
 @pytest.mark.parametrize("branches", [(3,), (3, 5), (3, 5, 7)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_lean_training_path_equals_standard_path(monkeypatch, branches, channels_last):
+def test_lean_training_path_equals_standard_path(branches, channels_last):
     torch.manual_seed(0)
     lean = SKConv2d(16, 32, stride=2, groups=4, branches=branches, min_dim=8).double().train()
     _randomise_bn(lean)
-    standard = copy.deepcopy(lean)
+    standard = _plain(copy.deepcopy(lean))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(3, 16, 9, 9, dtype=torch.double).to(memory_format=fmt).requires_grad_(True)
     x2 = x.detach().clone().requires_grad_(True)
     grad = torch.randn(3, 32, 5, 5, dtype=torch.double)
 
+    assert lean.tail_for(x) == "lean" and standard.tail_for(x) == "plain"
     out = lean(x)
-    with monkeypatch.context() as m:
-        _standard(m)
-        ref = standard(x2)
+    ref = standard(x2)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     got = torch.autograd.grad(out, [x, *lean.parameters()], grad)
     want = torch.autograd.grad(ref, [x2, *standard.parameters()], grad)
@@ -38,7 +39,7 @@ def test_lean_training_path_equals_standard_path(monkeypatch, branches, channels
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_lean_path_keeps_fewer_tensors_for_backward(monkeypatch):
+def test_lean_path_keeps_fewer_tensors_for_backward():
     def saved_bytes(layer, x):
         seen = {}
         params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
@@ -55,9 +56,7 @@ def test_lean_path_keeps_fewer_tensors_for_backward(monkeypatch):
     layer = SKConv2d(64, 64).train()
     x = torch.randn(4, 64, 16, 16, requires_grad=True)
     lean = saved_bytes(layer, x)
-    with monkeypatch.context() as m:
-        _standard(m)
-        standard = saved_bytes(layer, x)
+    standard = saved_bytes(_plain(layer), x)
     feature_map = 4 * 64 * 16 * 16 * 4
     # Standard: input, 2 conv outputs, 2 ReLU outputs. Lean: input and 2 conv outputs.
     assert standard - lean >= 2 * feature_map * 0.99
@@ -111,14 +110,28 @@ def test_lean_path_under_activation_checkpointing(use_reentrant):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
-def test_lean_path_with_frozen_attention(monkeypatch):
+def test_a_checkpointed_stage_is_recomputed_once_whatever_its_sk_layers():
+    """The lean node keeps nothing that torch.utils.checkpoint must recompute for its own backward: a stage of
+    three SK layers runs forward twice per step (forward, one recompute), not once more per SK layer."""
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    stage = torch.nn.Sequential(*[SKConv2d(8, 8, groups=2, min_dim=4).double() for _ in range(3)]).train()
+    calls = []
+    for layer in stage:
+        layer.register_forward_pre_hook(lambda module, args: calls.append(module))  # on the layer, not its attention
+    x = torch.randn(2, 8, 6, 6, dtype=torch.double, requires_grad=True)
+    assert all(layer.tail_for(x) == "lean" for layer in stage)
+    checkpoint(stage, x, use_reentrant=False).sum().backward()
+    assert len(calls) == 2 * len(stage)
+
+
+def test_lean_path_with_frozen_attention():
     layer, x, grad = _small_layer()
     for p in [*layer.fuse.parameters(), *layer.select.parameters()]:
         p.requires_grad_(False)
     _, got = _grads(layer, x, grad)
-    with monkeypatch.context() as m:
-        _standard(m)
-        _, want = _grads(layer, x, grad)
+    _, want = _grads(_plain(copy.deepcopy(layer)), x, grad)
     # x and the paths still get gradients through the (frozen) attention; the frozen ones get none
     for g, w in zip(got, want, strict=True):
         if w is None:
@@ -128,20 +141,29 @@ def test_lean_path_with_frozen_attention(monkeypatch):
     assert all(p.grad is None for p in [*layer.fuse.parameters(), *layer.select.parameters()])
 
 
-def test_lean_path_accumulates_into_grad_and_records_attention():
-    from sknet.analysis import record_attention
-
+def test_lean_path_accumulates_into_grad():
     layer, x, grad = _small_layer()
     layer = copy.deepcopy(layer)
-    with record_attention(layer) as recorder:
-        out = layer(x)
-    ((out * grad).sum() * 2).backward()
+    assert layer.tail_for(x) == "lean"
+    ((layer(x) * grad).sum() * 2).backward()
     twice = [p.grad.clone() for p in layer.parameters()]
     layer.zero_grad()
     layer(x).backward(grad)
     layer(x).backward(grad)
     for g, w in zip((p.grad for p in layer.parameters()), twice, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_hooks_on_the_attention_send_training_to_the_plain_forward_which_records_it():
+    """The lean node runs the attention again in backward; a hook (which may replace a, or read it twice)
+    makes it decline, and the layer's own forward runs and records the attention once."""
+    from sknet.analysis import record_attention
+
+    layer, x, grad = _small_layer()
+    with record_attention(layer) as recorder:
+        assert layer.tail_for(x) == "plain"
+        layer(x).backward(grad)
+    assert layer.tail_for(x) == "lean"
     (attention,) = next(iter(recorder.records.values()))
     assert attention.shape == (3, 2, 32)
     torch.testing.assert_close(attention.sum(1), torch.ones(3, 32, dtype=torch.double))
@@ -155,22 +177,17 @@ def _hessian_vector_product(layer, x, grad):
     return torch.autograd.grad(sum((g * g).sum() for g in first), [x, *params])
 
 
-def test_lean_path_second_order_gradients_equal_standard_path(monkeypatch):
-    from sknet.analysis import record_attention
-
+def test_lean_path_second_order_gradients_equal_standard_path():
     layer, x, grad = _small_layer()
-    lean, standard = copy.deepcopy(layer), copy.deepcopy(layer)
-    with record_attention(lean) as recorder:
-        got = _hessian_vector_product(lean, x, grad)
-    with monkeypatch.context() as m:
-        _standard(m)
-        want = _hessian_vector_product(standard, x, grad)
+    lean, standard = copy.deepcopy(layer), _plain(copy.deepcopy(layer))
+    assert lean.tail_for(x) == "lean"
+    got = _hessian_vector_product(lean, x, grad)
+    want = _hessian_vector_product(standard, x, grad)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
-    # The replay inside backward updates no running statistics and fires no forward hooks.
+    # The replay inside backward updates no running statistics.
     for a, b in zip(lean.buffers(), standard.buffers(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert [len(r) for r in recorder.records.values()] == [1]
 
 
 def test_lean_path_gradgradcheck():

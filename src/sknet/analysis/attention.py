@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from sknet.errors import ConfigError
-from sknet.layers.sk import SKConv2d
+from sknet.layers.selective_kernel import SKConv2d
 
 _UNIT_NAME = re.compile(r"^SK_(\d+)_(\d+)(?:_(\d+))?$")
 # Stage numbering of networks that list their stages (`stage_names`): the stem is stage 1.

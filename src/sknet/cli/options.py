@@ -6,7 +6,7 @@ import argparse
 import ast
 
 from sknet.errors import ConfigError
-from sknet.layers.sk import Aggregation
+from sknet.layers.branches import Aggregation
 
 
 def add_model_override_args(parser: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from sknet.convert.protobuf import CaffeLayer, read_net, write_net
 from sknet.errors import CheckpointError
-from sknet.layers.sk import SKConv2d, attention_dim
+from sknet.layers.selective_kernel import SKConv2d, attention_dim
 from sknet.models.resnext import DEPTHS, ResNeXt
 
 BN_FIELDS = ("weight", "bias", "running_mean", "running_var")

@@ -24,8 +24,7 @@ from torch import nn
 from sknet.data.config import DataConfig
 from sknet.enums import TextEnum
 from sknet.errors import ConfigError
-from sknet.layers.sk.attention import Fuse, SelectAttention
-from sknet.layers.sk.conv import SKConv2d
+from sknet.layers.selective_kernel import Fuse, SelectAttention, SKConv2d
 
 # The op types given integer kernels. Everything else stays float between a DequantizeLinear and the next
 # QuantizeLinear: in SK units the softmax attention and the weighted sum of the paths (Mul). Clip is
@@ -37,10 +36,10 @@ QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool"
 # sknet's sessions turn it off (`session_kwargs`), so that a file runs as it was quantized.
 REQUANTIZING_OPTIMIZERS = ("WeightBiasQuantization",)
 ACTIVATION_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}  # ONNX Runtime's QuantType names
-# uint8 activations with int8 weights (U8S8) are what x86's VNNI instruction multiplies: on this project's
-# CPU SKNet-50 int8 ran 1.8× its fp32 with them and slower than fp32 with int8 activations (S8S8, ONNX
-# Runtime's own default), at the same accuracy (benchmarks/RESULTS.md, "int8"). On x86 CPUs without VNNI
-# (AVX2 only) ONNX Runtime's U8S8 kernels can saturate: choose int8 there.
+# uint8 activations with int8 weights (U8S8) are what x86's VNNI instruction multiplies: with them SKNet-50
+# int8 ran faster than its fp32, with int8 activations (S8S8, ONNX Runtime's own default) slower, at the same
+# accuracy (benchmarks/RESULTS.md, "int8 on CPUs, second pass"). On x86 CPUs without VNNI (AVX2 only) ONNX
+# Runtime's U8S8 kernels can saturate: choose int8 there.
 DEFAULT_ACTIVATIONS = "uint8"
 CALIBRATION_BATCH = 32  # images per calibration run of the instrumented graph
 
@@ -65,9 +64,8 @@ _ORT_METHODS = {
 def float_convolutions(graph) -> list[str]:
     """Names of the grouped convolutions of `graph` (an ONNX GraphProto) that stay float: groups of more than
     one channel (ResNeXt's and SK's 3×3 paths), not depthwise ones. ONNX Runtime's int8 kernels run those
-    about 2× slower than its fp32 ones while 1×1 convolutions run about 4× faster (SKNet-50, batch 8, one
-    thread: its 16 grouped 3×3s 112 ms int8 vs 57 ms fp32; 1×1s 69 ms vs 260 ms; depthwise convolutions
-    are faster in int8): with them float SKNet-50 int8 runs 1.8× its fp32 instead of 1.3×."""
+    slower than its fp32 ones while 1×1 and depthwise convolutions run faster in int8 (profiled per node:
+    benchmarks/RESULTS.md, "int8 on CPUs, second pass")."""
     shapes = {t.name: t.dims for t in graph.initializer}
     names = []
     for node in graph.node:

@@ -31,7 +31,7 @@ from sknet.data.config import DataConfig, data_config
 from sknet.deploy.quantize import CALIBRATION_BATCH, CalibrationMethod
 from sknet.errors import ConfigError, output_folder
 from sknet.export import export_metadata
-from sknet.layers.sk.attention import Fuse, SelectAttention
+from sknet.layers.selective_kernel import Fuse, SelectAttention
 
 ENGINE = "x86"  # torch.backends.quantized: fbgemm and oneDNN, chosen per CPU
 REDUCE_RANGE = False  # full 8-bit activations (module docstring)

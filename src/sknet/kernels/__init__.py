@@ -22,8 +22,8 @@ MAX_SAMPLE_ELEMENTS = 2**31
 def kernels_run_on(t: torch.Tensor) -> bool:
     """Whether the Triton kernels run for `t`: on CUDA (triton ships with CUDA builds of torch), or in
     Triton's interpreter on the CPU when forced (TRITON_INTERPRET=1 and SKNET_FORCE_TRITON=1: how the CPU
-    tests run them). SKNET_FUSED=0 turns every kernel off (the PyTorch paths run: for comparisons, debugging)."""
-    if not HAVE_TRITON or os.environ.get("SKNET_FUSED") == "0":
+    tests run them)."""
+    if not HAVE_TRITON:
         return False
     if t.is_cuda:
         return True

@@ -35,10 +35,10 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 
-from sknet.kernels import select_triton, sk_tail_triton
+from sknet.kernels import sk_tail_triton
 from sknet.kernels.launch import Launch, recording
 
-KERNEL_MODULES = (sk_tail_triton, select_triton)
+KERNEL_MODULES = (sk_tail_triton,)
 ARCHS = (80, 90, 100)  # A100, H100/H200, B200 (compute capabilities)
 
 
@@ -91,16 +91,9 @@ def _tail_operators(maps: list[torch.Tensor]) -> None:
     sk_tail_triton.backward_apply(grad_v, maps, chan, attention, k)
 
 
-def _select_operators(maps: list[torch.Tensor]) -> None:
-    attention = torch.empty(maps[0].shape[0], len(maps), maps[0].shape[1], device=maps[0].device)
-    select_triton.select_forward(tuple(maps), attention)
-    select_triton.select_backward(torch.empty_like(maps[0]), tuple(maps), attention)
-
-
 # Every operator family, the dtypes of maps it accepts and its maximum number of paths (the launchers' own).
 OPERATORS: tuple[tuple[str, Callable[[list[torch.Tensor]], None], tuple[torch.dtype, ...], int], ...] = (
     ("sk_tail", _tail_operators, sk_tail_triton.MAP_DTYPES, sk_tail_triton.MAX_PATHS),
-    ("select", _select_operators, select_triton.MAP_DTYPES, select_triton.MAX_PATHS),
 )
 
 

@@ -8,7 +8,7 @@ SKNet: middle = SKConv2d. The stride never sits in the 1×1 reduce (paper, secti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from torchvision.ops import StochasticDepth
 from sknet.enums import TextEnum
 from sknet.layers.checks import check_divisible, check_image_batch, check_positive_int
 from sknet.layers.conv_bn_act import ConvBNAct
-from sknet.layers.sk import Aggregation, Branch, SKConv2d, parse_branches
+from sknet.layers.selective_kernel import SKConv2d, SKOptions
 from sknet.layers.squeeze_excite import SqueezeExcite
 
 
@@ -28,31 +28,21 @@ class Middle(TextEnum):
     SK = "sk"  # selective kernel convolution
 
 
-# The metadata of a BlockConfig field that is an SKConv2d keyword (same name): the builders' SK options,
-# the registry's and make_middle's keywords are derived from these fields; a new SK setting is a field here
-# and a keyword of SKConv2d.
-SK = {"sk": True}
-
-
 @dataclass(frozen=True)
-class BlockConfig:
+class BlockConfig(SKOptions):
     """What goes into every bottleneck of a network (typed, validated on creation). Every field is a builder
-    option of the networks made of these blocks; those marked ``SK`` are passed to :class:`SKConv2d` by
-    keyword (paper defaults: M = 2 paths 3×3 and "5×5", r = 16, L = 32; section 3.1, Table 1)."""
+    option of the networks made of these blocks: the SK layer's (:class:`SKOptions`, passed to
+    :class:`SKConv2d` by keyword, with their defaults and checks) and these. `norm_layer` is every norm of the
+    block (1×1 convs, middle, shortcut), not only the SK layer's."""
 
     middle: Middle = Middle.CONV
     groups: int = 32
-    branches: tuple[Branch, ...] = field(default_factory=lambda: parse_branches(((3, 1), (3, 2))), metadata=SK)
-    reduction: int = field(default=16, metadata=SK)  # r of d = max(C/r, L)
-    min_dim: int = field(default=32, metadata=SK)  # L
-    attn_divisor: int = field(default=1, metadata=SK)  # d a multiple of this (timm's rd_divisor; 1: the paper)
-    aggregation: Aggregation = field(default=Aggregation.SK, metadata=SK)
     se_reduction: int | None = None  # SE on the expanded output when set
 
     @classmethod
     def sk_fields(cls) -> tuple[str, ...]:
         """The fields passed to SKConv2d (builder options of every SK network)."""
-        return tuple(f.name for f in fields(cls) if f.metadata.get("sk"))
+        return SKOptions.names()
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -60,16 +50,12 @@ class BlockConfig:
         return tuple(f.name for f in fields(cls) if f.name != "middle")
 
     def sk_kwargs(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.sk_fields()}
+        return SKOptions.kwargs(self)
 
     def __post_init__(self) -> None:
-        # Normalise user-friendly values (strings, tuples) so every consumer sees typed fields.
+        super().__post_init__()
         object.__setattr__(self, "middle", Middle.parse(self.middle))
-        object.__setattr__(self, "branches", parse_branches(self.branches))
-        object.__setattr__(self, "aggregation", Aggregation.parse(self.aggregation))
         check_positive_int("groups", self.groups)
-        check_positive_int("reduction", self.reduction)
-        check_positive_int("min_dim", self.min_dim)
         if self.se_reduction is not None:
             check_positive_int("se_reduction", self.se_reduction)
 
@@ -85,15 +71,16 @@ class BlockConfig:
         act_layer: type[nn.Module] | None = nn.ReLU,
     ) -> nn.Module:
         """The 3×3 middle of a unit, (N, C, H, W) → (N, C, H/stride, W/stride): an SK convolution, or a plain
-        grouped conv + BN + `act_layer` (None: no activation). `groups` defaults to this config's; depthwise
+        grouped conv + norm + `act_layer` (None: no activation). `groups` defaults to this config's; depthwise
         families pass the channel count."""
         groups = self.groups if groups is None else groups
         if self.middle is Middle.SK:
             return SKConv2d(channels, channels, stride=stride, groups=groups, attn_dim=attn_dim, **self.sk_kwargs())
         check_divisible("width", channels, groups)
+        norm = self.norm_layer
         if act_layer is None:
-            return ConvBNAct(channels, channels, 3, stride, groups=groups, act=False)
-        return ConvBNAct(channels, channels, 3, stride, groups=groups, act_layer=act_layer)
+            return ConvBNAct(channels, channels, 3, stride, groups=groups, act=False, norm_layer=norm)
+        return ConvBNAct(channels, channels, 3, stride, groups=groups, act_layer=act_layer, norm_layer=norm)
 
 
 class Bottleneck(nn.Module):
@@ -117,12 +104,13 @@ class Bottleneck(nn.Module):
         check_positive_int("width", width)
         check_positive_int("stride", stride)
         self.in_channels = in_channels
-        self.conv1 = ConvBNAct(in_channels, width, 1)
+        norm = config.norm_layer
+        self.conv1 = ConvBNAct(in_channels, width, 1, norm_layer=norm)
         self.conv2 = config.make_middle(width, stride, attn_dim=attn_dim)
-        self.conv3 = ConvBNAct(width, out_channels, 1, act=False)
+        self.conv3 = ConvBNAct(width, out_channels, 1, act=False, norm_layer=norm)
         self.se = SqueezeExcite(out_channels, config.se_reduction) if config.se_reduction else None
         self.downsample = (
-            ConvBNAct(in_channels, out_channels, 1, stride, act=False)
+            ConvBNAct(in_channels, out_channels, 1, stride, act=False, norm_layer=norm)
             if stride != 1 or in_channels != out_channels
             else None
         )

@@ -8,14 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sknet.layers.norm import DEFAULT_NORM, make_norm
+
 
 class SubsampledDilatedConv2d(nn.Conv2d):
     """A k×k conv with stride = dilation = d > 1, computed as a plain stride-1 conv on x[..., ::d, ::d].
 
     Exactly the same function and parameters as ``nn.Conv2d(..., stride=d, dilation=d, padding=d·(k−1)/2)``:
     output pixel o reads inputs d·o + d·(j − (k−1)/2), which are all on the subsampled grid. It exists
-    because oneDNN's dilated backward is 3–15× slower than the plain one on CPUs (measured on the SK
-    "5×5" path of every stride-2 unit); the state dict is unchanged.
+    because oneDNN's dilated backward is several times slower than the plain one on CPUs (the SK "5×5" path
+    of every stride-2 unit: benchmarks/RESULTS.md, 2026-11-22); the state dict is unchanged.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, groups: int = 1):
@@ -60,8 +62,9 @@ def make_conv(
 
 
 class ConvBNAct(nn.Sequential):
-    """Conv2d (no bias) → BatchNorm2d → optional activation (ReLU unless `act_layer` says otherwise, e.g.
-    nn.ReLU6 in MobileNetV2), with "same" padding for odd kernels.
+    """Conv2d (no bias) → norm (BatchNorm2d unless `norm_layer` says otherwise, see :mod:`sknet.layers.norm`)
+    → optional activation (ReLU unless `act_layer` says otherwise, e.g. nn.ReLU6 in MobileNetV2), with "same"
+    padding for odd kernels. The norm is the child ``bn`` whatever its kind (weight names stay put).
 
     (N, C_in, H, W) → (N, C_out, ⌊(H − 1)/stride⌋ + 1, ⌊(W − 1)/stride⌋ + 1).
     """
@@ -76,10 +79,11 @@ class ConvBNAct(nn.Sequential):
         groups: int = 1,
         act: bool = True,
         act_layer: type[nn.Module] = nn.ReLU,
+        norm_layer: object = DEFAULT_NORM,
     ) -> None:
         layers: list[tuple[str, nn.Module]] = [
             ("conv", make_conv(in_channels, out_channels, kernel_size, stride, dilation, groups)),
-            ("bn", nn.BatchNorm2d(out_channels)),
+            ("bn", make_norm(norm_layer, out_channels)),
         ]
         if act:
             layers.append(("act", act_layer(inplace=True)))

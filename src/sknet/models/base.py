@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sknet.errors import ConfigError
-from sknet.layers import BlockConfig, Bottleneck, SKConv2d
+from sknet.layers import BlockConfig, Bottleneck
 from sknet.layers.checks import check_image_batch, check_positive_int
 from sknet.models.pretrained_cfg import data_config_from_pretrained_cfg, pretrained_cfg
 
@@ -158,13 +158,8 @@ class BottleneckNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage in backward instead of keeping its activations (torch.utils.checkpoint):
         same outputs, gradients to rounding, less activation memory, one more forward per stage. BN running
-        statistics are updated once per step, as without it. The SK layers then train on their plain
-        composition (their lean CPU path saves memory itself and re-enters autograd in backward, which would
-        recompute a checkpointed stage once per SK layer)."""
+        statistics are updated once per step, as without it."""
         self.grad_checkpointing = bool(enable)
-        for module in self.modules():
-            if isinstance(module, SKConv2d):
-                module.lean_training = not self.grad_checkpointing
 
     def _stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():

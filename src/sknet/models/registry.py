@@ -15,7 +15,7 @@ from torch import nn
 from sknet.data.config import DataConfig
 from sknet.errors import CheckpointError, ConfigError, UnknownModelError
 from sknet.models.finetune import FIRST_CONV, channel_stats, fit_state
-from sknet.models.hub import hub_weights, is_hub_name
+from sknet.models.hub_names import hub_weights, is_hub_name
 from sknet.weights import load_state_into, read_weights
 
 

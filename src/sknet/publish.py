@@ -2,7 +2,7 @@
 
 :func:`save_pretrained` writes it; ``sknet.create_model("local-dir:DIR")`` reads it back, and once the
 folder is a Hub repository (``hf upload ORG/NAME DIR``), ``sknet.create_model("hf-hub:ORG/NAME")``
-(see :mod:`sknet.models.hub`). ``model.safetensors`` carries sknet's whole record (model, options,
+(see :mod:`sknet.models.hub_names`). ``model.safetensors`` carries sknet's whole record (model, options,
 preprocessing, classes, training data set), so the folder needs nothing else to load; ``config.json``
 repeats it in timm's terms (architecture, num_classes, pretrained_cfg) for other tools.
 """
@@ -19,7 +19,7 @@ from torch import nn
 
 from sknet.data.config import data_config
 from sknet.errors import ConfigError
-from sknet.models.hub import WEIGHTS_FILE
+from sknet.models.hub_names import WEIGHTS_FILE
 from sknet.weights import atomic_write, save_weights
 
 # What the card lists of a run's recipe (sknet train's options), in this order.

@@ -14,7 +14,6 @@ from sknet.errors import CheckpointError, ConfigError
 
 PREFIXES = ("local-dir:", "hf-hub:")
 WEIGHTS_FILE = "model.safetensors"  # the Hub's and timm's name for the weights
-FILES = (WEIGHTS_FILE, "config.json")
 
 
 def is_hub_name(name: object) -> bool:

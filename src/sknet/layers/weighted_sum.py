@@ -1,10 +1,8 @@
 """The Select step's weighted sum V = Σ_m a_m ⊙ U_m, without stacking the paths.
 
 A stacked (N, M, C, H, W) tensor (the usual implementation) costs a full copy of every path in forward
-and keeps it alive for backward. Here the sum is accumulated in place into one output, and backward keeps
-only what it needs: the path outputs (already kept by their ReLUs) and the small attention tensor.
-Plain PyTorch (the plain and lean tails); on CUDA the select-kernel tail (:mod:`.select_kernel`) runs it
-as one Triton pass instead.
+and keeps it alive for backward. Here the sum is accumulated into one output, and backward keeps only what
+it needs: the path outputs (already kept by their ReLUs) and the small attention tensor.
 """
 
 from __future__ import annotations
@@ -12,9 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-    """Σ_m attention[:, m] ⊙ paths[m], accumulated into one output (no stacking, no autograd)."""
-    weights = attention[..., None, None]  # (N, M, C, 1, 1); in the paths' dtype (select_paths casts it)
+def _accumulate(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, sums_to_one: bool) -> torch.Tensor:
+    """Σ_m attention[:, m] ⊙ paths[m] into one output (no stacking, no autograd)."""
+    weights = attention[..., None, None]  # (N, M, C, 1, 1); in the paths' dtype (weighted_sum casts it)
     if torch.onnx.is_in_onnx_export():
         # ONNX has no lerp: its exporter writes one as both of lerp's branches and a Where, six passes over
         # the feature map; Σ_m a_m·u_m is M products and M − 1 sums, which ONNX Runtime also quantizes.
@@ -22,8 +20,8 @@ def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, norma
         for m in range(1, len(paths)):
             out = out + paths[m] * weights[:, m]
         return out
-    if normalized and len(paths) == 2:
-        # a0 + a1 = 1 (softmax): a0·u0 + a1·u1 = u1 + a0·(u0 − u1), one fused pass.
+    if sums_to_one and len(paths) == 2:
+        # a0 + a1 = 1: a0·u0 + a1·u1 = u1 + a0·(u0 − u1), one fused pass.
         return torch.lerp(paths[1], paths[0], weights[:, 0])
     out = paths[0] * weights[:, 0]
     for m in range(1, len(paths)):
@@ -31,11 +29,11 @@ def weighted_sum(paths: tuple[torch.Tensor, ...], attention: torch.Tensor, norma
     return out
 
 
-class _SelectPaths(torch.autograd.Function):
+class _WeightedSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, attention: torch.Tensor, normalized: bool, *paths: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, attention: torch.Tensor, sums_to_one: bool, *paths: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(attention, *paths)
-        return weighted_sum(paths, attention, normalized)
+        return _accumulate(paths, attention, sums_to_one)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -49,15 +47,16 @@ class _SelectPaths(torch.autograd.Function):
         return (grad_attention, None, *grad_paths)
 
 
-def select_paths(
-    paths: list[torch.Tensor] | tuple[torch.Tensor, ...], attention: torch.Tensor, normalized: bool = False
+def weighted_sum(
+    paths: list[torch.Tensor] | tuple[torch.Tensor, ...], attention: torch.Tensor, sums_to_one: bool = False
 ) -> torch.Tensor:
     """V = Σ_m attention[:, m, :] ⊙ paths[m].
 
     Args:
         paths: M tensors (N, C, H, W), any memory format (channels_last is preserved).
-        attention: (N, M, C), typically softmax-normalised over M; cast to the paths' dtype.
-        normalized: promise that attention sums to 1 over M (enables a one-pass form for M = 2).
+        attention: (N, M, C); cast to the paths' dtype (CUDA autocast runs softmax in fp32).
+        sums_to_one: the attention sums to 1 over M, as a softmax gate's does (allows a one-pass form for
+            M = 2); the gate states it (``SelectAttention.sums_to_one``).
     Returns:
         (N, C, H, W) in the memory format of ``paths[0]``.
     """
@@ -68,14 +67,14 @@ def select_paths(
         attention = attention.to(paths[0].dtype)
     if len(paths) == 1:
         return paths[0] * attention[:, 0, :, None, None]
-    if isinstance(attention, torch.fx.Proxy):  # FX symbolic tracing: weighted_sum's ops, none in place
+    if isinstance(attention, torch.fx.Proxy):  # FX symbolic tracing: _accumulate's ops, none in place
         weights = attention[..., None, None]
-        if normalized and len(paths) == 2:
+        if sums_to_one and len(paths) == 2:
             return torch.lerp(paths[1], paths[0], weights[:, 0])
         out = paths[0] * weights[:, 0]
         for m in range(1, len(paths)):
             out = torch.addcmul(out, paths[m], weights[:, m])
         return out
     if torch.is_grad_enabled() and (attention.requires_grad or any(p.requires_grad for p in paths)):
-        return _SelectPaths.apply(attention, normalized, *paths)
-    return weighted_sum(paths, attention, normalized)
+        return _WeightedSum.apply(attention, sums_to_one, *paths)
+    return _accumulate(paths, attention, sums_to_one)
