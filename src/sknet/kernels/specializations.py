@@ -1,10 +1,11 @@
 """Every specialization of sknet's Triton kernels that the operators can launch, compiled for real GPUs.
 
 Triton compiles a kernel once per *specialization*: the dtypes of its pointer arguments, the width of its
-integer arguments (i32, or i64 from 2³¹ on), whether an integer is 1 (then a constant) or a multiple of 16
-(then vectorised accesses), and its constexprs (M, tile shape, accumulation dtype). Triton's interpreter,
-which runs the kernels on CPUs in the tests, compiles none of them. This module finds them all and compiles
-them for real targets with the ptxas that ships with Triton, on a machine without a GPU:
+integer arguments (i32; i64 from 2³¹ on, which no launcher passes), whether an integer is 1 (then a
+constant) or a multiple of 16 (then vectorised accesses), and its constexprs (M, tile shape, accumulation
+dtype). Triton's interpreter, which runs the kernels on CPUs in the tests, compiles none of them. This
+module finds them all and compiles them for real targets with the ptxas that ships with Triton, on a machine
+without a GPU:
 
 1. The launchers themselves say what they launch: every operator runs under :func:`launch.recording` over
    :data:`PROBLEMS` × M = 1..3 × every map dtype it accepts × NCHW and channels_last (tile shapes, grids and
@@ -44,33 +45,30 @@ ARCHS = (80, 90, 100)  # A100, H100/H200, B200 (compute capabilities)
 
 @dataclass(frozen=True)
 class Problem:
-    """One SK layer's map shape (N, C, H, W) to launch the operators on (`device` "meta": nothing is
-    allocated, for sizes past 2³¹ elements)."""
+    """One SK layer's map shape (N, C, H, W) to launch the operators on."""
 
     name: str
     n: int
     c: int
     h: int
     w: int
-    device: str = "cpu"
 
 
-# Sizes that are multiples of 16 (vectorised loads and stores), sizes that are not, 1×1 maps (H·W = 1 and
-# a stride of 1 become constants) and a batch past 2³¹ elements (an integer argument that counts the whole
-# batch becomes i64; custom operators on meta tensors run their fake implementations and launch nothing:
-# their integer arguments count one sample, which they keep below 2³¹).
+# Sizes that are multiples of 16 (vectorised loads and stores), sizes that are not, and 1×1 maps (H·W = 1
+# and a stride of 1 become constants). No integer argument counts more than one sample (below 2³¹: the
+# operators refuse larger samples; a sample's base is computed in 64 bits inside the kernels), so a larger
+# batch launches the same specializations.
 PROBLEMS = (
     Problem("aligned", 2, 64, 8, 8),
     Problem("ragged", 3, 40, 7, 7),
     Problem("1x1", 2, 48, 1, 1),
-    Problem("large", 1024, 256, 96, 96, device="meta"),
 )
 
 
 def _maps(problem: Problem, m: int, dtype: torch.dtype, channels_last: bool) -> list[torch.Tensor]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     shape = (problem.n, problem.c, problem.h, problem.w)
-    return [torch.empty(shape, dtype=dtype, device=problem.device, memory_format=fmt) for _ in range(m)]
+    return [torch.empty(shape, dtype=dtype, memory_format=fmt) for _ in range(m)]
 
 
 def _tail_inputs(maps: list[torch.Tensor]):
