@@ -25,7 +25,7 @@ _PRETRAINED = "timm's ImageNet weights (sknet50, resnext50/101, senet50/101)."
 
 def _entry(name):
     def entry(pretrained=False, **kwargs):
-        return _create_model(name, pretrained="timm" if pretrained else None, **kwargs)
+        return _create_model(name, pretrained=pretrained, **kwargs)
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = f"{_model_info(name).description}\n\npretrained=True: {_PRETRAINED}"

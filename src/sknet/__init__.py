@@ -1,5 +1,6 @@
 """sknet: Selective Kernel Networks (Li, Wang, Hu, Yang, CVPR 2019) in PyTorch."""
 
+from sknet.convert.timm import TIMM_MODELS, fetch_timm_weights
 from sknet.data.config import DataConfig, data_config, transforms
 from sknet.errors import (
     CheckpointError,
@@ -13,15 +14,10 @@ from sknet.layers import Aggregation, BlockConfig, Bottleneck, Branch, SKConv2d,
 from sknet.models import ResNeXt, create_model, list_models, model_info
 from sknet.models.registry import register_pretrained
 from sknet.publish import save_pretrained
+from sknet.timm_models import register_when_timm_is_imported, timm_model_name
 
-
-def _timm_pretrained(name, num_classes, in_chans):
-    from sknet.convert.timm import load_timm_pretrained  # needs timm: imported only when asked for
-
-    return load_timm_pretrained(name, num_classes, in_chans)
-
-
-register_pretrained("timm", _timm_pretrained)
+register_pretrained("timm", fetch_timm_weights, TIMM_MODELS)  # timm itself is imported when they are fetched
+register_when_timm_is_imported()  # sknet's models become timm's too: now, or when timm is imported
 
 __version__ = "0.1.0"
 
@@ -46,5 +42,6 @@ __all__ = [
     "model_info",
     "parse_branches",
     "save_pretrained",
+    "timm_model_name",
     "transforms",
 ]

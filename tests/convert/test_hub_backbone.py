@@ -20,8 +20,8 @@ def test_torch_hub_loads_from_a_local_clone():
 @pytest.mark.parametrize(
     ("name", "channels", "reductions"),
     [
-        ("sknet50", [256, 512, 1024, 2048], [4, 8, 16, 32]),
-        ("shufflenetv2_050_sk", [48, 96, 192], [8, 16, 32]),
+        ("sknet50", [64, 256, 512, 1024, 2048], [2, 4, 8, 16, 32]),  # the stem (as timm's ResNets), C2–C5
+        ("shufflenetv2_050_sk", [24, 48, 96, 192], [2, 8, 16, 32]),
     ],
 )
 def test_backbone_gives_stage_outputs(name, channels, reductions):
@@ -44,7 +44,7 @@ def test_backbone_gives_stage_outputs(name, channels, reductions):
 def test_backbone_feeds_torchvision_fpn_and_loads_classifier_weights(tmp_path):
     torchvision = pytest.importorskip("torchvision")
     model = sknet.create_model("sknet26")
-    backbone = sknet.create_model("sknet26", features_only=True, out_indices=(1, 2, 3))
+    backbone = sknet.create_model("sknet26", features_only=True, out_indices=(2, 3, 4))
     missing = backbone.load_state_dict(model.state_dict(), strict=False)
     assert not missing.missing_keys and set(missing.unexpected_keys) == {"fc.weight", "fc.bias"}
     assert backbone.names == ["C3", "C4", "C5"]

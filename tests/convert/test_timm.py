@@ -68,12 +68,14 @@ def test_pretrained_offline_fails_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HOME", "/nonexistent-sknet-test-cache")
     with pytest.raises(sknet.CheckpointError, match="could not fetch timm's pretrained skresnext50_32x4d"):
         sknet.create_model("sknet50", pretrained="timm")
-    with pytest.raises(sknet.ConfigError, match="timm has no weights for sknet's 'sknet26'"):
+    with pytest.raises(sknet.CheckpointError, match="could not fetch timm's pretrained skresnext50_32x4d"):
+        sknet.create_model("sknet50", pretrained=True)  # True: the first source with weights for it, timm's
+    with pytest.raises(sknet.ConfigError, match="'timm' has no weights for 'sknet26' \\(it has: resnext101"):
         sknet.create_model("sknet26", pretrained="timm")
-    with pytest.raises(sknet.ConfigError, match=r"name the source of the weights, e.g. pretrained=.timm."):
+    with pytest.raises(sknet.ConfigError, match="no pretrained weights are known for 'sknet26'"):
+        sknet.create_model("sknet26", pretrained=True)
+    with pytest.raises(sknet.ConfigError, match=r"pretrained='imagenet': use True, or a source of weights \('timm'\)"):
         sknet.create_model("sknet50", pretrained="imagenet")
-    with pytest.raises(sknet.ConfigError, match="pretrained=True: name the source"):
-        sknet.create_model("sknet50", pretrained=True)
 
 
 def test_convert_cli_errors_are_one_line(tmp_path, capsys):
@@ -133,3 +135,31 @@ def test_pretrained_timm_fine_tunes_from_the_hub_cache(tmp_path, monkeypatch, ca
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours.forward_features(x), theirs.forward_features(x.repeat(1, 3, 1, 1)))
+
+
+def test_timm_create_model_loads_the_weights_sknet_knows_from_the_hub_cache(tmp_path, monkeypatch):
+    """timm.create_model("sknet50", pretrained=True): timm's own loader reads skresnext50_32x4d's weights from
+    the Hub's cache (built here, offline) and sknet's filter renames them; timm adapts the classifier and the
+    first conv as for its own models; a weights file of one's own goes through pretrained_cfg_overlay."""
+    from safetensors.torch import save, save_file
+
+    from tests.hub_cache import add_repo, offline_hub
+
+    theirs = randomise_bn(timm.create_model("skresnext50_32x4d")).eval()
+    tensors = save({k: v.contiguous() for k, v in theirs.state_dict().items()})
+    add_repo(tmp_path / "hub", "timm/skresnext50_32x4d.ra_in1k", {"model.safetensors": tensors})
+    offline_hub(monkeypatch, tmp_path / "hub")
+    ours = timm.create_model("sknet50", pretrained=True).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+    assert ours.pretrained_cfg["interpolation"] == "bicubic"
+    tuned = timm.create_model("sknet50.ra_in1k", pretrained=True, num_classes=5, in_chans=1, features_only=True)
+    torch.testing.assert_close(tuned.stem.conv.conv.weight, theirs.conv1.weight.sum(1, keepdim=True))
+    own = sknet.create_model("sknet_tiny", num_classes=10)
+    save_file(own.state_dict(), tmp_path / "own.safetensors")
+    overlay = {"file": str(tmp_path / "own.safetensors")}
+    again = timm.create_model("sknet_tiny", pretrained=True, pretrained_cfg_overlay=overlay)
+    assert torch.equal(again.layer3[0].conv2.select.fc.weight, own.layer3[0].conv2.select.fc.weight)
+    with pytest.raises(sknet.ConfigError, match="sknet26: no pretrained weights are known to sknet"):
+        timm.create_model("sknet26", pretrained=True)

@@ -92,7 +92,7 @@ def test_stem_pool_caffe_and_feature_sizes():
             assert model.stem(torch.randn(1, 3, 224, 224)).shape[-2:] == (56, 56)
             assert model.forward_features(torch.randn(1, 3, 224, 224)).shape == (1, 2048, 7, 7)
     assert model.stem.pool.ceil_mode
-    assert [f["reduction"] for f in model.feature_info] == [4, 8, 16, 32]
+    assert [f["reduction"] for f in model.feature_info] == [2, 4, 8, 16, 32]  # the stem (timm's act1), then C2–C5
 
 
 def test_options_in_chans_drop_rate_zero_init_and_init():
@@ -117,8 +117,8 @@ def test_bad_inputs_and_options():
         sknet.create_model("resnext50", branches=(3, 5))
     with pytest.raises(ConfigError, match="stem_pool must be one of"):
         sknet.create_model("sknet26", stem_pool="tf")
-    with pytest.raises(ConfigError, match="num_classes must be ≥ 1"):
-        sknet.create_model("sknet26", num_classes=0)
+    with pytest.raises(ConfigError, match="num_classes must be ≥ 0"):
+        sknet.create_model("sknet26", num_classes=-1)
     with pytest.raises(ConfigError, match="drop_rate"):
         sknet.create_model("sknet26", drop_rate=1.5)
     with pytest.raises(ConfigError, match="branches is empty"):

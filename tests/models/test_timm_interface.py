@@ -102,8 +102,8 @@ def test_classifier_head_and_intermediates(name):
         torch.testing.assert_close(first[0], stages[0])
         model.reset_classifier(0)
         torch.testing.assert_close(model(x), pooled)
-    with pytest.raises(ConfigError, match="stages"):
-        model.forward_intermediates(x, indices=[len(model.stage_names)])
+    with pytest.raises(ConfigError, match="feature levels"):
+        model.forward_intermediates(x, indices=[len(model.feature_info)])
     model.reset_classifier(3)
     assert model(x).shape == (2, 3) and model.num_classes == 3
 

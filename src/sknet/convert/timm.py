@@ -131,14 +131,11 @@ def timm_pretrained_cfg(name: str) -> dict:
     return cfg.to_dict() if cfg is not None else {}
 
 
-def load_timm_pretrained(name: str, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
-    """Our `name` with timm's pretrained ImageNet weights, fetched by timm (needs the internet once).
-
-    With `num_classes` ≠ 1000 the classifier is re-initialised and with `in_chans` ≠ 3 the first conv is
-    adapted (timm's rule), everything else is pretrained. The model's ``data_config`` is timm's
-    preprocessing for those weights. Without a network (checked in 3 s), only timm's cache is tried, so
-    that an offline machine gets its answer at once instead of after retries.
-    """
+def fetch_timm_weights(name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict in sknet's keys, record) of timm's pretrained ImageNet weights of `name`'s counterpart,
+    fetched by timm (its cache first; the internet once). The record is timm's preprocessing for those weights
+    (and the weights' tag as their source). Without a network (checked in 3 s) only timm's cache is tried, so
+    that an offline machine gets its answer at once instead of after retries."""
     timm = _import_timm()
     source = timm_name(name)
     try:
@@ -151,9 +148,20 @@ def load_timm_pretrained(name: str, num_classes: int | None = None, in_chans: in
             f"weights elsewhere and convert the file: sknet convert --from timm {source} --checkpoint FILE "
             "--out OUT.safetensors"
         ) from None
-    ours = convert_timm_state(model.state_dict(), name, num_classes, in_chans)
-    ours.pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}  # the tag timm actually loaded
-    return ours
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    meta = {
+        **timm_data_config(cfg).to_metadata(),
+        "model": name,
+        "source": f"timm:{cfg.get('architecture', source)}" + (f".{cfg['tag']}" if cfg.get("tag") else ""),
+    }
+    return from_timm_state(model.state_dict()), meta
+
+
+def load_timm_pretrained(name: str) -> nn.Module:
+    """Our `name` with timm's pretrained ImageNet weights (:func:`fetch_timm_weights`), in eval mode."""
+    from sknet.models import create_model
+
+    return create_model(name, pretrained="timm").eval()
 
 
 def timm_data_config(cfg: dict) -> DataConfig:

@@ -69,18 +69,18 @@ class BlockConfig(SKOptions):
         groups: int | None = None,
         attn_dim: int | None = None,
         act_layer: type[nn.Module] | None = nn.ReLU,
+        dilation: int = 1,
     ) -> nn.Module:
         """The 3×3 middle of a unit, (N, C, H, W) → (N, C, H/stride, W/stride): an SK convolution, or a plain
         grouped conv + norm + `act_layer` (None: no activation). `groups` defaults to this config's; depthwise
-        families pass the channel count."""
+        families pass the channel count. `dilation`: of a dilated stage (an SK layer multiplies its paths' own
+        dilations by it)."""
         groups = self.groups if groups is None else groups
         if self.middle is Middle.SK:
-            return SKConv2d(channels, channels, stride=stride, groups=groups, attn_dim=attn_dim, **self.sk_kwargs())
+            return SKConv2d(channels, channels, stride, groups, attn_dim, dilation, **self.sk_kwargs())
         check_divisible("width", channels, groups)
-        norm = self.norm_layer
-        if act_layer is None:
-            return ConvBNAct(channels, channels, 3, stride, groups=groups, act=False, norm_layer=norm)
-        return ConvBNAct(channels, channels, 3, stride, groups=groups, act_layer=act_layer, norm_layer=norm)
+        act = {"act": False} if act_layer is None else {"act_layer": act_layer}
+        return ConvBNAct(channels, channels, 3, stride, dilation, groups, norm_layer=self.norm_layer, **act)
 
 
 class Bottleneck(nn.Module):
@@ -95,10 +95,11 @@ class Bottleneck(nn.Module):
         config: BlockConfig | None = None,
         attn_dim: int | None = None,
         drop_path: float = 0.0,
+        dilation: int = 1,
     ) -> None:
         """`drop_path`: probability of dropping the residual branch of a sample in training (stochastic depth,
         Huang et al. 2016; torchvision's StochasticDepth, "row" mode: survivors scaled by 1/(1 − p), the
-        identity in eval)."""
+        identity in eval). `dilation`: the middle's, in a stage that dilates instead of striding."""
         super().__init__()
         config = config or BlockConfig()
         check_positive_int("width", width)
@@ -106,7 +107,7 @@ class Bottleneck(nn.Module):
         self.in_channels = in_channels
         norm = config.norm_layer
         self.conv1 = ConvBNAct(in_channels, width, 1, norm_layer=norm)
-        self.conv2 = config.make_middle(width, stride, attn_dim=attn_dim)
+        self.conv2 = config.make_middle(width, stride, attn_dim=attn_dim, dilation=dilation)
         self.conv3 = ConvBNAct(width, out_channels, 1, act=False, norm_layer=norm)
         self.se = SqueezeExcite(out_channels, config.se_reduction) if config.se_reduction else None
         self.downsample = (

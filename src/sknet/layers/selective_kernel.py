@@ -176,6 +176,9 @@ class SKConv2d(nn.Module):
         in_channels, out_channels: C_in and C (both divisible by every path's groups).
         stride: applied in every path.
         groups: G of each grouped path conv (a :class:`~sknet.layers.branches.Branch` may set its own).
+        dilation: multiplies every path's own dilation (a dilated stage of a network with a smaller output
+            stride: the paper's "5×5", a 3×3 with dilation 2, becomes a 3×3 with dilation 2·`dilation`, which
+            reads the input positions it read before the stage stopped striding).
         attn_dim: an explicit d, overriding r and L (the authors' released SKNet-101 uses 16 in stage 3).
         options: :class:`SKOptions` by keyword: ``branches``, ``reduction``, ``min_dim``, ``attn_divisor``,
             ``aggregation``, ``norm_layer``.
@@ -197,6 +200,7 @@ class SKConv2d(nn.Module):
         stride: int = 1,
         groups: int = 32,
         attn_dim: int | None = None,
+        dilation: int = 1,
         **options: object,
     ) -> None:
         super().__init__()
@@ -204,12 +208,14 @@ class SKConv2d(nn.Module):
         check_positive_int("out_channels", out_channels)
         check_positive_int("stride", stride)
         check_positive_int("groups", groups)
+        check_positive_int("dilation", dilation)
         self.options = SKOptions.from_kwargs(options)
         self.branches = self.options.branches
         self.aggregation = self.options.aggregation
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
+        self.dilation = dilation
 
         paths = []
         for i, branch in enumerate(self.branches):
@@ -218,7 +224,7 @@ class SKConv2d(nn.Module):
             check_divisible(f"out_channels (path {i}: {branch})", out_channels, g)
             paths.append(
                 ConvBNAct(
-                    in_channels, out_channels, branch.kernel_size, stride, branch.dilation, g,
+                    in_channels, out_channels, branch.kernel_size, stride, branch.dilation * dilation, g,
                     norm_layer=self.options.norm_layer,
                 )
             )  # fmt: skip
@@ -249,7 +255,8 @@ class SKConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, self.in_channels, type(self).__name__)
-        self._check_batch(x)
+        if not isinstance(x, torch.fx.Proxy):
+            self.check_batch_size(x.shape[0])
         # Split: M convolutions of the same input.
         convs = [path.conv(x) for path in self.paths]
         tail = sk_tails.find(self, convs)
@@ -283,9 +290,10 @@ class SKConv2d(nn.Module):
         tail = sk_tails.find(self, [path.conv(x) for path in self.paths])
         return "plain" if tail is None else tail.name
 
-    def _check_batch(self, x: torch.Tensor) -> None:
-        """A batch of one in training: the fuse step's BatchNorm would normalise one value per channel."""
-        if isinstance(x, torch.fx.Proxy) or x.shape[0] != 1 or self.fuse is None:
+    def check_batch_size(self, batch: int) -> None:
+        """InputShapeError for a batch of one in training where the fuse step's BatchNorm would normalise one
+        value per channel (a frozen or group norm takes it)."""
+        if batch != 1 or self.fuse is None:
             return
         bn = self.fuse.bn
         if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not bn.training:
@@ -300,6 +308,8 @@ class SKConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         paths = ", ".join(str(b) for b in self.branches)
+        if self.dilation > 1:
+            paths += f" (dilation × {self.dilation})"
         norm = self.options.norm_layer
         norm = "" if norm == DEFAULT_NORM else f", norm={getattr(norm, '__name__', norm)}"
         return (

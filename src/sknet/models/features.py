@@ -1,5 +1,5 @@
-"""Backbone view of a classification network: the stage outputs (C2–C5 of a ResNeXt) for detection or
-segmentation heads, e.g. torchvision's FeaturePyramidNetwork."""
+"""Backbone view of a classification network, as timm's ``features_only``: the feature maps of the stem and the
+stages for detection or segmentation heads (torchvision's FeaturePyramidNetwork, timm-based libraries)."""
 
 from __future__ import annotations
 
@@ -10,44 +10,55 @@ from torch import nn
 
 from sknet.errors import ConfigError
 from sknet.layers.checks import check_image_batch
-from sknet.models.base import NOT_SCRIPTABLE, BottleneckNet
-from sknet.models.pretrained_cfg import pretrained_cfg
+from sknet.models.base import NOT_SCRIPTABLE, STEM_FEATURE, BottleneckNet, check_batch, run_features, take_indices
+from sknet.models.pretrained_cfg import data_config_from_pretrained_cfg, pretrained_cfg
 
 
 class FeatureInfo(list):
     """The outputs' descriptions (dicts with num_chs, reduction, module), with timm's accessors."""
 
-    def channels(self) -> list[int]:
-        return [int(info["num_chs"]) for info in self]
+    def channels(self, idx: int | None = None) -> list[int] | int:
+        values = [int(info["num_chs"]) for info in self]
+        return values if idx is None else values[idx]
 
-    def reduction(self) -> list[int]:
-        return [int(info["reduction"]) for info in self]
+    def reduction(self, idx: int | None = None) -> list[int] | int:
+        values = [int(info["reduction"]) for info in self]
+        return values if idx is None else values[idx]
+
+    def module_name(self, idx: int | None = None) -> list[str] | str:
+        values = [str(info["module"]) for info in self]
+        return values if idx is None else values[idx]
 
 
 class FeatureExtractor(nn.Module):
-    """(N, in_chans, H, W) → [stage outputs at `out_indices`], stage i shaped (N, channels[i], H/r_i, W/r_i).
+    """(N, in_chans, H, W) → [feature maps at `out_indices`], map i shaped (N, channels[i], H/r_i, W/r_i).
 
-    Shares the stem and stages of `model` (state-dict keys unchanged, so classification weights load);
-    the classifier is dropped. ``channels``, ``reductions`` and ``names`` describe the outputs; with
-    ``OrderedDict(zip(names, outputs))`` they feed torchvision's FeaturePyramidNetwork directly.
+    `out_indices` index the model's ``feature_info`` with timm's meaning: 0 the stem where the family lists
+    it (the ResNeXts', as timm's ResNets: 64 channels at 1/2), then the stages; None all, an int n the last n.
+    Shares the stem and stages of `model` under the same names (state-dict keys unchanged, so classification
+    weights load); the stages after the last level asked for, the head and the classifier are dropped.
+    ``channels``, ``reductions`` and ``names`` describe the outputs (``names``: "C<level + 1>" — for the
+    ResNeXts C1 the stem at 1/2, C2…C5 the stages at 1/4…1/32); ``OrderedDict(zip(names, outputs))`` feeds
+    torchvision's FeaturePyramidNetwork. A batch of one in training is refused where an SK layer's fuse step
+    normalises over the batch (as the model's own forward).
     """
 
-    def __init__(self, model: BottleneckNet, out_indices: Sequence[int] | None = None) -> None:
+    def __init__(self, model: BottleneckNet, out_indices: int | Sequence[int] | None = None) -> None:
         super().__init__()
-        count = len(model.stage_names)
-        indices = list(range(count)) if out_indices is None else [int(i) for i in out_indices]
-        if not indices or any(not -count <= i < count for i in indices):
-            raise ConfigError(f"out_indices {out_indices!r} must index the {count} stages (0..{count - 1})")
-        indices = sorted({i % count for i in indices})
+        take = take_indices(out_indices, len(model.feature_info), "out_indices")
         self.in_chans = model.in_chans
+        self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in take)
+        self.out_indices = take
+        last = self.feature_info[-1]["module"]
         self.stem = model.stem
-        self.stage_names = list(model.stage_names[: indices[-1] + 1])  # later stages are not needed
+        keep = 0 if last == STEM_FEATURE else model.stage_names.index(last) + 1
+        self.stage_names = list(model.stage_names[:keep])  # later stages are not needed
         for name in self.stage_names:
             self.add_module(name, getattr(model, name))
-        self.out_indices = indices
-        self.feature_info = FeatureInfo(dict(model.feature_info[i]) for i in indices)
-        first = getattr(model, "first_stage_index", 2)
-        self.names = [f"C{first + i}" for i in indices]
+        self.names = [f"C{i + 1}" for i in take]
+        if hasattr(model, "data_config"):
+            self.data_config = model.data_config
+        self.weights_meta = getattr(model, "weights_meta", {})
 
     def __prepare_scriptable__(self) -> nn.Module:
         raise ConfigError(NOT_SCRIPTABLE)
@@ -56,6 +67,10 @@ class FeatureExtractor(nn.Module):
     def pretrained_cfg(self) -> dict[str, object]:
         """timm's pretrained_cfg (the model's preprocessing; no classifier), as timm's features_only models."""
         return {**pretrained_cfg(self), "num_classes": 0, "classifier": None}
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict[str, object]) -> None:
+        self.data_config = data_config_from_pretrained_cfg(cfg, self.in_chans)
 
     default_cfg = pretrained_cfg
 
@@ -69,10 +84,7 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_image_batch(x, self.in_chans, type(self).__name__)
-        x = self.stem(x)
-        out = []
-        for i, name in enumerate(self.stage_names):
-            x = getattr(self, name)(x)
-            if i in self.out_indices:
-                out.append(x)
-        return out
+        check_batch(self, x)
+        stages = [(name, getattr(self, name)) for name in self.stage_names]
+        wanted = set(self.feature_info.module_name())
+        return run_features(self.stem, stages, x, wanted, self.feature_info[-1]["module"])[1]

@@ -13,7 +13,7 @@ from torch import nn
 from sknet.layers import BlockConfig, ConvBNAct, Middle
 from sknet.layers.helpers import make_divisible
 from sknet.layers.squeeze_excite import SqueezeExcite
-from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
+from sknet.models.base import NETWORK_OPTIONS, SK_FIELDS, BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 # (expansion t, output channels c, units n, first stride s) per stage, MobileNetV2 Table 2.
@@ -26,10 +26,14 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int, block: BlockConfig):
         super().__init__()
         hidden = in_channels * expansion
-        self.expand = ConvBNAct(in_channels, hidden, 1, act_layer=nn.ReLU6) if expansion != 1 else nn.Identity()
+        norm = block.norm_layer
+        if expansion != 1:
+            self.expand = ConvBNAct(in_channels, hidden, 1, act_layer=nn.ReLU6, norm_layer=norm)
+        else:
+            self.expand = nn.Identity()
         self.depthwise = block.make_middle(hidden, stride, groups=hidden, act_layer=nn.ReLU6)
         self.se = SqueezeExcite(hidden, block.se_reduction) if block.se_reduction else None
-        self.project = ConvBNAct(hidden, out_channels, 1, act=False)
+        self.project = ConvBNAct(hidden, out_channels, 1, act=False, norm_layer=norm)
         self.use_residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,7 +45,10 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(BottleneckNet):
-    """Stem 3×3/2 → 7 stages of inverted residuals → 1×1 conv (1280) → pool → dropout → fc."""
+    """Stem 3×3/2 → 7 stages of inverted residuals → 1×1 conv (1280) → pool → dropout → fc.
+
+    ``feature_info``: the last stage of each resolution (stages 1, 2, 3, 5, 7: reductions 2 to 32), as timm's
+    MobileNetV2."""
 
     first_stage_index = 2
 
@@ -52,16 +59,21 @@ class MobileNetV2(BottleneckNet):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.2,
+        global_pool: str = "avg",
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
     ) -> None:
-        super().__init__(num_classes, in_chans, drop_rate)
+        super().__init__(num_classes, in_chans, drop_rate, 0.0, global_pool, frozen_stages, norm_eval, len(SETTINGS))
         self.block_config = block
+        norm = block.norm_layer
         in_channels = make_divisible(32 * width_mult)
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", ConvBNAct(in_chans, in_channels, 3, stride=2, act_layer=nn.ReLU6))
+        self.stem.add_module("conv", ConvBNAct(in_chans, in_channels, 3, stride=2, act_layer=nn.ReLU6, norm_layer=norm))
         reduction = 2
-        for t, c, n, s in SETTINGS:
+        for i, (t, c, n, s) in enumerate(SETTINGS):
             out_channels = make_divisible(c * width_mult)
             reduction *= s
+            last_at_this_size = i + 1 == len(SETTINGS) or SETTINGS[i + 1][3] > 1
             stage = nn.Sequential(
                 *[
                     InvertedResidual(
@@ -70,14 +82,14 @@ class MobileNetV2(BottleneckNet):
                     for u in range(n)
                 ]
             )
-            self.add_stage(stage, out_channels, reduction)
+            self.add_stage(stage, out_channels, reduction, feature=last_at_this_size)
             in_channels = out_channels
         last = make_divisible(1280 * max(1.0, width_mult))
-        self.head_conv = ConvBNAct(in_channels, last, 1, act_layer=nn.ReLU6)
+        self.head_conv = ConvBNAct(in_channels, last, 1, act_layer=nn.ReLU6, norm_layer=norm)
         self.build_head(last, zero_init_last_bn=False)
 
 
-MOBILE_OPTIONS = ("num_classes", "in_chans", "drop_rate", "width_mult")
+MOBILE_OPTIONS = (*NETWORK_OPTIONS, "width_mult")
 
 
 def build_mobilenet(block: BlockConfig, **kwargs: object) -> MobileNetV2:

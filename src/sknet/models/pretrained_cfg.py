@@ -10,6 +10,7 @@ sides, which is what our record means by ``crop_fraction`` 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,12 +24,30 @@ PAPER = {"paper_ids": "arXiv:1903.06586", "paper_name": "Selective Kernel Networ
 
 
 def pretrained_cfg(model: nn.Module) -> dict[str, Any]:
-    """timm's pretrained_cfg of `model`: the keys timm's data, layer-decay and loading code read."""
-    record = data_config(model)
+    """timm's pretrained_cfg of `model`: the keys timm's data, layer-decay and loading code read, and the size
+    of its last feature map at the input size (``pool_size``, models with a head)."""
     meta = getattr(model, "weights_meta", None) or {}
+    architecture = meta.get("model", type(model).__name__.lower())
+    cfg = _cfg(data_config(model), architecture, int(getattr(model, "num_classes", 0)), meta.get("source"))
+    info = getattr(model, "feature_info", None)
+    if info and hasattr(model, "fc"):
+        side = math.ceil(cfg["input_size"][-1] / int(info[-1]["reduction"]))
+        cfg["pool_size"] = (side, side)
+    return cfg
+
+
+def pretrained_cfg_of_name(name: str) -> dict[str, Any]:
+    """timm's pretrained_cfg of the registered model `name` as built without weights, without building it."""
+    from sknet.models.registry import default_data_config, model_info
+
+    info = model_info(name)
+    return _cfg(default_data_config(info), name, info.num_classes, None)
+
+
+def _cfg(record: DataConfig, architecture: str, num_classes: int, source: str | None) -> dict[str, Any]:
     size = record.input_size
     return {
-        "architecture": meta.get("model", type(model).__name__.lower()),
+        "architecture": architecture,
         "input_size": (record.in_chans, size, size),
         "fixed_input_size": False,
         "interpolation": record.interpolation,
@@ -36,11 +55,12 @@ def pretrained_cfg(model: nn.Module) -> dict[str, Any]:
         "crop_mode": "squash" if record.crop_fraction >= 1.0 else "center",
         "mean": record.mean,
         "std": record.std,
-        "num_classes": int(getattr(model, "num_classes", 0)),
+        "num_classes": num_classes,
         "label_names": record.classes,
         "first_conv": FIRST_CONV,
         "classifier": CLASSIFIER,
-        "source": meta.get("source"),
+        "source": source,
+        "license": "apache-2.0",
         **PAPER,
     }
 

@@ -27,8 +27,9 @@ class ModelInfo:
     family: str  # "imagenet", "cifar", "lightweight", "ablation", ...
     builder: Callable[..., nn.Module]
     options: tuple[str, ...]  # keyword overrides the builder accepts
-    input_size: tuple[int, int, int]  # native (C, H, W)
+    input_size: tuple[int, int, int]  # native (C, H, W); C is the default in_chans
     description: str
+    num_classes: int = 1000  # the default classifier outputs
 
     def check_options(self, options) -> None:
         """ConfigError naming any of `options` that the builder does not take, and those it does."""
@@ -63,18 +64,20 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(
-    family: str, options: tuple[str, ...], input_size: tuple[int, int, int] = (3, 224, 224)
+    family: str, options: tuple[str, ...], input_size: tuple[int, int, int] = (3, 224, 224), num_classes: int = 1000
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a builder under its function name, with the keyword `options` it accepts."""
+    """Decorator: register a builder under its function name, with the keyword `options` it accepts, its native
+    input size (C, H, W) and its default class count (the builder's defaults for ``in_chans`` and
+    ``num_classes``: create_model passes them)."""
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} is registered twice")
         doc = inspect.getdoc(builder) or ""
-        _REGISTRY[name] = ModelInfo(
-            name, family, builder, tuple(options), input_size, doc.splitlines()[0] if doc else ""
-        )
+        description = doc.splitlines()[0] if doc else ""
+        unique = tuple(dict.fromkeys(options))
+        _REGISTRY[name] = ModelInfo(name, family, builder, unique, input_size, description, num_classes)
         return builder
 
     return decorate
@@ -100,23 +103,40 @@ def model_info(name: str) -> ModelInfo:
 
 
 # Sources of pretrained weights, registered by their converters (see sknet/__init__.py): the registry
-# itself does not depend on any converter.
-PretrainedLoader = Callable[[str, "int | None", "int | None"], nn.Module]
-_PRETRAINED: dict[str, PretrainedLoader] = {}
+# itself does not depend on any converter. A source's fetch(name) gives (state dict in sknet's keys, its record).
+PretrainedFetch = Callable[[str], "tuple[dict[str, torch.Tensor], dict[str, object]]"]
+_PRETRAINED: dict[str, tuple[PretrainedFetch, frozenset[str]]] = {}
 
 
-def register_pretrained(source: str, loader: PretrainedLoader) -> None:
-    """Make ``create_model(name, pretrained=source)`` call ``loader(name, num_classes, in_chans)``."""
-    _PRETRAINED[source] = loader
+def register_pretrained(source: str, fetch: PretrainedFetch, names: Sequence[str]) -> None:
+    """Make ``create_model(name, pretrained=source)`` (and ``pretrained=True``, the first source holding
+    `name`) build `name` with the weights ``fetch(name)`` returns, for each of `names`."""
+    _PRETRAINED[source] = (fetch, frozenset(names))
+
+
+def pretrained_sources(name: str) -> list[str]:
+    """The sources of pretrained weights for `name` (empty: none known)."""
+    return [source for source, (_, names) in _PRETRAINED.items() if name in names]
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """Weights to build a model with: the state dict (sknet's keys), its record, what to call them in messages,
+    and the file they were read from (None: fetched)."""
+
+    state: dict[str, torch.Tensor]
+    meta: dict[str, object]
+    label: str
+    file: str | None = None
 
 
 def create_model(
     name: str | None = None,
     num_classes: int | None = None,
     weights: str | Path | None = None,
-    pretrained: str | None = None,
+    pretrained: bool | str = False,
     features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
+    out_indices: int | Sequence[int] | None = None,
     **overrides: object,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights.
@@ -129,46 +149,68 @@ def create_model(
             record it. ``"local-dir:DIR"`` and ``"hf-hub:ORG/NAME"`` name a folder written by
             :func:`sknet.save_pretrained`, local or on the Hugging Face Hub (``pip install 'sknet[hub]'``;
             the Hub's local cache is read first, so it works offline once cached).
-        num_classes: classifier outputs (default: the model's own, 1000 for ImageNet models).
+        num_classes: classifier outputs (default: the model's own, 1000 for ImageNet models); 0: no
+            classifier, the model gives its pooled features (N, num_features), as timm's.
         weights: a ``.safetensors`` file written by sknet (its recorded options and class count are used
             unless overridden) or a checkpoint / state-dict ``.pt`` file (bare, or under ``state_dict``,
             ``model`` or ``state_dict_ema``; ``module.`` / ``_orig_mod.`` prefixes removed), loaded safely
             and strictly. Fine-tuning: a `num_classes` or ``in_chans`` other than the weights' re-initialises
             the classifier / adapts the first conv (timm's rule: summed for one channel, tiled and rescaled
             for more), logged in one line on the "sknet" logger; everything else must match.
-        pretrained: ``"timm"``: ImageNet weights of the timm counterpart (sknet50 ← skresnext50_32x4d,
-            resnext50/101, senet50/101), fetched by timm; needs the internet once. With `num_classes` and
-            ``in_chans`` the classifier is re-initialised and the first conv adapted, as with `weights`.
-        features_only: return a :class:`~sknet.models.features.FeatureExtractor` giving the stage outputs
-            (C2–C5) instead of logits; `out_indices` picks stages (default all).
-        overrides: builder options such as ``in_chans``, ``drop_rate``, ``branches``, ``aggregation``;
-            an option the model does not have is a ConfigError listing those it has.
+        pretrained: True, or a source's name (``"timm"``): ImageNet weights sknet knows for `name` — those of
+            its timm counterpart (sknet50 ← skresnext50_32x4d, resnext50/101, senet50/101), fetched by timm
+            (the Hub's cache first; the internet once). Loaded as `weights` are: `num_classes` and ``in_chans``
+            fit them for fine-tuning, options that keep the weights' shapes (``norm_layer``,
+            ``output_stride``, ``frozen_stages``, dropout, ``global_pool``) apply.
+        features_only: a :class:`~sknet.models.features.FeatureExtractor` instead: the stem's and every
+            stage's outputs, as timm's ``features_only`` (`out_indices` index ``feature_info``: 0 the stem,
+            then the stages; default all, an int n: the last n).
+        overrides: builder options such as ``in_chans``, ``drop_rate``, ``branches``, ``norm_layer``,
+            ``output_stride``; an option the model does not have is a ConfigError listing those it has.
     """
     if is_hub_name(name):  # local-dir:DIR, hf-hub:ORG/NAME: a folder of weights and their record
-        if weights is not None or pretrained is not None:
+        if weights is not None or pretrained:
             raise ConfigError(f"{name} names its weights: no weights= or pretrained=")
         name, weights = None, hub_weights(name)
-    if pretrained is not None:
-        if not isinstance(pretrained, str) or pretrained not in _PRETRAINED:
-            sources = ", ".join(repr(s) for s in _PRETRAINED) or "none registered"
-            raise ConfigError(
-                f"pretrained={pretrained!r}: name the source of the weights, e.g. pretrained='timm' (ImageNet "
-                f"weights of the timm counterpart); sources: {sources}. Trained weights of your own: weights=PATH"
-            )
-        if weights is not None or set(overrides) - {"in_chans"} or name is None:
-            raise ConfigError(
-                "pretrained weights need a model name and fix the architecture: no weights= or options "
-                "(num_classes= and in_chans= fit them for fine-tuning)"
-            )
-        model_info(name)
-        model = _PRETRAINED[pretrained](name, num_classes, overrides.get("in_chans"))
-        if not isinstance(getattr(model, "data_config", None), DataConfig):
-            model.data_config = DataConfig()  # ImageNet's preprocessing
-        return _features(model, out_indices) if features_only else model
     if out_indices is not None and not features_only:
         raise ConfigError("out_indices needs features_only=True")
-    model = _build(name, num_classes, weights, overrides)
+    source = None
+    if weights is not None:
+        if pretrained:
+            raise ConfigError("give weights= or pretrained=, not both")
+        state, meta = read_weights(weights)
+        source = _Weights(state, meta, str(weights), str(weights))
+    elif pretrained:
+        source = _pretrained(name, pretrained)
+    model = _build(name, num_classes, source, overrides)
     return _features(model, out_indices) if features_only else model
+
+
+def _pretrained(name: str | None, pretrained: object) -> _Weights:
+    """The pretrained weights `pretrained` names for `name`."""
+    if name is None:
+        raise ConfigError("pretrained weights need a model name")
+    model_info(name)
+    sources = pretrained_sources(name)
+    if pretrained is True:
+        if not sources:
+            known = sorted({n for _, names in _PRETRAINED.values() for n in names})
+            raise ConfigError(
+                f"no pretrained weights are known for {name!r} (models with weights: {', '.join(known)}); "
+                "weights of your own: weights=PATH"
+            )
+        pretrained = sources[0]
+    if not isinstance(pretrained, str) or pretrained not in _PRETRAINED:
+        raise ConfigError(
+            f"pretrained={pretrained!r}: use True, or a source of weights ({', '.join(map(repr, _PRETRAINED))}); "
+            "trained weights of your own: weights=PATH"
+        )
+    if pretrained not in sources:
+        raise ConfigError(
+            f"{pretrained!r} has no weights for {name!r} (it has: {', '.join(sorted(_PRETRAINED[pretrained][1]))})"
+        )
+    state, meta = _PRETRAINED[pretrained][0](name)
+    return _Weights(state, meta, f"{pretrained}'s weights of {name}")
 
 
 def _features(model: nn.Module, out_indices: Sequence[int] | None) -> nn.Module:
@@ -181,11 +223,11 @@ def _features(model: nn.Module, out_indices: Sequence[int] | None) -> nn.Module:
 
 
 def _build(
-    name: str | None, num_classes: int | None, weights: str | Path | None, overrides: dict[str, object]
+    name: str | None, num_classes: int | None, source: _Weights | None, overrides: dict[str, object]
 ) -> nn.Module:
-    meta, state = {}, None
-    if weights is not None:
-        state, meta = read_weights(weights)
+    meta, state, weights = {}, None, None
+    if source is not None:
+        state, meta, weights = source.state, source.meta, source.label
         name = name or meta.get("model")
         if not name:
             raise ConfigError(f"{weights} does not record its model: name it (create_model(name, weights=...))")
@@ -205,6 +247,7 @@ def _build(
         given = {key: overrides[key] for key in asked}
         overrides = {**recorded, **overrides, **settle_fixed(fixed, given, str(weights), fine_tune=True)}
     info.check_options(overrides)
+    overrides = {"num_classes": info.num_classes, "in_chans": info.input_size[0], **overrides}
     if state is not None:
         # Sized from a file's metadata: check the shapes on the meta device (no memory) before building.
         with torch.device("meta"):
@@ -216,13 +259,13 @@ def _build(
     if state is not None:
         state = fit_state(state, model.state_dict(), str(weights), "num_classes" in asked, "in_chans" in asked)
         load_state_into(model, state, str(weights), name, meta.get("model"))
-    source = str(weights) if weights else name
-    model.data_config = _data_config(info, overrides, _fitted_meta(meta, model), source)
+    label = str(weights) if weights else name
+    model.data_config = _data_config(info, overrides, _fitted_meta(meta, model), label)
     classes, outputs = model.data_config.classes, getattr(model, "num_classes", None)
-    if classes and outputs is not None and len(classes) != outputs:  # a file need not record num_classes
+    if classes and outputs and len(classes) != outputs:  # a file need not record num_classes
         raise CheckpointError(f"{weights}: {len(classes)} class names for a model of {outputs} classes")
     model.weights_meta = {"model": name, **meta}  # what the weights recorded (dataset, options, classes, ...)
-    model.weights_file = str(weights) if weights is not None else None
+    model.weights_file = source.file if source is not None else None
     model.model_options = {k: v for k, v in overrides.items() if k not in DATA_OPTIONS}  # as built
     return model
 
@@ -254,12 +297,17 @@ def _fitted_meta(meta: dict, model: nn.Module) -> dict:
     return meta
 
 
+def default_data_config(info: ModelInfo, in_chans: int | None = None) -> DataConfig:
+    """The preprocessing of `info`'s model as built without weights: its native size and the default
+    statistics of its channels, small images (28×28, 32×32: under 64 pixels) evaluated uncropped."""
+    defaults = {"input_size": info.input_size[1], "in_chans": in_chans or info.input_size[0]}
+    if info.input_size[1] < 64:
+        defaults["crop_fraction"] = 1.0
+    return DataConfig.from_metadata(defaults, info.name)
+
+
 def _data_config(info: ModelInfo, options: dict[str, object], meta: dict, source: str) -> DataConfig:
     """The recorded input record, or the model's own defaults (native size, ImageNet statistics)."""
     if meta:
         return DataConfig.from_metadata(meta, source)
-    in_chans = int(options.get("in_chans", info.input_size[0]))  # type: ignore[arg-type]
-    defaults = {"input_size": info.input_size[1], "in_chans": in_chans}
-    if info.input_size[1] < 64:  # small-image models (28×28, 32×32) are evaluated uncropped
-        defaults["crop_fraction"] = 1.0
-    return DataConfig.from_metadata(defaults, source)
+    return default_data_config(info, int(options.get("in_chans", info.input_size[0])))  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from sknet.enums import TextEnum
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
 from sknet.layers.checks import check_positive_int
-from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
+from sknet.models.base import NETWORK_OPTIONS, SK_FIELDS, BottleneckNet, build_block_config, stage_strides
 from sknet.models.registry import register_model
 
 
@@ -40,6 +40,10 @@ class ResNeXt(BottleneckNet):
             authors' released SKNet-101 uses (None, 16, None, None).
         zero_init_last_bn: start every residual branch at zero.
         drop_path_rate: stochastic depth of the last bottleneck, linear over depth from 0 (training only).
+        output_stride: 32 (the paper's), 16 or 8: the last stages dilate their 3×3s instead of striding
+            (torchvision's ``replace_stride_with_dilation``, timm's ``output_stride``), the feature maps of
+            DeepLab-style segmentation; an SK unit multiplies its paths' dilations (see SKConv2d).
+        global_pool, frozen_stages, norm_eval: see :class:`~sknet.models.base.BottleneckNet`.
     """
 
     def __init__(
@@ -54,8 +58,14 @@ class ResNeXt(BottleneckNet):
         stem_pool: str | StemPool = StemPool.PYTORCH,
         attn_dims: Sequence[int | None] | None = None,
         drop_path_rate: float = 0.0,
+        output_stride: int = 32,
+        global_pool: str = "avg",
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
     ) -> None:
-        super().__init__(num_classes, in_chans, drop_rate, drop_path_rate)
+        super().__init__(
+            num_classes, in_chans, drop_rate, drop_path_rate, global_pool, frozen_stages, norm_eval, len(layers)
+        )
         layers = tuple(layers)
         if len(layers) != 4:
             raise ConfigError(f"layers must give 4 stages, got {layers!r}")
@@ -71,14 +81,18 @@ class ResNeXt(BottleneckNet):
 
         self.block_config = block
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", ConvBNAct(in_chans, 64, 7, stride=2))
+        self.stem.add_module("conv", ConvBNAct(in_chans, 64, 7, stride=2, norm_layer=block.norm_layer))
         if stem_pool is StemPool.CAFFE:
             self.stem.add_module("pool", nn.MaxPool2d(3, 2, padding=0, ceil_mode=True))
         else:
             self.stem.add_module("pool", nn.MaxPool2d(3, 2, padding=1))
+        self.add_stem_feature(64, 2)
 
         in_channels, index = 64, 0
-        for i, (units, attn_dim) in enumerate(zip(layers, attn_dims, strict=True)):
+        plan = stage_strides((1, 2, 2, 2), output_stride, stem_stride=4)
+        for i, (units, attn_dim, (stride, dilation, first_dilation, reduction)) in enumerate(
+            zip(layers, attn_dims, plan, strict=True)
+        ):
             width = block.groups * width_per_group * 2**i
             out_channels = 256 * 2**i
             stage = nn.Sequential(
@@ -87,16 +101,17 @@ class ResNeXt(BottleneckNet):
                         in_channels if u == 0 else out_channels,
                         width,
                         out_channels,
-                        stride=2 if (u == 0 and i > 0) else 1,
+                        stride=stride if u == 0 else 1,
                         config=block,
                         attn_dim=attn_dim,
                         drop_path=self.block_drop_path(index + u, sum(layers)),
+                        dilation=first_dilation if u == 0 else dilation,
                     )
                     for u in range(units)
                 ]
             )
             index += units
-            self.add_stage(stage, out_channels, reduction=4 * 2**i)
+            self.add_stage(stage, out_channels, reduction)
             in_channels = out_channels
         self.build_head(in_channels, zero_init_last_bn)
 
@@ -105,14 +120,13 @@ class ResNeXt(BottleneckNet):
 # Builders. Every option named in the register_model call can be overridden through create_model.
 
 COMMON_OPTIONS = (
-    "num_classes",
-    "in_chans",
-    "drop_rate",
+    *NETWORK_OPTIONS,
     "drop_path_rate",
     "zero_init_last_bn",
     "stem_pool",
     "groups",
     "width_per_group",
+    "output_stride",
 )
 SK_OPTIONS = (*COMMON_OPTIONS, *SK_FIELDS, "attn_dims")
 SE_OPTIONS = (*COMMON_OPTIONS, "se_reduction")

@@ -12,7 +12,7 @@ from torch import nn
 
 from sknet.layers import Aggregation, BlockConfig, ConvBNAct, Middle
 from sknet.layers.squeeze_excite import SqueezeExcite
-from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
+from sknet.models.base import NETWORK_OPTIONS, SK_FIELDS, BottleneckNet, build_block_config
 from sknet.models.registry import register_model
 
 # Output channels of stages 2–4 and of conv5, per width multiplier (ShuffleNetV2 paper Table 5).
@@ -43,14 +43,17 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
         half = out_channels // 2
         branch_in = in_channels if stride > 1 else in_channels // 2
+        norm = block.norm_layer
         if stride > 1:
-            self.branch1 = nn.Sequential(depthwise_middle(in_channels, stride, block), ConvBNAct(in_channels, half, 1))
+            self.branch1 = nn.Sequential(
+                depthwise_middle(in_channels, stride, block), ConvBNAct(in_channels, half, 1, norm_layer=norm)
+            )
         else:
             self.branch1 = None
         self.branch2 = nn.Sequential(
-            ConvBNAct(branch_in, half, 1),
+            ConvBNAct(branch_in, half, 1, norm_layer=norm),
             depthwise_middle(half, stride, block),
-            ConvBNAct(half, half, 1),
+            ConvBNAct(half, half, 1, norm_layer=norm),
         )
         self.se = SqueezeExcite(half, block.se_reduction) if block.se_reduction else None
 
@@ -77,13 +80,18 @@ class ShuffleNetV2(BottleneckNet):
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
     ) -> None:
-        super().__init__(num_classes, in_chans, drop_rate)
+        super().__init__(num_classes, in_chans, drop_rate, 0.0, global_pool, frozen_stages, norm_eval, len(STAGE_UNITS))
         self.block_config = block
+        norm = block.norm_layer
         channels = STAGE_CHANNELS[width_mult]
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", ConvBNAct(in_chans, 24, 3, stride=2))
+        self.stem.add_module("conv", ConvBNAct(in_chans, 24, 3, stride=2, norm_layer=norm))
         self.stem.add_module("pool", nn.MaxPool2d(3, 2, padding=1))
+        self.add_stem_feature(24, 2)
         in_channels, reduction = 24, 4
         for units, out_channels in zip(STAGE_UNITS, channels, strict=True):
             reduction *= 2
@@ -95,11 +103,11 @@ class ShuffleNetV2(BottleneckNet):
             )
             self.add_stage(stage, out_channels, reduction)
             in_channels = out_channels
-        self.head_conv = ConvBNAct(in_channels, 1024, 1)
+        self.head_conv = ConvBNAct(in_channels, 1024, 1, norm_layer=norm)
         self.build_head(1024, zero_init_last_bn=False)
 
 
-LIGHT_OPTIONS = ("num_classes", "in_chans", "drop_rate")
+LIGHT_OPTIONS = NETWORK_OPTIONS
 LIGHT_SE_OPTIONS = (*LIGHT_OPTIONS, "se_reduction")
 LIGHT_SK_OPTIONS = (*LIGHT_OPTIONS, *SK_FIELDS)
 

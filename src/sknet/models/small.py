@@ -14,7 +14,7 @@ from torch import nn
 from sknet.errors import ConfigError
 from sknet.layers import BlockConfig, Bottleneck, ConvBNAct, Middle
 from sknet.layers.checks import check_positive_int
-from sknet.models.base import SK_FIELDS, BottleneckNet, build_block_config
+from sknet.models.base import NETWORK_OPTIONS, SK_FIELDS, BottleneckNet, build_block_config, stage_strides
 from sknet.models.registry import register_model
 
 
@@ -29,7 +29,11 @@ class StageSpec:
 
 
 class SmallResNeXt(BottleneckNet):
-    """Stem 3×3 (stride 1) → stages of :class:`Bottleneck` → global pool → dropout → fc."""
+    """Stem 3×3 (stride `stem_stride`) → stages of :class:`Bottleneck` → global pool → dropout → fc.
+
+    `output_stride` (8, 16, 32) dilates the stages that would stride past it (see ResNeXt); these networks'
+    own strides (8 for the compact models, 4 for CIFAR's) are at most 8, so it changes nothing at 8 and above.
+    """
 
     def __init__(
         self,
@@ -42,29 +46,39 @@ class SmallResNeXt(BottleneckNet):
         drop_rate: float = 0.0,
         zero_init_last_bn: bool = False,
         drop_path_rate: float = 0.0,
+        output_stride: int = 32,
+        global_pool: str = "avg",
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
     ) -> None:
-        super().__init__(num_classes, in_chans, drop_rate, drop_path_rate)
+        super().__init__(
+            num_classes, in_chans, drop_rate, drop_path_rate, global_pool, frozen_stages, norm_eval, len(stages)
+        )
         if not stages:
             raise ConfigError("a network needs at least one stage")
         check_positive_int("stem_width", stem_width)
         check_positive_int("stem_stride", stem_stride)
         self.block_config = block
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", ConvBNAct(in_chans, stem_width, 3, stride=stem_stride))
-        in_channels, reduction, index = stem_width, stem_stride, 0
+        self.stem.add_module(
+            "conv", ConvBNAct(in_chans, stem_width, 3, stride=stem_stride, norm_layer=block.norm_layer)
+        )
+        self.add_stem_feature(stem_width, stem_stride)
+        in_channels, index = stem_width, 0
         total = sum(spec.units for spec in stages)
-        for spec in stages:
+        plan = stage_strides([spec.stride for spec in stages], output_stride, stem_stride)
+        for spec, (stride, dilation, first_dilation, reduction) in zip(stages, plan, strict=True):
             check_positive_int("units per stage", spec.units)
-            reduction *= spec.stride
             stage = nn.Sequential(
                 *[
                     Bottleneck(
                         in_channels if u == 0 else spec.out_channels,
                         spec.width,
                         spec.out_channels,
-                        stride=spec.stride if u == 0 else 1,
+                        stride=stride if u == 0 else 1,
                         config=block,
                         drop_path=self.block_drop_path(index + u, total),
+                        dilation=first_dilation if u == 0 else dilation,
                     )
                     for u in range(spec.units)
                 ]
@@ -75,15 +89,7 @@ class SmallResNeXt(BottleneckNet):
         self.build_head(in_channels, zero_init_last_bn)
 
 
-SMALL_OPTIONS = (
-    "num_classes",
-    "in_chans",
-    "drop_rate",
-    "drop_path_rate",
-    "zero_init_last_bn",
-    "groups",
-    "stem_stride",
-)
+SMALL_OPTIONS = (*NETWORK_OPTIONS, "drop_path_rate", "zero_init_last_bn", "groups", "stem_stride", "output_stride")
 SMALL_SK_OPTIONS = (*SMALL_OPTIONS, *SK_FIELDS)
 
 # Compact models for 28×28 grayscale: a stride-2 stem, then units at 14, 7 and 4 pixels. On CPUs a
@@ -95,23 +101,21 @@ TINY_BLOCK = BlockConfig(groups=8, min_dim=16)
 
 def build_small(stages: Sequence[StageSpec], block: BlockConfig, stem_width: int, **kwargs: object):
     block, kwargs = build_block_config(block, kwargs)
-    kwargs.setdefault("num_classes", 10)
     return SmallResNeXt(stages, block, stem_width, **kwargs)
 
 
 def build_tiny(block: BlockConfig, **kwargs: object) -> SmallResNeXt:
-    kwargs.setdefault("in_chans", 1)
     kwargs.setdefault("stem_stride", 2)
     return build_small(TINY_STAGES, block, 24, **kwargs)
 
 
-@register_model("compact", SMALL_SK_OPTIONS, input_size=(1, 28, 28))
+@register_model("compact", SMALL_SK_OPTIONS, input_size=(1, 28, 28), num_classes=10)
 def sknet_tiny(**kwargs: object) -> SmallResNeXt:
     """Compact SKNet for 28×28 grayscale (Fashion-MNIST): 3 SK units, 172k parameters, ~5.9 MMACs."""
     return build_tiny(TINY_BLOCK.replace(middle=Middle.SK), **kwargs)
 
 
-@register_model("compact", SMALL_OPTIONS, input_size=(1, 28, 28))
+@register_model("compact", SMALL_OPTIONS, input_size=(1, 28, 28), num_classes=10)
 def resnext_tiny(**kwargs: object) -> SmallResNeXt:
     """The same compact network with plain grouped 3×3 middles (the ResNeXt baseline of sknet_tiny)."""
     return build_tiny(TINY_BLOCK, **kwargs)
@@ -127,36 +131,36 @@ def cifar_stages(cardinality: int, group_width: int) -> tuple[StageSpec, ...]:
     return tuple(StageSpec(3, width * 2**i, 256 * 2**i, 1 if i == 0 else 2) for i in range(3))
 
 
-CIFAR_OPTIONS = ("num_classes", "in_chans", "drop_rate", "drop_path_rate", "zero_init_last_bn", "groups")
+CIFAR_OPTIONS = (*NETWORK_OPTIONS, "drop_path_rate", "zero_init_last_bn", "groups", "output_stride")
 CIFAR_SK_OPTIONS = (*CIFAR_OPTIONS, *SK_FIELDS)
 CIFAR_SE_OPTIONS = (*CIFAR_OPTIONS, "se_reduction")
 
 
-@register_model("cifar", CIFAR_OPTIONS, input_size=(3, 32, 32))
+@register_model("cifar", CIFAR_OPTIONS, input_size=(3, 32, 32), num_classes=10)
 def resnext29_16x32d(**kwargs: object) -> SmallResNeXt:
     """ResNeXt-29 16×32d for CIFAR: 25.1M parameters (paper Table 5: 25.2M)."""
     return build_small(cifar_stages(16, 32), BlockConfig(groups=16), 64, **kwargs)
 
 
-@register_model("cifar", CIFAR_OPTIONS, input_size=(3, 32, 32))
+@register_model("cifar", CIFAR_OPTIONS, input_size=(3, 32, 32), num_classes=10)
 def resnext29_8x64d(**kwargs: object) -> SmallResNeXt:
     """ResNeXt-29 8×64d for CIFAR: 34.4M parameters."""
     return build_small(cifar_stages(8, 64), BlockConfig(groups=8), 64, **kwargs)
 
 
-@register_model("cifar", CIFAR_OPTIONS, input_size=(3, 32, 32))
+@register_model("cifar", CIFAR_OPTIONS, input_size=(3, 32, 32), num_classes=10)
 def resnext29_16x64d(**kwargs: object) -> SmallResNeXt:
     """ResNeXt-29 16×64d for CIFAR: 68.2M parameters (paper: 68.1M)."""
     return build_small(cifar_stages(16, 64), BlockConfig(groups=16), 64, **kwargs)
 
 
-@register_model("cifar", CIFAR_SE_OPTIONS, input_size=(3, 32, 32))
+@register_model("cifar", CIFAR_SE_OPTIONS, input_size=(3, 32, 32), num_classes=10)
 def senet29(**kwargs: object) -> SmallResNeXt:
     """SENet-29: SE (r = 16) on ResNeXt-29 8×64d, 34.9M parameters (paper: 35.0M)."""
     return build_small(cifar_stages(8, 64), BlockConfig(groups=8, se_reduction=16), 64, **kwargs)
 
 
-@register_model("cifar", CIFAR_SK_OPTIONS, input_size=(3, 32, 32))
+@register_model("cifar", CIFAR_SK_OPTIONS, input_size=(3, 32, 32), num_classes=10)
 def sknet29(**kwargs: object) -> SmallResNeXt:
     """SKNet-29: ResNeXt-29 16×32d with SK[M=2, G=32, r=16] middles, 28.3M parameters (paper: 27.7M).
 
