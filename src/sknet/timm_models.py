@@ -32,11 +32,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from sknet.convert.timm import TIMM_MODELS, from_timm_state
 from sknet.errors import ConfigError
 from sknet.models import create_model, list_models, model_info
 from sknet.models.features import FeatureExtractor
-from sknet.models.pretrained_cfg import pretrained_cfg_of_name
+from sknet.models.hub_names import TIMM_COUNTERPARTS
+from sknet.models.pretrained_cfg import pretrained_cfg_of_record
+from sknet.models.registry import default_data_config
 
 PREFIX = "sknet_"  # for a name timm's own registry already holds
 _registered: dict[str, str] = {}  # sknet name → timm name, once registered
@@ -54,8 +55,9 @@ def timm_model_name(name: str) -> str:
 def _weights_cfgs(name: str) -> dict[str, dict]:
     """The pretrained cfgs of `name` keyed by timm's "name.tag": one per weights sknet knows (its timm
     counterpart's default tag: the same tag, hub id and preprocessing), else an untagged one without weights."""
-    own = pretrained_cfg_of_name(name)
-    counterpart = TIMM_MODELS.get(name)
+    info = model_info(name)
+    own = pretrained_cfg_of_record(default_data_config(info), name, info.num_classes, None)
+    counterpart = TIMM_COUNTERPARTS.get(name)
     if counterpart is None:
         return {"": own}
     import timm.models
@@ -67,6 +69,8 @@ def _weights_cfgs(name: str) -> dict[str, dict]:
 
 def _filter_state(state: dict, model: nn.Module) -> dict:
     """timm's pretrained-weights filter: timm's keys renamed to sknet's (sknet's own files pass unchanged)."""
+    from sknet.convert.timm import from_timm_state
+
     return from_timm_state(state)
 
 
@@ -86,7 +90,7 @@ def _entrypoint(name: str, timm_name: str) -> Callable[..., nn.Module]:
         if pretrained:
             cfg = resolve_pretrained_cfg(timm_name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
             if not cfg.has_weights:
-                known = ", ".join(sorted(timm_model_name(n) for n in TIMM_MODELS))
+                known = ", ".join(sorted(timm_model_name(n) for n in TIMM_COUNTERPARTS))
                 raise ConfigError(
                     f"{timm_name}: no pretrained weights are known to sknet (those with weights: {known}); weights "
                     "of your own: pretrained=True, pretrained_cfg_overlay=dict(file=PATH)"

@@ -3,7 +3,7 @@ import torch
 
 import sknet
 from sknet.cli import main
-from sknet.convert.timm import TIMM_MODELS, convert_timm_model, timm_key
+from sknet.convert.timm import TIMM_COUNTERPARTS, convert_timm_model, timm_key
 
 timm = pytest.importorskip("timm")
 
@@ -23,7 +23,7 @@ def randomise_bn(model):
 
 @pytest.mark.parametrize("name", ["sknet50", "resnext50", "senet50"])
 def test_timm_models_convert_with_equal_logits(name):
-    theirs = randomise_bn(timm.create_model(TIMM_MODELS[name], num_classes=10)).eval()
+    theirs = randomise_bn(timm.create_model(TIMM_COUNTERPARTS[name], num_classes=10)).eval()
     ours = convert_timm_model(theirs, name)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -33,7 +33,7 @@ def test_timm_models_convert_with_equal_logits(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnext101", "senet101"])
 def test_timm_101_models_convert(name):
-    theirs = randomise_bn(timm.create_model(TIMM_MODELS[name], num_classes=10)).eval()
+    theirs = randomise_bn(timm.create_model(TIMM_COUNTERPARTS[name], num_classes=10)).eval()
     ours = convert_timm_model(theirs, name)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

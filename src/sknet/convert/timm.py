@@ -16,16 +16,10 @@ from torch import nn
 
 from sknet.data.config import DataConfig
 from sknet.errors import CheckpointError, ConfigError, clip
+from sknet.models.hub_names import TIMM_COUNTERPARTS
 
 # sknet name → timm name (same topology, same parameter count).
-TIMM_MODELS = {
-    "sknet50": "skresnext50_32x4d",
-    "resnext50": "resnext50_32x4d",
-    "senet50": "seresnext50_32x4d",
-    "resnext101": "resnext101_32x4d",
-    "senet101": "seresnext101_32x4d",
-}
-SKNET_NAMES = {v: k for k, v in TIMM_MODELS.items()}
+SKNET_NAMES = {v: k for k, v in TIMM_COUNTERPARTS.items()}
 
 _RENAMES = [
     (re.compile(r"^conv1\.weight$"), "stem.conv.conv.weight"),
@@ -66,10 +60,10 @@ def sknet_name(timm_name: str) -> str:
 
 def timm_name(name: str) -> str:
     try:
-        return TIMM_MODELS[name]
+        return TIMM_COUNTERPARTS[name]
     except KeyError:
         raise ConfigError(
-            f"timm has no weights for sknet's {name!r}; models with a timm counterpart: {', '.join(TIMM_MODELS)}"
+            f"timm has no weights for sknet's {name!r}; models with a timm counterpart: {', '.join(TIMM_COUNTERPARTS)}"
         ) from None
 
 
@@ -102,12 +96,12 @@ def convert_timm_state(
     from sknet.weights import load_state_into, strip_prefixes
 
     state = from_timm_state(strip_prefixes(dict(timm_state)))
-    source = f"timm's {TIMM_MODELS.get(name, 'model')} weights"
+    source = f"timm's {TIMM_COUNTERPARTS.get(name, 'model')} weights"
     options = {"num_classes": num_classes or _classes_of(state), "in_chans": in_chans or _chans_of(state)}
     ours = create_model(name, **{k: v for k, v in options.items() if v is not None})
     load_state_into(ours, fit_state(state, ours.state_dict(), source), source)
     ours.pretrained_cfg = timm_pretrained_cfg(name)
-    ours.weights_meta = {"model": name, "source": f"timm:{TIMM_MODELS.get(name, name)}"}
+    ours.weights_meta = {"model": name, "source": f"timm:{TIMM_COUNTERPARTS.get(name, name)}"}
     return ours.eval()
 
 

@@ -14,6 +14,15 @@ from sknet.errors import CheckpointError, ConfigError
 
 PREFIXES = ("local-dir:", "hf-hub:")
 WEIGHTS_FILE = "model.safetensors"  # the Hub's and timm's name for the weights
+# sknet's models that compute what a timm model computes, with timm's name: their weights convert
+# (sknet.convert.timm) and timm's pretrained tags are theirs (sknet.timm_models)
+TIMM_COUNTERPARTS = {
+    "sknet50": "skresnext50_32x4d",
+    "resnext50": "resnext50_32x4d",
+    "senet50": "seresnext50_32x4d",
+    "resnext101": "resnext101_32x4d",
+    "senet101": "seresnext101_32x4d",
+}
 
 
 def is_hub_name(name: object) -> bool:

@@ -28,7 +28,9 @@ def pretrained_cfg(model: nn.Module) -> dict[str, Any]:
     of its last feature map at the input size (``pool_size``, models with a head)."""
     meta = getattr(model, "weights_meta", None) or {}
     architecture = meta.get("model", type(model).__name__.lower())
-    cfg = _cfg(data_config(model), architecture, int(getattr(model, "num_classes", 0)), meta.get("source"))
+    cfg = pretrained_cfg_of_record(
+        data_config(model), architecture, int(getattr(model, "num_classes", 0)), meta.get("source")
+    )
     info = getattr(model, "feature_info", None)
     if info and hasattr(model, "fc"):
         side = math.ceil(cfg["input_size"][-1] / int(info[-1]["reduction"]))
@@ -36,15 +38,11 @@ def pretrained_cfg(model: nn.Module) -> dict[str, Any]:
     return cfg
 
 
-def pretrained_cfg_of_name(name: str) -> dict[str, Any]:
-    """timm's pretrained_cfg of the registered model `name` as built without weights, without building it."""
-    from sknet.models.registry import default_data_config, model_info
-
-    info = model_info(name)
-    return _cfg(default_data_config(info), name, info.num_classes, None)
-
-
-def _cfg(record: DataConfig, architecture: str, num_classes: int, source: str | None) -> dict[str, Any]:
+def pretrained_cfg_of_record(
+    record: DataConfig, architecture: str, num_classes: int, source: str | None
+) -> dict[str, Any]:
+    """timm's pretrained_cfg of a model of `architecture` preprocessing as `record` says, with `num_classes`
+    outputs and weights from `source` (None: none)."""
     size = record.input_size
     return {
         "architecture": architecture,
