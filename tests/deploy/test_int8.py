@@ -192,3 +192,40 @@ def test_float_convolutions_are_grouped_ones_not_depthwise_or_dense():
     graph = helper.make_graph(list(nodes), "g", [x], outs, initializer=list(weights))
     onnx.checker.check_model(helper.make_model(graph))
     assert float_convolutions(graph) == ["grouped"]
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_weight_codes_stay_within_the_width_asked_for(exported, tmp_path, bits):
+    """7-bit weights (the default) keep every u8·s8 pair sum within int16 on x86 CPUs without VNNI; the file's
+    int8 weight codes are within ±64, 8-bit ones use ±127, and the record says which."""
+    import onnx
+    from onnx import numpy_helper
+
+    from sknet.deploy.calibration import calibration_images
+    from sknet.deploy.quantize import WEIGHT_CODE_LIMITS, quantize_export
+    from sknet.deploy.quantize_torch import weight_observer
+
+    model = sknet.create_model(weights=exported[0]).eval()
+    images, source = calibration_images(str(exported[3]), sknet.data_config(model), 32)
+    record = quantize_export(model, tmp_path / "m.onnx", images, source, "minmax", weight_bits=bits)
+    assert record["weight_bits"] == bits and f"±{WEIGHT_CODE_LIMITS[bits]}" in record["weights"]
+    codes = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert codes and max(int(np.abs(c.astype(np.int32)).max()) for c in codes) == WEIGHT_CODE_LIMITS[bits]
+    observer = weight_observer(bits)()
+    weight = torch.randn(8, 4, 3, 3)
+    observer(weight)
+    scale, zero = observer.calculate_qparams()
+    quantized = torch.quantize_per_channel(weight, scale, zero.to(torch.long), 0, torch.qint8).int_repr()
+    assert int(quantized.abs().max()) == WEIGHT_CODE_LIMITS[bits]
+
+
+def test_a_weight_width_not_offered_is_one_line(exported, tmp_path, capsys):
+    args = ["export", "--weights", exported[0], "--format", "onnx", "--quantize", "int8"]
+    bad = ["--out", str(tmp_path / "m.onnx"), "--calibration", str(exported[3]), "--weight-bits", "6"]
+    assert main([*args, *bad]) == 2 and not (tmp_path / "m.onnx").exists()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--weight-bits" in err and "6" in err

@@ -12,7 +12,13 @@ CHECK_IMAGES = 256  # calibration images --check runs through both models
 
 def add_quantize_args(parser: argparse.ArgumentParser) -> None:
     from sknet.deploy.calibration import DEFAULT_CALIBRATION_SIZE
-    from sknet.deploy.quantize import ACTIVATION_TYPES, DEFAULT_ACTIVATIONS, CalibrationMethod
+    from sknet.deploy.quantize import (
+        ACTIVATION_TYPES,
+        DEFAULT_ACTIVATIONS,
+        DEFAULT_WEIGHT_BITS,
+        WEIGHT_CODE_LIMITS,
+        CalibrationMethod,
+    )
 
     group = parser.add_argument_group(
         "int8 (static quantization, per-channel weights: ONNX Runtime's QDQ for --format onnx, PyTorch's x86 "
@@ -46,8 +52,16 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
         choices=list(ACTIVATION_TYPES),
         default=None,
         help=f"onnx: activation type (default: {DEFAULT_ACTIVATIONS}: what x86's VNNI multiplies, 1.4–2× faster "
-        "there; int8 on x86 CPUs without VNNI, where ONNX Runtime's uint8 kernels can saturate); torchscript: "
-        "uint8 over the full 8-bit range (VNNI CPUs)",
+        "there); torchscript: uint8 over the full 8-bit range",
+    )
+    group.add_argument(
+        "--weight-bits",
+        type=int,
+        choices=list(WEIGHT_CODE_LIMITS),
+        default=DEFAULT_WEIGHT_BITS,
+        help=f"int8 weight codes: {DEFAULT_WEIGHT_BITS} (default: within ±{WEIGHT_CODE_LIMITS[DEFAULT_WEIGHT_BITS]}, "
+        "exact on every x86 CPU) or 8 (within ±127: only for CPUs known to have VNNI or AMX, or ARM; on x86 "
+        "CPUs without VNNI, e.g. AVX2 ones, the uint8×int8 products saturate and the file silently loses accuracy)",
     )
 
 
@@ -89,15 +103,18 @@ def run_quantized(args: argparse.Namespace, model, side: int) -> int:
     what = f"{model.weights_meta['model']}, input (batch, {record.in_chans}, {side}, {side}), BN folded"
     calibrated = f"calibrated by {args.calibration_method} on {source}; preprocessing recorded"
     if args.format == "onnx":
-        result = quantize_export(
-            model, args.out, images, source, args.calibration_method, record, args.opset, activations=args.activations
-        )
-        print(f"wrote {args.out} (onnx int8 QDQ, {args.activations} activations, {what}, {calibrated})")
+        kinds = {"activations": args.activations, "weight_bits": args.weight_bits}
+        result = quantize_export(model, args.out, images, source, args.calibration_method, record, args.opset, **kinds)
+        kind = f"{args.activations} activations, {args.weight_bits}-bit weights"
+        print(f"wrote {args.out} (onnx int8 QDQ, {kind}, {what}, {calibrated})")
         integer, floats = ", ".join(result["quantized_op_types"]), ", ".join(result["float_op_types"])
         print(f"integer op types: {integer}; float: {floats}")
     else:
-        result = quantize_torchscript(model, args.out, images, source, args.calibration_method, record)
-        print(f"wrote {args.out} (torchscript int8, PyTorch's {result['engine']} engine, {what}, {calibrated})")
+        result = quantize_torchscript(
+            model, args.out, images, source, args.calibration_method, record, weight_bits=args.weight_bits
+        )
+        engine = f"PyTorch's {result['engine']} engine, {args.weight_bits}-bit weights"
+        print(f"wrote {args.out} (torchscript int8, {engine}, {what}, {calibrated})")
         print(f"float: {', '.join(result['float_modules'])} (the SK attention)")
     if args.check:
         import torch

@@ -1,8 +1,9 @@
 """int8 ONNX: the fp32 export (every BN folded) quantized statically by ONNX Runtime's quantizer.
 
 QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized node, which ONNX Runtime fuses into
-integer kernels), weights int8 symmetric per output channel, activations int8 (or uint8) per tensor with ranges
-calibrated on real images (:mod:`sknet.deploy.calibration`) by MinMax, Entropy or Percentile.
+integer kernels), weights int8 symmetric per output channel within ±64 by default (7 bits, exact on every x86
+CPU: :data:`WEIGHT_CODE_LIMITS`), activations uint8 (or int8) per tensor with ranges calibrated on real images
+(:mod:`sknet.deploy.calibration`) by MinMax, Entropy or Percentile.
 
 The file carries the fp32 export's metadata unchanged (the preprocessing record, see
 :mod:`sknet.export`) plus ``quantization``: a JSON record of what was quantized (format, types, the op
@@ -38,9 +39,19 @@ REQUANTIZING_OPTIMIZERS = ("WeightBiasQuantization",)
 ACTIVATION_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}  # ONNX Runtime's QuantType names
 # uint8 activations with int8 weights (U8S8) are what x86's VNNI instruction multiplies: with them SKNet-50
 # int8 ran faster than its fp32, with int8 activations (S8S8, ONNX Runtime's own default) slower, at the same
-# accuracy (benchmarks/RESULTS.md, "int8 on CPUs, second pass"). On x86 CPUs without VNNI (AVX2 only) ONNX
-# Runtime's U8S8 kernels can saturate: choose int8 there.
+# accuracy (benchmarks/RESULTS.md, "int8 on CPUs, second pass"). Exact on CPUs without VNNI too with the
+# default weight range (WEIGHT_CODE_LIMITS).
 DEFAULT_ACTIVATIONS = "uint8"
+# The largest |weight code| of each weight width offered. x86 CPUs without VNNI (AVX2; AVX-512 without VNNI)
+# multiply uint8 activations by int8 weights with VPMADDUBSW, which adds each pair of u8·s8 products into a
+# saturating int16: ONNX Runtime's U8S8 kernels and PyTorch's fbgemm run it there, and an int8 file runs on
+# whatever CPU it is deployed to. With codes within ±64 a pair stays within 2·255·64 = 32640 ≤ 32767, exact on
+# every x86 CPU (VNNI and AMX accumulate in int32 and run these codes with the same instructions, as fast);
+# with ±127 it reaches 64770, and int8 files silently lost accuracy on an AVX2 CPU (benchmarks/RESULTS.md,
+# "int8 on an AVX2 CPU"). 8 bits: for CPUs known not to saturate (VNNI, AMX, ARM).
+# 7 is ONNX Runtime's `reduce_range` (it quantizes int8 weights within ±64).
+WEIGHT_CODE_LIMITS = {7: 64, 8: 127}
+DEFAULT_WEIGHT_BITS = 7
 CALIBRATION_BATCH = 32  # images per calibration run of the instrumented graph
 
 
@@ -99,6 +110,18 @@ def float_sk_tail(graph) -> list[str]:
     return names
 
 
+def check_weight_bits(bits: int) -> int:
+    """`bits` if it is a weight width offered (:data:`WEIGHT_CODE_LIMITS`), else ConfigError."""
+    if bits not in WEIGHT_CODE_LIMITS:
+        raise ConfigError(f"weight bits must be one of {', '.join(map(str, WEIGHT_CODE_LIMITS))}, got {bits!r}")
+    return bits
+
+
+def weights_record(bits: int) -> str:
+    """The ``weights`` entry of an int8 file's quantization record (ONNX and TorchScript alike)."""
+    return f"int8 within ±{WEIGHT_CODE_LIMITS[bits]} ({bits} bits), symmetric, per output channel"
+
+
 def session_kwargs() -> dict:
     """Keyword arguments of ``onnxruntime.InferenceSession`` that run an int8 file as it was quantized (its
     float convolutions float): the re-quantizing optimisation off. Harmless for fp32 files."""
@@ -136,6 +159,7 @@ def quantize_export(
     opset: int = 18,
     op_types: tuple[str, ...] | None = QUANTIZED_OP_TYPES,
     activations: str = DEFAULT_ACTIVATIONS,
+    weight_bits: int = DEFAULT_WEIGHT_BITS,
 ) -> dict:
     """Write `model` as an int8 QDQ ONNX file at `path` for inputs (batch, *images.shape[1:]), calibrated
     on `images` (float32 (n, C, H, W), preprocessed as the model expects; see
@@ -144,8 +168,11 @@ def quantize_export(
     knows, the SK tail's Mul/Sub/Softmax/Where included). Returns the ``quantization`` record written into
     the file's metadata. `activations`: "uint8" (the default, U8S8: what x86's VNNI
     instruction multiplies) or "int8" (S8S8, ONNX Runtime's default; see :data:`DEFAULT_ACTIVATIONS`).
+    `weight_bits`: 7 (the default: weight codes within ±64, exact on every x86 CPU) or 8 (within ±127: only
+    for CPUs whose int8 products do not saturate; see :data:`WEIGHT_CODE_LIMITS`).
 
-    Raises ConfigError without onnxruntime/onnx/onnxscript or for a non-square image size."""
+    Raises ConfigError without onnxruntime/onnx/onnxscript, for an activation type or weight width not offered,
+    or for a non-square image size."""
     from sknet.export import export_model
 
     quantization = require_onnxruntime()
@@ -155,6 +182,7 @@ def quantize_export(
     method = CalibrationMethod.parse(method)
     if activations not in ACTIVATION_TYPES:
         raise ConfigError(f"activations must be one of {', '.join(ACTIVATION_TYPES)}, got {activations!r}")
+    check_weight_bits(weight_bits)
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="sknet-int8-", dir=path.parent) as tmp:
         fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
@@ -174,6 +202,7 @@ def quantize_export(
             op_types_to_quantize=None if op_types is None else list(op_types),
             nodes_to_exclude=kept_float,
             per_channel=True,
+            reduce_range=weight_bits == 7,  # ONNX Runtime's 7-bit weights: codes within ±64
             activation_type=getattr(quantization.QuantType, ACTIVATION_TYPES[activations]),
             weight_type=quantization.QuantType.QInt8,
             calibrate_method=getattr(quantization.CalibrationMethod, _ORT_METHODS[method]),
@@ -192,7 +221,8 @@ def quantize_export(
     record = {
         "dtype": "int8",
         "format": "QDQ",
-        "weights": "int8, symmetric, per output channel",
+        "weights": weights_record(weight_bits),
+        "weight_bits": weight_bits,
         "activations": f"{activations}, asymmetric, per tensor",
         "bn_folded": True,
         "quantized_op_types": quantized,

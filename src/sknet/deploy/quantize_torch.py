@@ -1,15 +1,15 @@
 """int8 TorchScript: PyTorch's own x86 int8, FX graph mode quantization (``torch.ao.quantization.quantize_fx``).
 
 The model (a copy, every BN folded) is traced by torch.fx, observed on the calibration images, converted to
-quantized modules and saved as a frozen TorchScript trace. PyTorch's x86 defaults
-(``get_default_qconfig_mapping("x86")``): weights int8 symmetric per output channel, activations uint8 per
-tensor, but over the full 8-bit range where PyTorch's default reduces it to 7 bits (``reduce_range``, which
-keeps fbgemm's u8×s8 products from saturating on x86 CPUs without VNNI, as ONNX Runtime's U8S8 on such
-CPUs: see :data:`sknet.deploy.quantize.DEFAULT_ACTIVATIONS`): with 7 bits ShuffleNetV2-0.5-SK lost 16.3
-points of top-1, with 8 bits 3.1 (Fashion-MNIST, benchmarks/RESULTS.md, "int8"). The SK attention (Fuse,
-Select's logits and softmax) stays float, as in the ONNX Runtime path
-(:func:`sknet.deploy.quantize.float_sk_tail`). Measured on this project's CPU against ONNX Runtime's int8
-in ``benchmarks/int8.py`` (benchmarks/RESULTS.md, "int8").
+quantized modules and saved as a frozen TorchScript trace. PyTorch's x86 engine, with sknet's weight and
+activation ranges: weights int8 symmetric per output channel within ±64 by default (7 bits, as the ONNX
+Runtime path: :data:`sknet.deploy.quantize.WEIGHT_CODE_LIMITS`), activations uint8 per tensor over the full
+8-bit range. PyTorch's x86 default is the other way round, 8-bit weights and 7-bit activations
+(``reduce_range``); either keeps fbgemm's u8×s8 pair sums from saturating on x86 CPUs without VNNI, but
+7-bit activations cost ShuffleNetV2-0.5-SK far more top-1 than 7-bit weights do (Fashion-MNIST,
+benchmarks/RESULTS.md, "int8"). The SK attention (Fuse, Select's logits and softmax) stays float, as in the
+ONNX Runtime path (:func:`sknet.deploy.quantize.float_sk_tail`). Measured against ONNX Runtime's int8 in
+``benchmarks/int8.py`` (benchmarks/RESULTS.md, "int8").
 
 The file carries what a TorchScript export carries (``sknet.json``: the preprocessing record) plus
 ``quantization.json``, the record of what was quantized and how it was calibrated.
@@ -28,13 +28,20 @@ from torch import nn
 
 from sknet.bn_folding import fuse_for_inference
 from sknet.data.config import DataConfig, data_config
-from sknet.deploy.quantize import CALIBRATION_BATCH, CalibrationMethod
+from sknet.deploy.quantize import (
+    CALIBRATION_BATCH,
+    DEFAULT_WEIGHT_BITS,
+    WEIGHT_CODE_LIMITS,
+    CalibrationMethod,
+    check_weight_bits,
+    weights_record,
+)
 from sknet.errors import ConfigError, output_folder
 from sknet.export import export_metadata
 from sknet.layers.selective_kernel import Fuse, SelectAttention
 
 ENGINE = "x86"  # torch.backends.quantized: fbgemm and oneDNN, chosen per CPU
-REDUCE_RANGE = False  # full 8-bit activations (module docstring)
+REDUCE_RANGE = False  # full 8-bit activations; the weights' range keeps the products exact (module docstring)
 FLOAT_MODULES = (Fuse, SelectAttention)  # the SK attention: N·C-sized, float costs nothing measurable
 
 
@@ -43,6 +50,17 @@ def observers() -> dict[CalibrationMethod, type]:
     from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver
 
     return {CalibrationMethod.MINMAX: MinMaxObserver, CalibrationMethod.ENTROPY: HistogramObserver}
+
+
+def weight_observer(bits: int):
+    """The weight observer of `bits` (:data:`sknet.deploy.quantize.WEIGHT_CODE_LIMITS`): int8 symmetric per
+    output channel, codes within ±limit (scale = max |w| / limit per channel)."""
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    limit = WEIGHT_CODE_LIMITS[check_weight_bits(bits)]
+    return PerChannelMinMaxObserver.with_args(
+        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-limit, quant_max=limit
+    )
 
 
 def check_torch_method(method: str | CalibrationMethod) -> CalibrationMethod:
@@ -64,24 +82,27 @@ def quantize_torchscript(
     calibration: str,
     method: str | CalibrationMethod = CalibrationMethod.MINMAX,
     record: DataConfig | None = None,
+    weight_bits: int = DEFAULT_WEIGHT_BITS,
 ) -> dict:
     """Write `model` as an int8 TorchScript file at `path` for inputs (batch, *images.shape[1:]), calibrated
     on `images` (float32 (n, C, H, W), preprocessed as the model expects: see
     :func:`sknet.deploy.calibration.calibration_images`); `calibration` names their source in the record.
     Load it with ``torch.jit.load`` (x86 CPUs) or :class:`sknet.deploy.scripted.ScriptedModel`. Returns the
-    ``quantization`` record written beside the preprocessing record. Raises ConfigError for a method
-    PyTorch has no observer for (percentile) or a torch without the x86 engine."""
-    from torch.ao.quantization import QConfig, get_default_qconfig, get_default_qconfig_mapping
+    ``quantization`` record written beside the preprocessing record. `weight_bits`: 7 (the default, exact on
+    every x86 CPU) or 8 (only for CPUs whose int8 products do not saturate), as for ONNX
+    (:func:`sknet.deploy.quantize.quantize_export`). Raises ConfigError for a method PyTorch has no observer
+    for (percentile), a weight width not offered or a torch without the x86 engine."""
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     method = check_torch_method(method)
+    weights = weight_observer(weight_bits)
     record = record or data_config(model)
     path = Path(path)
     output_folder(path)
     torch.backends.quantized.engine = ENGINE
-    default = get_default_qconfig(ENGINE)
     activation = observers()[method].with_args(reduce_range=REDUCE_RANGE)
-    mapping = get_default_qconfig_mapping(ENGINE).set_global(QConfig(activation=activation, weight=default.weight))
+    mapping = get_default_qconfig_mapping(ENGINE).set_global(QConfig(activation=activation, weight=weights))
     for kind in FLOAT_MODULES:
         mapping.set_object_type(kind, None)
     fused = fuse_for_inference(copy.deepcopy(model).cpu().float().eval())
@@ -99,7 +120,8 @@ def quantize_torchscript(
         "dtype": "int8",
         "format": "TorchScript (torch.ao FX graph mode quantization)",
         "engine": ENGINE,
-        "weights": "int8, symmetric, per output channel",
+        "weights": weights_record(weight_bits),
+        "weight_bits": weight_bits,
         "activations": "uint8, asymmetric, per tensor, " + ("7-bit range" if REDUCE_RANGE else "full 8-bit range"),
         "bn_folded": True,
         "float_modules": [kind.__name__ for kind in FLOAT_MODULES],
