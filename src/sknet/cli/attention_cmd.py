@@ -14,10 +14,12 @@ from pathlib import Path
 
 import torch
 
-from sknet.cli.options import add_progress_arg, add_run_args, check_run_args
+from sknet.cli.options import add_progress_arg, add_run_args, checked
 from sknet.data.datasets import Split
 from sknet.errors import ConfigError
 from sknet.models import create_model
+from sknet.train.check import integer, number
+from sknet.train.config import CHECKS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,15 +31,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", help="dataset (default: the one recorded in the weights)")
     parser.add_argument("--data-dir", help="data folder")
     parser.add_argument("--split", choices=[s.value for s in Split], default="test", help="data split to analyse")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0], help="enlargement factors ≥ 1")
+    parser.add_argument(
+        "--scales",
+        type=checked(number(1, None), "--scales"),
+        nargs="+",
+        default=[1.0, 1.5, 2.0],
+        help="enlargement factors ≥ 1, at least two, increasing (default: 1 1.5 2)",
+    )
     parser.add_argument(
         "--units", nargs="+", help="units to plot, e.g. SK_2_3 SK_3_4, or 'all' (default: last unit of each stage)"
     )
     parser.add_argument("--profile-unit", help="unit of the channel profile (default: last unit of stage 3)")
-    parser.add_argument("--max-images", type=int, help="analyse only the first N images")
-    parser.add_argument("--examples", type=int, default=2, help="example images in figure 3 (random, --seed)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the choice of example images")
-    parser.add_argument("--resolution", type=int, default=224, help="folder datasets: centre-crop size")
+    parser.add_argument(
+        "--max-images", type=checked(integer(1, None), "--max-images"), help="analyse only the first N images"
+    )
+    parser.add_argument(
+        "--examples",
+        type=checked(integer(0, 64), "--examples"),
+        default=2,
+        help="example images in figure 3 (random, --seed; default: 2)",
+    )
+    parser.add_argument(
+        "--seed", type=checked(CHECKS["seed"], "--seed"), default=0, help="seed of the choice of example images"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=checked(CHECKS["image_size"], "--resolution"),
+        default=224,
+        help="folder datasets: centre-crop size (default: 224)",
+    )
     add_run_args(parser, batch_size=100)
     parser.add_argument("--output", default="runs/attention", help="folder for figures and numbers")
     add_progress_arg(parser)
@@ -48,8 +70,6 @@ def _batches(args: argparse.Namespace, dataset: str, record, device):
     """(loader, number of batches, number of images, class names)."""
     from sknet.data.pipeline import LoaderOptions, build_loader
 
-    if args.max_images is not None and args.max_images < 1:
-        raise ConfigError(f"--max-images must be ≥ 1, got {args.max_images}")
     options = LoaderOptions(
         args.batch_size,
         image_size=args.resolution,
@@ -77,12 +97,10 @@ def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from sknet.analysis import run_scale_study, sk_units
     from sknet.analysis.plots import plot_figure3, plot_figure4
+    from sknet.analysis.study import check_scales
     from sknet.train.distributed import resolve_device
 
-    for s in args.scales:
-        if not s >= 1.0:
-            raise ConfigError(f"--scales must be ≥ 1 (enlargements), got {s}")
-    check_run_args(args)
+    check_scales(args.scales)
     model = create_model(args.model, weights=args.weights).eval()
     name, meta = model.weights_meta["model"], model.weights_meta
     available = list(sk_units(model))
@@ -96,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     model = model.to(device)
     batches, total, count, classes = _batches(args, str(dataset), model.data_config, device)
     gen = torch.Generator().manual_seed(args.seed)
-    examples = torch.randperm(count, generator=gen)[: max(0, args.examples)].tolist()
+    examples = torch.randperm(count, generator=gen)[: args.examples].tolist()
     study = run_scale_study(
         model,
         batches,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from sknet.cli.options import add_json_arg, add_progress_arg, add_run_args, check_run_args
+from sknet.cli.options import add_json_arg, add_progress_arg, add_run_args, checked
 from sknet.deploy.onnx_model import load_model
 from sknet.errors import ConfigError, DataError
+from sknet.train.config import CHECKS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", help="data folder")
     parser.add_argument(
         "--resolution",
-        type=int,
+        type=checked(CHECKS["image_size"], "--resolution"),
         nargs="+",
         help="folder datasets: crop sizes, e.g. 224 320 (resize shorter side to size/0.875)",
     )
@@ -37,10 +38,6 @@ def run(args: argparse.Namespace) -> int:
     from sknet.evaluate import evaluate
     from sknet.train.distributed import resolve_device
 
-    check_run_args(args)
-    for size in args.resolution or []:
-        if not 8 <= size <= 4096:
-            raise ConfigError(f"--resolution must be between 8 and 4096 pixels, got {size}")
     model = load_model(args.weights, args.model)  # weights, a checkpoint or an exported .onnx (fp32 or int8)
     name, meta = model.weights_meta["model"], model.weights_meta
     dataset = args.dataset or meta.get("dataset")

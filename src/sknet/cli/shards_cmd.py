@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import argparse
 
+from sknet.cli.options import checked
+from sknet.train.check import integer
+from sknet.train.config import CHECKS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("shards", help="write WebDataset tar shards of an image folder", description=__doc__)
     parser.add_argument("data_dir", metavar="DIR", help="image folder: DIR/train/CLASS/*.jpg (and DIR/val/...)")
     parser.add_argument("output", metavar="OUT", help="folder for train-000000.tar, ..., val-..., info.json")
-    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training samples' order (default: 0)")
+    parser.add_argument(
+        "--shard-size",
+        type=checked(integer(1, None), "--shard-size"),
+        default=1000,
+        help="samples per shard (default: 1000)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=checked(CHECKS["seed"], "--seed"),
+        default=0,
+        help="seed of the training samples' order (default: 0)",
+    )
     parser.set_defaults(run=run)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from sknet.data.config import DataConfig
 from sknet.enums import TextEnum
 from sknet.errors import ConfigError
+from sknet.export import MIN_OPSET
 from sknet.layers.sk.attention import Fuse, SelectAttention
 from sknet.layers.sk.conv import SKConv2d
 
@@ -135,7 +136,7 @@ def quantize_export(
     calibration: str,
     method: str | CalibrationMethod = CalibrationMethod.MINMAX,
     record: DataConfig | None = None,
-    opset: int = 18,
+    opset: int = MIN_OPSET,
     op_types: tuple[str, ...] | None = QUANTIZED_OP_TYPES,
     activations: str = DEFAULT_ACTIVATIONS,
 ) -> dict:
@@ -148,9 +149,10 @@ def quantize_export(
     instruction multiplies) or "int8" (S8S8, ONNX Runtime's default; see :data:`DEFAULT_ACTIVATIONS`).
 
     Raises ConfigError without onnxruntime/onnx/onnxscript or for a non-square image size."""
-    from sknet.export import export_model
+    from sknet.export import check_onnx_export, export_model
 
     quantization = require_onnxruntime()
+    check_onnx_export(opset)
     import onnx
     import onnxruntime
 
