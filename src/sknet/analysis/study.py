@@ -25,6 +25,15 @@ from sknet.analysis.scale import enlarge_center
 from sknet.errors import ConfigError
 from sknet.progress import Progress
 
+# The files ScaleStudy.save writes into its folder.
+STUDY_FILES = {
+    "json": "attention.json",
+    "units": "units.csv",
+    "classes": "classes.csv",
+    "profile": "profile.csv",
+    "images": "images.csv",
+}
+
 
 @dataclass
 class ScaleStudy:
@@ -121,13 +130,7 @@ class ScaleStudy:
         mean attention difference per unit and scale, its label and whether it was classified right)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "json": folder / "attention.json",
-            "units": folder / "units.csv",
-            "classes": folder / "classes.csv",
-            "profile": folder / "profile.csv",
-            "images": folder / "images.csv",
-        }
+        paths = {key: folder / name for key, name in STUDY_FILES.items()}
         # Strict JSON (allow_nan=False): a value that is not finite is a bug here, not an "Infinity" written out.
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         summary = self.unit_summary()

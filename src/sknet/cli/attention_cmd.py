@@ -15,11 +15,14 @@ from pathlib import Path
 import torch
 
 from sknet.cli.options import add_progress_arg, add_run_args, checked
-from sknet.data.datasets import Split
+from sknet.cli.outputs import add_overwrite_arg, check_outputs
+from sknet.data.datasets import Split, data_folders
 from sknet.errors import ConfigError
 from sknet.models import create_model
 from sknet.train.check import integer, number
 from sknet.train.config import CHECKS
+
+FIGURES = ("figure3.png", "figure4.png")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_run_args(parser, batch_size=100)
     parser.add_argument("--output", default="runs/attention", help="folder for figures and numbers")
+    add_overwrite_arg(parser, "the files of an earlier study in --output")
     add_progress_arg(parser)
     parser.set_defaults(run=run)
 
@@ -97,7 +101,7 @@ def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from sknet.analysis import run_scale_study, sk_units
     from sknet.analysis.plots import plot_figure3, plot_figure4
-    from sknet.analysis.study import check_scales
+    from sknet.analysis.study import STUDY_FILES, check_scales
     from sknet.train.distributed import resolve_device
 
     check_scales(args.scales)
@@ -110,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
+    out = Path(args.output)
+    outputs = [out / name for name in (*STUDY_FILES.values(), *FIGURES)]
+    folders = data_folders(str(dataset), args.data_dir, args.split)
+    check_outputs(outputs, "--output", args.overwrite, reads=[args.weights], folders=folders, makes_folder=True)
     device = resolve_device(args.device)
     model = model.to(device)
     batches, total, count, classes = _batches(args, str(dataset), model.data_config, device)
@@ -127,11 +135,10 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         total=total,
     )
-    out = Path(args.output)
     paths = study.save(out)
     title = f"{name} on {dataset} ({study.num_images} images)"
-    plot_figure3(study, out / "figure3.png", units, title)
-    plot_figure4(study, out / "figure4.png", units, title)
+    plot_figure3(study, out / FIGURES[0], units, title)
+    plot_figure4(study, out / FIGURES[1], units, title)
 
     accuracy = "  ".join(f"{s:g}×: {100 * a:.2f}%" for s, a in zip(study.scales, study.accuracy(), strict=True))
     print(f"{title}; top-1 accuracy {accuracy}")
@@ -148,5 +155,5 @@ def run(args: argparse.Namespace) -> int:
             f"{unit:<10}{cells}   {verdict} ({order['classes_increasing']}/{order['classes']} classes; "
             f"{100 * order['images_increasing']:.1f}% of images)"
         )
-    print(f"wrote {', '.join(str(p) for p in paths.values())}, {out / 'figure3.png'}, {out / 'figure4.png'}")
+    print(f"wrote {', '.join(str(p) for p in [*paths.values(), *(out / f for f in FIGURES)])}")
     return 0

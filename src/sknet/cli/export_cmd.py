@@ -14,8 +14,9 @@ from pathlib import Path
 
 from sknet.cli.int8_export import add_quantize_args, check_quantize_args, run_quantized
 from sknet.cli.options import checked
+from sknet.cli.outputs import add_overwrite_arg, check_outputs
 from sknet.data.config import MAX_INPUT_SIZE
-from sknet.errors import ConfigError, output_folder
+from sknet.errors import ConfigError
 from sknet.export import MIN_OPSET, ExportFormat, check_onnx_export
 from sknet.train.check import integer
 
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"ONNX opset, {MIN_OPSET} up to the installed onnx package's newest (default: {MIN_OPSET})",
     )
     parser.add_argument("--check", action="store_true", help="run the exported model and compare with PyTorch")
+    add_overwrite_arg(parser, "--out")
     add_quantize_args(parser)
     parser.set_defaults(run=run)
 
@@ -53,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from sknet.export import export_model
     from sknet.models import create_model
 
-    output_folder(args.out)
     check_quantize_args(args)
+    outputs = [Path(args.out)] + ([Path(args.out + ".data")] if args.format == ExportFormat.ONNX else [])
+    data = [p for p in (args.calibration, args.data_dir) if p and Path(p).is_dir()]
+    check_outputs(outputs, "--out", args.overwrite, reads=[args.weights], folders=data)
     if args.format == ExportFormat.ONNX:
         check_onnx_export(args.opset)
     if args.weights:

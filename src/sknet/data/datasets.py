@@ -190,6 +190,19 @@ def make_synthetic(
     )
 
 
+def data_folders(name: str, root: str | Path | None, split: str | Split) -> list[Path]:
+    """The folders whose files `split` of dataset `name` is read from (an image folder's split, a shard
+    folder), for commands that must not write among them; none for data read from fixed files."""
+    if root is None or name not in ("imagefolder", "wds"):
+        return []
+    if name == "wds":
+        folder = Path(root) if Path(root).is_dir() else Path(root).parent
+        return [folder] if folder.is_dir() else []
+    from sknet.data.folder import find_split_dir
+
+    return [find_split_dir(root, Split(split))] if Path(root).is_dir() else []
+
+
 def build_dataset(name: str, root: str | Path | None, split: str | Split, download: bool = False):
     """An :class:`InMemoryImages` (small datasets) or an image-folder dataset (see :mod:`sknet.data.folder`)."""
     spec = dataset_spec(name)

@@ -249,29 +249,46 @@ class ShardBatches:
         return iter(self.loader)
 
 
-def write_shards(root: str | Path, out: str | Path, shard_size: int = 1000, seed: int = 0) -> dict:
-    """Shards of the image folder `root` (DIR/train/CLASS/*, and DIR/val/... if present) in `out`:
-    train-000000.tar, …, val-000000.tar, … of `shard_size` samples (the training samples in a random order
-    of `seed`, so that each shard mixes the classes) and info.json. The image files' bytes are stored as
-    they are (nothing is decoded: unreadable ones are skipped when read, as in folders). Returns info."""
-    from sknet.data.folder import find_split_dir, scan_classes
+def shard_files(out: str | Path) -> list[Path]:
+    """The files of shards written to the folder `out` before (info.json, train-*.tar, val-*.tar)."""
+    out = Path(out)
+    return [p for p in [out / INFO, *sorted(out.glob("train-*.tar")), *sorted(out.glob("val-*.tar"))] if p.exists()]
+
+
+def split_folders(root: str | Path) -> dict[str, Path]:
+    """The folders `sknet shards` reads: {"train": DIR/train, "val": DIR/val (or validation, test) if there}."""
+    from sknet.data.folder import find_split_dir
     from sknet.data.split import Split
 
-    wds = require_webdataset()
-    if shard_size < 1:
-        raise ConfigError(f"--shard-size must be ≥ 1, got {shard_size}")
-    root, out = Path(root), Path(out)
-    if (out / INFO).exists():
-        raise ConfigError(f"{out} already holds shards ({INFO}); choose another output folder")
+    root = Path(root)
     train = find_split_dir(root, Split.TRAIN)
     if train == root:
         raise DataError(f"{root} has no train/ folder: expected DIR/train/CLASS/*.jpg (and DIR/val/...)")
     val = find_split_dir(root, Split.TEST)
+    return {"train": train, **({"val": val} if val != root else {})}
+
+
+def write_shards(
+    root: str | Path, out: str | Path, shard_size: int = 1000, seed: int = 0, overwrite: bool = False
+) -> dict:
+    """Shards of the image folder `root` (DIR/train/CLASS/*, and DIR/val/... if present) in `out`:
+    train-000000.tar, …, val-000000.tar, … of `shard_size` samples (the training samples in a random order
+    of `seed`, so that each shard mixes the classes) and info.json. The image files' bytes are stored as
+    they are (nothing is decoded: unreadable ones are skipped when read, as in folders). Returns info.
+    Shards already in `out` are refused (ConfigError) unless `overwrite`."""
+    from sknet.data.folder import scan_classes
+
+    wds = require_webdataset()
+    if shard_size < 1:
+        raise ConfigError(f"--shard-size must be ≥ 1, got {shard_size}")
+    out = Path(out)
+    if shard_files(out) and not overwrite:
+        raise ConfigError(f"{out} already holds shards ({shard_files(out)[0].name}); choose another output folder")
+    folders = split_folders(root)
     info: dict = {"classes": None, "splits": {}}
     out.mkdir(parents=True, exist_ok=True)
-    for name, folder in (("train", train), ("val", val if val != root else None)):
-        if folder is None:
-            continue
+    train = folders["train"]
+    for name, folder in folders.items():
         classes, samples = scan_classes(folder)
         if info["classes"] not in (None, classes):
             raise DataError(f"the classes of {folder} differ from those of {train}")
