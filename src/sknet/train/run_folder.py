@@ -50,14 +50,17 @@ def is_run_file(path: Path) -> bool:
     return (name in RUN_FILES or path.name == LOCK_NAME) and holds_run(path.parent)
 
 
-def check_output(
-    folder: Path, resuming_here: bool, overwrite: bool, init_weights: str | None = None, data: tuple[Path, ...] = ()
-) -> None:
+def check_output(folder: Path, resuming_here: bool, overwrite: bool, config=None, own_data: bool = False) -> None:
     """Refuse (before any work) to start a new run in a folder that holds one, unless asked to replace it;
-    in any case, to write a run among the `data` it reads (folders), or to move aside with `overwrite` the
-    `init_weights` it starts from."""
+    in any case, to write a run among the data `config` reads (unless the caller gives its `own_data`), or
+    to move aside with `overwrite` the ``config.init_weights`` it starts from."""
+    from sknet.data.datasets import data_folders
+
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"output {folder} exists and is not a folder")
+    dataset, data_dir = (config.dataset, config.data_dir) if config is not None and not own_data else ("", None)
+    data = [f for split in ("train", "test") for f in data_folders(dataset, data_dir, split)]
+    init_weights = getattr(config, "init_weights", None)
     inside = next((d for d in data if folder.resolve().is_relative_to(d.resolve())), None)
     if inside is not None:
         raise ConfigError(f"output {folder} is inside {inside}, the data this run reads; choose another --output")

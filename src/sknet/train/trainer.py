@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from sknet.data.datasets import data_folders
 from sknet.errors import TrainingDiverged, TrainingInterrupted
 from sknet.evaluate import evaluate
 from sknet.progress import Progress
@@ -49,8 +48,7 @@ class Trainer:
         resume = Path(resume) if resume is not None else None
         resuming_here = resume is not None and resume.parent.resolve() == self.out.resolve()
         check_config(config, resume)  # everything cheap is checked before any data is read
-        read = [] if datasets else [data_folders(config.dataset, config.data_dir, s) for s in ("train", "test")]
-        check_output(self.out, resuming_here, overwrite, config.init_weights, tuple(f for fs in read for f in fs))
+        check_output(self.out, resuming_here, overwrite, config, own_data=datasets is not None)
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         check_device(config, self.device)
