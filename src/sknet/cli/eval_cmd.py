@@ -33,7 +33,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def check_fit(weights: str, model, dataset: str, classes: int | None, channels: int | None) -> None:
+    """DataError (exit 3) when the data's classes or channels (None: not known yet) are not the model's."""
+    own = getattr(model, "num_classes", None)
+    if classes is not None and own is not None and own != classes:
+        raise DataError(f"{weights} is a {own}-class model but {dataset} has {classes} classes")
+    takes = model.data_config.in_chans
+    if channels is not None and channels != takes:
+        raise DataError(f"{weights} takes {takes}-channel images but {dataset} has {channels}-channel images")
+
+
 def run(args: argparse.Namespace) -> int:
+    from sknet.data.datasets import data_shape
     from sknet.data.pipeline import LoaderOptions, build_loader
     from sknet.evaluate import evaluate
     from sknet.train.distributed import resolve_device
@@ -43,16 +54,16 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
+    check_fit(args.weights, model, dataset, *data_shape(dataset, args.data_dir, "test"))  # before reading it
     device = resolve_device(args.device)
     model = model.to(device)
     results = []
     for size in args.resolution or [model.data_config.input_size]:
-        # Decoded images are prepared as the model's record says (statistics, crop fraction, interpolation).
+        # Decoded images are prepared as the model's record says (channels, statistics, crop fraction,
+        # interpolation), as `sknet predict` prepares an image.
         options = LoaderOptions(args.batch_size, image_size=size, workers=args.workers, record=model.data_config)
         loader = build_loader(dataset, "test", options, device, args.data_dir)
-        classes = len(loader.info.record.classes)
-        if getattr(model, "num_classes", classes) != classes:
-            raise DataError(f"{args.weights} is a {model.num_classes}-class model but {dataset} has {classes} classes")
+        check_fit(args.weights, model, dataset, len(loader.info.record.classes), loader.info.record.in_chans)
         result = evaluate(model, loader, device, progress=args.progress)
         results.append({"resolution": loader.info.record.input_size, **result})
         if not loader.info.resizable:  # images held as tensors have one size

@@ -46,7 +46,7 @@ class OnnxModel(ExportedModel):
         self.read_records(path, props.get("sknet"), props.get("quantization"))
         self.input_name = self.session.get_inputs()[0].name
         classes = self.session.get_outputs()[0].shape[1]
-        self.num_classes = classes if isinstance(classes, int) else len(self.data_config.classes or ())
+        self.num_classes = classes if isinstance(classes, int) else len(self.data_config.classes or ()) or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = x.detach().to("cpu", torch.float32).contiguous().numpy()
