@@ -1,6 +1,7 @@
-"""`sknet eval` prepares decoded images as the model's record says, channels included (as `sknet predict`
-does), whatever the model's file: weights, ONNX or TorchScript; and a data set whose classes or channels do
-not fit the model is one line, exit 3, before the data is read."""
+"""`sknet eval` and `sknet predict` run a model of any file sknet writes: weights, ONNX, TorchScript, pt2.
+Eval prepares decoded images as the model's record says, channels included (as predict does); a data set
+whose classes or channels do not fit the model is one line, exit 3, before the data is read; an exported
+file runs at the size it was exported for."""
 
 import json
 
@@ -14,12 +15,13 @@ from tests.train.helpers import tiny_run
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A one-channel 4-class run, its TorchScript export (and ONNX where installed), an RGB image folder."""
+    """A one-channel 4-class run, its TorchScript and torch.export exports (and ONNX where installed), an RGB
+    image folder."""
     root = tmp_path_factory.mktemp("fit")
     assert main(tiny_run(root / "run")) == 0
     weights = root / "run" / "model.safetensors"
     exports = [weights]
-    for fmt, name in (("torchscript", "m.pt"), ("onnx", "m.onnx")):
+    for fmt, name in (("torchscript", "m.pt"), ("pt2", "m.pt2"), ("onnx", "m.onnx")):
         if fmt == "onnx" and not _has("onnxruntime", "onnxscript"):  # an optional extra
             continue
         assert main(["export", "--weights", str(weights), "--format", fmt, "--out", str(root / name)]) == 0
@@ -66,3 +68,59 @@ def test_classes_or_channels_that_do_not_fit_are_refused_before_the_data_is_read
     assert main(["eval", "--weights", str(colour)]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "takes 3-channel images but synthetic has 1-channel images" in err, err
+
+
+def test_predict_and_eval_run_their_own_pt2_export(files, tmp_path, capsys):
+    """Was: `sknet predict --weights FILE.pt2` said the file was "corrupt or truncated"."""
+    exports, _ = files
+    image = tmp_path / "x.png"
+    Image.new("L", (20, 20), 90).save(image)
+    capsys.readouterr()
+    printed = []
+    for path in (exports[0], exports[0].parents[1] / "m.pt2"):
+        assert main(["predict", str(image), "--weights", str(path), "--json"]) == 0
+        printed.append(json.loads(capsys.readouterr().out)[0]["top"])
+    assert [t["class"] for t in printed[0]] == [t["class"] for t in printed[1]]
+    assert [t["probability"] for t in printed[1]] == pytest.approx([t["probability"] for t in printed[0]], abs=1e-5)
+    results = []
+    for path in (exports[0], exports[0].parents[1] / "m.pt2"):
+        assert main(["eval", "--weights", str(path), "--json", "--progress", "never", "--device", "cpu"]) == 0
+        results.append(json.loads(capsys.readouterr().out)[0]["acc1"])
+    assert results[0] == results[1]
+
+
+def test_an_export_runs_at_its_own_size_only(files, tmp_path, capsys):
+    """Was: ONNX Runtime's "Got: 32 Expected: 16" traceback for eval --resolution 32 of a 16-pixel export."""
+    exports, folder = files
+    fixed = [p for p in exports if p.suffix in (".onnx", ".pt2")]
+    for path in fixed:
+        argv = ["eval", "--weights", str(path), "--dataset", "imagefolder", "--data-dir", str(folder)]
+        assert main([*argv, "--resolution", "32", "--workers", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "runs at 16×16 (its export's size)" in err, err
+    weights = exports[0]
+    wide = tmp_path / "m32.pt2"
+    assert main(["export", "--weights", str(weights), "--format", "pt2", "--resolution", "32", "--out", str(wide)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(wide), "--device", "cpu"]) == 3  # synthetic images are 16×16 tensors
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exported for 32×32 images but synthetic holds 16×16 images" in err, err
+
+
+@pytest.mark.parametrize("command", ["attention", "export"])
+def test_an_export_given_where_weights_are_read_is_named_for_what_it_is(files, tmp_path, capsys, command):
+    exports, _ = files
+    out = ["--format", "pt2", "--out", str(tmp_path / "x.pt2")] if command == "export" else []
+    kinds = {".pt": "a TorchScript module", ".pt2": "a torch.export program", ".onnx": "an ONNX model"}
+    for path in exports[1:]:
+        assert main([command, "--weights", str(path), *out]) == 4
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"is {kinds[path.suffix]} (an export" in err, err
+
+
+def test_resume_of_weights_says_what_resume_takes(files, capsys):
+    """Was: "model.safetensors is corrupt or truncated (not a torch checkpoint)"."""
+    weights = files[0][0]
+    assert main(["train", "--resume", str(weights)]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"start a new run from them with --init-weights {weights}" in err, err

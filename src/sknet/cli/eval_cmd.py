@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights",
         required=True,
-        help="model.safetensors, checkpoint.pt, or an exported .onnx or TorchScript file (fp32 or int8)",
+        help="model.safetensors, checkpoint.pt, or an exported .onnx, .pt2 or TorchScript file (fp32 or int8)",
     )
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument("--dataset", help="dataset (default: the one recorded in the weights)")
@@ -33,14 +33,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def check_fit(weights: str, model, dataset: str, classes: int | None, channels: int | None) -> None:
-    """DataError (exit 3) when the data's classes or channels (None: not known yet) are not the model's."""
+def check_fit(weights: str, model, dataset: str, classes: int | None, channels: int | None, size=None) -> None:
+    """DataError (exit 3) when the data's classes, channels or image side (None: not known yet) are not
+    the model's (the side: for an exported file that runs at one size only)."""
     own = getattr(model, "num_classes", None)
     if classes is not None and own is not None and own != classes:
         raise DataError(f"{weights} is a {own}-class model but {dataset} has {classes} classes")
     takes = model.data_config.in_chans
     if channels is not None and channels != takes:
         raise DataError(f"{weights} takes {takes}-channel images but {dataset} has {channels}-channel images")
+    fixed = getattr(model, "fixed_size", None)
+    if size is not None and fixed is not None and size != fixed:
+        raise DataError(f"{weights} was exported for {fixed}×{fixed} images but {dataset} holds {size}×{size} images")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if not dataset:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
     check_fit(args.weights, model, dataset, *data_shape(dataset, args.data_dir, "test"))  # before reading it
+    fixed = getattr(model, "fixed_size", None)
+    if fixed is not None and any(size != fixed for size in args.resolution or []):
+        raise ConfigError(
+            f"{args.weights} runs at {fixed}×{fixed} (its export's size): --resolution {fixed}, or export at another "
+            "size (sknet export --resolution N)"
+        )
     device = resolve_device(args.device)
     model = model.to(device)
     results = []
@@ -63,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         # interpolation), as `sknet predict` prepares an image.
         options = LoaderOptions(args.batch_size, image_size=size, workers=args.workers, record=model.data_config)
         loader = build_loader(dataset, "test", options, device, args.data_dir)
-        check_fit(args.weights, model, dataset, len(loader.info.record.classes), loader.info.record.in_chans)
+        record = loader.info.record
+        check_fit(args.weights, model, dataset, len(record.classes), record.in_chans, record.input_size)
         result = evaluate(model, loader, device, progress=args.progress)
         results.append({"resolution": loader.info.record.input_size, **result})
         if not loader.info.resizable:  # images held as tensors have one size

@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights",
         required=True,
-        help="model.safetensors written by sknet train, or an exported .onnx or TorchScript file (fp32 or int8)",
+        help="model.safetensors written by sknet train, or an exported .onnx, .pt2 or TorchScript file (fp32 or int8)",
     )
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument(

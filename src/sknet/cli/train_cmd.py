@@ -109,6 +109,11 @@ def checkpoint_of(run: Path) -> Path:
     """RUN or RUN/checkpoint.pt → the checkpoint file (checked to exist, unless RUN holds the saved
     configuration of a run that stopped before its first checkpoint: see `has_checkpoint`)."""
     path = run / "checkpoint.pt" if run.is_dir() else run
+    if path.is_file() and path.suffix == ".safetensors":  # a run's weights: what --init-weights takes
+        raise CheckpointError(
+            f"--resume takes a run folder or its checkpoint.pt; {run} holds weights only (no optimizer, schedule or "
+            f"position): start a new run from them with --init-weights {run}"
+        )
     if not has_checkpoint(path) and not (path.parent / "config.yaml").is_file():
         what = "does not exist" if not run.exists() else "holds neither a checkpoint nor a saved config.yaml"
         raise CheckpointError(f"no checkpoint to resume: {run} {what}")
