@@ -70,3 +70,58 @@ def test_a_runs_saved_config(tmp_path, capsys, monkeypatch):
         code = main(["train", "--resume", str(run)])
         one_line_outcome(code, capsys.readouterr().err, (0, 2))
         assert sorted(p.name for p in run.iterdir()) == before, name
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A folder of shards (2 classes, 4 val samples) and weights of a model for them (eval's dataset: wds)."""
+    pytest.importorskip("webdataset")
+    from PIL import Image
+
+    from sknet.models import create_model
+    from sknet.weights import save_weights
+
+    root = tmp_path_factory.mktemp("shards")
+    for split in ("train", "val"):
+        for i in range(4):
+            folder = root / "images" / split / f"c{i % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (12, 12), (60 * i, 0, 0)).save(folder / f"{i}.png")
+    assert main(["shards", str(root / "images"), str(root / "out")]) == 0
+    meta = {"model": "sknet_tiny", "model_options": {}, "num_classes": 2, "in_chans": 3, "dataset": "wds"}
+    save_weights(
+        root / "w.safetensors", create_model("sknet_tiny", num_classes=2, in_chans=3), {**meta, "input_size": 16}
+    )
+    return root / "out", root / "w.safetensors"
+
+
+@pytest.mark.parametrize("name", ["val-000000.tar", "info.json"])
+def test_shards_and_their_index(shards, tmp_path, capsys, name):
+    """Was: a cut shard gave tarfile.ReadError's traceback, exit 1. Status 3 (data), or 0 where the change
+    left a readable data set (a flipped bit inside an image: skipped as unreadable, or no change at all)."""
+    import shutil
+
+    folder, weights = shards
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    valid = (folder / name).read_bytes()
+    other = folder / ("info.json" if name.endswith(".tar") else "val-000000.tar")
+    wrong = [("weights", weights.read_bytes()), ("a JSON list", b"[1, 2]"), ("the other kind", other.read_bytes())]
+    content = _tar_content_end(folder / name) if name.endswith(".tar") else len(valid)
+    capsys.readouterr()
+    for case, data in malformed(valid) + wrong:
+        (copy / name).write_bytes(data)
+        argv = ["eval", "--weights", str(weights), "--data-dir", str(copy), "--workers", "0", "--device", "cpu"]
+        code = main([*argv, "--progress", "never"])
+        one_line_outcome(code, capsys.readouterr().err, (0, 3))
+        intact = case.startswith("cut") and len(data) >= content  # only the tar's end padding cut off
+        assert code == 3 or case.startswith("flipped") or intact, case
+        assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in folder.iterdir())
+
+
+def _tar_content_end(path):
+    """Where the last entry's data of a tar file ends (after it: end-of-archive padding)."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        last = tar.getmembers()[-1]
+        return last.offset_data + last.size

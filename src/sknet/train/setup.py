@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sknet.data.device import DeviceLoader
+from sknet.data.folder import check_same_classes
 from sknet.data.loader import InMemoryImages
 from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
 from sknet.errors import ConfigError
@@ -105,8 +106,9 @@ def build_loaders(
             f"{images} training images: not one full batch to train on; use --batch-size ≤ "
             f"{max(images // dist.world_size, 1)}"
         )
-    if test_loader.info.record.classes != train_loader.info.record.classes:
-        raise ConfigError(f"the test classes of {config.dataset} differ from its training classes")
+    check_same_classes(
+        train_loader.info.record.classes, test_loader.info.record.classes, config.data_dir or config.dataset
+    )
     return train_loader, test_loader
 
 
