@@ -11,6 +11,7 @@ from PIL import Image
 
 from sknet.cli.main import main
 from sknet.data import LoaderOptions, build_loader
+from sknet.errors import DataError
 
 pytest.importorskip("webdataset")
 
@@ -188,3 +189,14 @@ def test_gif_images_go_into_shards(tmp_path):
         build_loader("wds", "test", LoaderOptions(2, image_size=8, workers=0), data_dir=str(tmp_path / "out"))
     )
     assert [len(y) for _, y, _ in batches] == [2]
+
+
+def test_many_shards_are_scanned_in_processes_with_the_same_result(shards, tmp_path, capsys, monkeypatch):
+    import sknet.data.shards
+
+    monkeypatch.setattr(sknet.data.shards, "SCAN_IN_PARALLEL", 0)
+    assert sknet.data.shards.find_shards(shards, "train").counts == (8,) * 5
+    copy = _copy(shards, tmp_path)
+    (copy / "train-000003.tar").write_bytes((copy / "train-000003.tar").read_bytes()[:5000])
+    with pytest.raises(DataError, match=r"train-000003\.tar cannot be read"):
+        sknet.data.shards.find_shards(copy, "train")
