@@ -125,3 +125,71 @@ def _tar_content_end(path):
     with tarfile.open(path) as tar:
         last = tar.getmembers()[-1]
         return last.offset_data + last.size
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny run's exports (ONNX where installed), an image to predict, and files of other kinds: ONNX and
+    TorchScript without sknet's record."""
+    import importlib.util
+
+    import torch
+    from PIL import Image
+
+    from tests.train.helpers import tiny_run
+
+    root = tmp_path_factory.mktemp("exported")
+    assert main(tiny_run(root / "run")) == 0
+    formats = {"torchscript": ".pt", "pt2": ".pt2"}
+    if all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):
+        formats["onnx"] = ".onnx"
+    files = {}
+    for fmt, suffix in formats.items():
+        files[suffix] = root / f"m{suffix}"
+        assert (
+            main(
+                [
+                    "export",
+                    "--weights",
+                    str(root / "run" / "model.safetensors"),
+                    "--format",
+                    fmt,
+                    "--out",
+                    str(files[suffix]),
+                ]
+            )
+            == 0
+        )
+    Image.new("L", (20, 20), 90).save(root / "x.png")
+    plain = torch.jit.trace(torch.nn.Conv2d(1, 4, 3), torch.randn(1, 1, 16, 16))
+    plain.save(str(root / "plain.pt"))
+    strangers = [("TorchScript without sknet's record", ".pt", (root / "plain.pt").read_bytes())]
+    if ".onnx" in files:
+        import onnx
+
+        graph = onnx.load(str(files[".onnx"]))
+        del graph.metadata_props[:]
+        strangers.append(("ONNX without sknet's record", ".onnx", graph.SerializeToString()))
+    return files, root / "x.png", root / "run" / "model.safetensors", strangers
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2", ".onnx"])
+def test_exported_files_given_to_predict_and_eval(exported, tmp_path, capsys, suffix):
+    files, image, weights, strangers = exported
+    if suffix not in files:
+        pytest.skip("ONNX needs onnx, onnxscript and onnxruntime")
+    valid = files[suffix].read_bytes()
+    wrong = [("weights", weights.read_bytes()), ("an image", image.read_bytes())]
+    wrong += [(name, data) for name, kind, data in strangers if kind == suffix]
+    path = tmp_path / f"model{suffix}"
+    capsys.readouterr()
+    for case, data in malformed(valid) + wrong:
+        path.write_bytes(data)
+        for argv in (
+            ["predict", str(image), "--weights", str(path)],
+            ["eval", "--weights", str(path), "--device", "cpu"],
+        ):
+            code = main([*argv, "--progress", "never"] if argv[0] == "eval" else argv)
+            one_line_outcome(code, capsys.readouterr().err, (0, 4))
+            assert code == 4 or case.startswith("flipped"), (case, argv[0])
+        assert [p.name for p in tmp_path.iterdir()] == [path.name]

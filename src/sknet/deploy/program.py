@@ -5,6 +5,7 @@ tensor (N, C, H, W) it returns logits, and it carries the file's preprocessing r
 
 from __future__ import annotations
 
+import logging
 import warnings
 import zipfile
 from pathlib import Path
@@ -32,7 +33,16 @@ class ProgramModel(ExportedModel):
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{one_line(path)} does not exist")
+        if not is_program(path):
+            raise CheckpointError(f"{one_line(path)} is not a torch.export program (a zip archive of one)")
         extra = {"sknet.json": ""}
+        # torch.export.load logs a damaged archive's traceback as a warning (the "torch.export" logger) before
+        # its own error: the error alone is said, in one line.
+        quiet = logging.getLogger("torch.export")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.export's notes on loading (versions, serialization)
@@ -40,6 +50,8 @@ class ProgramModel(ExportedModel):
         except Exception as err:  # torch raises RuntimeError, KeyError, json and zip errors for damaged archives
             reason = one_line(str(err).splitlines()[0] if str(err) else type(err).__name__)
             raise CheckpointError(f"{one_line(path)} is not a torch.export program that loads: {reason}") from None
+        finally:
+            quiet.setLevel(level)
         self.read_records(path, extra["sknet.json"], None)
         object.__setattr__(self, "module", program.module())  # a graph of CPU constants: not moved by .to()
         self.num_classes = len(self.data_config.classes or ()) or None
