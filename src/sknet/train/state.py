@@ -222,6 +222,7 @@ def restore(state: dict[str, Any], source: str, parts, model_name: str, rank: in
             f"schedule) to {changed[1]:.4g}"
         )
     parts.recipe.load_state_dict(state.get("recipe"), source)
+    parts.init_record = state["meta"].get("init_weights")  # where the run's first weights came from
     rngs = state["rng"]
     try:
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
