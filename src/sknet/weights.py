@@ -337,6 +337,10 @@ def load_state_into(
     if expected_name and found_name and expected_name != found_name:
         raise CheckpointError(f"{source} holds weights of model {found_name!r}, not {expected_name!r}")
     own = model.state_dict()
+    # BatchNorm's count of training batches: other trainers' files often leave it out (torch's own loader fills
+    # it for old files); it is used only with momentum=None, which no sknet model has. Absent, the model's is kept.
+    counters = {k: own[k] for k in own if k.endswith(".num_batches_tracked") and k not in state}
+    state = {**state, **counters}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [
