@@ -161,7 +161,8 @@ def exported(tmp_path_factory):
             == 0
         )
     Image.new("L", (20, 20), 90).save(root / "x.png")
-    plain = torch.jit.trace(torch.nn.Conv2d(1, 4, 3), torch.randn(1, 1, 16, 16))
+    with pytest.warns(FutureWarning):  # torch 2.14 marks torch.jit deprecated
+        plain = torch.jit.trace(torch.nn.Conv2d(1, 4, 3), torch.randn(1, 1, 16, 16))
     plain.save(str(root / "plain.pt"))
     strangers = [("TorchScript without sknet's record", ".pt", (root / "plain.pt").read_bytes())]
     if ".onnx" in files:
@@ -193,3 +194,59 @@ def test_exported_files_given_to_predict_and_eval(exported, tmp_path, capsys, su
             one_line_outcome(code, capsys.readouterr().err, (0, 4))
             assert code == 4 or case.startswith("flipped"), (case, argv[0])
         assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def _layout(root, case):
+    """An image folder for `sknet eval`, made malformed as `case` says; returns the --data-dir to give."""
+    from PIL import Image
+
+    val = root / "data" / "val"
+    for k in range(4):
+        (val / f"c{k}").mkdir(parents=True)
+        Image.new("L", (8, 8), 50 * k).save(val / f"c{k}" / "a.png")
+    if case == "a file as the folder":
+        (root / "file").write_bytes(b"x")
+        return root / "file"
+    if case == "no class folders":
+        for k in range(4):
+            (val / f"c{k}" / "a.png").rename(val / f"a{k}.png")
+            (val / f"c{k}").rmdir()
+    elif case == "an empty class":
+        (val / "c3" / "a.png").unlink()
+    elif case == "a class of junk":
+        (val / "c3" / "a.png").write_bytes(b"junk")
+    elif case == "a broken link as a class's image":
+        (val / "c3" / "a.png").unlink()
+        (val / "c3" / "b.png").symlink_to(root / "nowhere.png")
+    elif case == "a link loop":
+        (val / "c3" / "loop").symlink_to(val)
+        (val / "c3" / "a.png").unlink()
+    elif case == "five classes":
+        (val / "c4").mkdir()
+        Image.new("L", (8, 8), 1).save(val / "c4" / "a.png")
+    return root / "data"
+
+
+FOLDER_CASES = ["a file as the folder", "no class folders", "an empty class", "a class of junk",
+                "a broken link as a class's image", "a link loop", "five classes"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def four_classes(tmp_path_factory):
+    """Weights of a 4-class one-channel model."""
+    from tests.train.helpers import tiny_run
+
+    run = tmp_path_factory.mktemp("four") / "run"
+    assert main(tiny_run(run)) == 0
+    return run / "model.safetensors"
+
+
+@pytest.mark.parametrize("case", FOLDER_CASES)
+def test_image_folders(four_classes, tmp_path, capsys, case):
+    data = _layout(tmp_path, case)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    argv = ["eval", "--weights", str(four_classes), "--dataset", "imagefolder"]
+    code = main([*argv, "--data-dir", str(data), "--workers", "0", "--progress", "never", "--device", "cpu"])
+    one_line_outcome(code, capsys.readouterr().err, (3,))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -24,7 +24,8 @@ def find_split_dir(root: str | Path | None, split: Split) -> Path:
         raise DataError("the imagefolder dataset needs --data-dir DIR (with DIR/train/CLASS/*.jpg and DIR/val/...)")
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist (expected DIR/train/CLASS/*.jpg and DIR/val/...)")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data directory {root} {what} (expected DIR/train/CLASS/*.jpg and DIR/val/...)")
     names = ("train",) if split is Split.TRAIN else _VAL_NAMES
     for name in names:
         if (root / name).is_dir():
