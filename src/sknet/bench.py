@@ -23,6 +23,7 @@ from sknet.errors import ConfigError
 from sknet.models import create_model
 
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+MIN_RESOLUTION = 32  # the ImageNet networks' stride: smaller inputs leave their last stage under one pixel
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,8 @@ def run_bench(
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ConfigError(f"unknown memory format {bad[0]!r}; use nchw and/or channels_last")
-    if repeats < 1 or warmup < 0 or batch < 1 or size < 32:
-        raise ConfigError("need repeats ≥ 1, warmup ≥ 0, batch ≥ 1 and resolution ≥ 32")
+    if repeats < 1 or warmup < 0 or batch < 1 or size < MIN_RESOLUTION:
+        raise ConfigError(f"need repeats ≥ 1, warmup ≥ 0, batch ≥ 1 and resolution ≥ {MIN_RESOLUTION}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda requested but CUDA is not available")

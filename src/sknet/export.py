@@ -23,6 +23,9 @@ from sknet.enums import TextEnum
 from sknet.errors import ConfigError, output_folder
 
 ONNX_SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, with room for the graph: above, external data
+# torch.onnx's exporter writes opset 18 and converts to later ones; asked for an older one (its converter fails
+# on these graphs) or one newer than the installed onnx knows, it writes 18 without a word: both are refused.
+MIN_OPSET = 18
 
 
 class ExportFormat(TextEnum):
@@ -39,12 +42,25 @@ def export_metadata(model: nn.Module, record: DataConfig) -> dict:
     return {"model": recorded.get("model"), "dataset": recorded.get("dataset"), **record.to_metadata()}
 
 
+def check_onnx_export(opset: int) -> None:
+    """ConfigError unless ONNX can be written at `opset`: onnx and onnxscript installed, the opset one the
+    exporter writes (MIN_OPSET up to the newest the installed onnx knows). Cheap: run before any work."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'sknet[export]'") from None
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ConfigError(f"opset {opset} is out of range: {MIN_OPSET}–{newest} (onnx {onnx.__version__} installed)")
+
+
 def export_model(
     model: nn.Module,
     path: str | Path,
     fmt: str | ExportFormat,
     input_size: tuple[int, int, int],
-    opset: int = 18,
+    opset: int = MIN_OPSET,
     record: DataConfig | None = None,
 ) -> list[Path]:
     """Write `model` (a copy, BN folded, eval mode) for inputs (batch, *input_size), any batch size; returns
@@ -59,6 +75,8 @@ def export_model(
     TorchScript: a traced module for ``torch.jit.load`` (torch.jit is deprecated since torch 2.14).
     """
     fmt = ExportFormat.parse(fmt)
+    if fmt is ExportFormat.ONNX:
+        check_onnx_export(opset)
     if len(input_size) != 3 or any(int(v) < 1 for v in input_size):
         raise ConfigError(f"input_size must be (channels, height, width) of positive sizes, got {input_size!r}")
     channels, height, width = (int(v) for v in input_size)
@@ -87,11 +105,6 @@ def export_model(
             program = torch.export.export(fused, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(program, str(path), extra_files=extra)
         return [path]
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'sknet[export]'") from None
     weight_bytes = sum(t.numel() * t.element_size() for t in fused.state_dict().values())
     external = weight_bytes > ONNX_SINGLE_FILE_LIMIT
     with warnings.catch_warnings():

@@ -27,6 +27,7 @@ import os
 import pickle
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +178,36 @@ def load_checkpoint(path: str | Path, fallback: bool = False, check=None) -> dic
         return state
 
 
+def file_kind(path: Path, data: bytes) -> str | None:
+    """What `data` (the bytes of `path`) is when it is a model file of another kind than a torch checkpoint,
+    from its first bytes, its zip members or its suffix: sknet's exports and safetensors weights. None
+    otherwise (then it is a damaged checkpoint, or no model file at all)."""
+    if data[:4] == b"PK\x03\x04":
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except (zipfile.BadZipFile, ValueError, EOFError):
+            return None
+        if any(name.endswith("/archive_format") for name in names):
+            return "a torch.export program (an export: sknet eval and sknet predict run it)"
+        if any("/code/" in name for name in names):
+            return "a TorchScript module (an export: sknet eval and sknet predict run it)"
+        return None
+    header = int.from_bytes(data[:8], "little") if len(data) >= 9 else 0
+    if 0 < header <= len(data) - 8 and data[8:9] == b"{":
+        return "a safetensors weights file"
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model (an export: sknet eval and sknet predict run it)"
+    return None
+
+
 def _load_checkpoint(path: Path, check=None) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     data = path.read_bytes()  # read once: checksummed, then unpickled from memory
     _verify(path, data)
+    kind = file_kind(path, data)
+    if kind is not None:
+        raise CheckpointError(f"{path} is {kind}, not a checkpoint")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -298,6 +324,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return read_weights(path)[1]
 
 
+BATCH_COUNT = ".num_batches_tracked"  # BatchNorm's count of training batches
+
+
 def load_state_into(
     model: nn.Module,
     state: dict[str, torch.Tensor],
@@ -311,6 +340,12 @@ def load_state_into(
     if expected_name and found_name and expected_name != found_name:
         raise CheckpointError(f"{source} holds weights of model {found_name!r}, not {expected_name!r}")
     own = model.state_dict()
+    # BatchNorm's count of training batches is bookkeeping, not a weight: other trainers' files often leave it
+    # out (torch's own loader fills it for old files), a frozen norm (torchvision's FrozenBatchNorm2d) has none,
+    # and it is used only with momentum=None, which no sknet model has. Absent, the model's is kept; one the
+    # model has no place for is dropped.
+    counters = {k: own[k] for k in own if k.endswith(BATCH_COUNT) and k not in state}
+    state = {k: v for k, v in state.items() if k in own or not k.endswith(BATCH_COUNT)} | counters
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [

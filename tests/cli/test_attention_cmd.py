@@ -26,13 +26,32 @@ def test_attention_writes_numbers_and_figures(weights, tmp_path, capsys):
         assert (out / name).stat().st_size > 0
 
 
+def _strict(constant):
+    raise AssertionError(f"not JSON: {constant}")
+
+
+def test_attention_json_is_json_when_a_class_has_no_images(weights, tmp_path, capsys):
+    """Means over no images (a class absent from the first images) are null, not NaN: the file is JSON."""
+    out = tmp_path / "att"
+    argv = ["attention", "--weights", str(weights), "--output", str(out), "--max-images", "2", "--scales", "1", "2"]
+    assert main([*argv, "--progress", "never"]) == 0
+    data = json.loads((out / "attention.json").read_text(), parse_constant=_strict)
+    per_class = data["per_class"]["SK_2_1"]["1.0"]
+    assert None in per_class.values() and len(per_class) == 4
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--scales", "0.5"], "--scales must be ≥ 1"),
+        (["--scales", "0.5"], "--scales: must be a finite number ≥ 1, got 0.5"),
+        (["--scales", "inf"], "--scales: must be a finite number ≥ 1, got inf"),  # was written as Infinity
+        (["--scales", "1"], "give at least two scales to compare"),  # said "grows with scale: yes" for all
+        (["--scales", "1", "2", "1.5"], "give the scales in increasing order, each once, got 1 2 1.5"),
+        (["--scales", "1", "1"], "in increasing order, each once"),
         (["--units", "SK_9_9"], "unknown SK unit"),
         (["--profile-unit", "SK_2_9"], "unknown --profile-unit"),
-        (["--max-images", "0"], "--max-images must be ≥ 1"),
+        (["--max-images", "0"], "--max-images: must be an integer ≥ 1"),
+        (["--examples", "-1"], "--examples: must be an integer in [0, 64]"),
         (["--dataset", "nope"], "unknown dataset"),
     ],
 )

@@ -50,3 +50,22 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"sknet {sknet.__version__}"
+
+
+def test_a_warning_is_one_line_of_the_command_and_said_once(tmp_path):
+    """Was: Python's format (the file, `UserWarning:`, the source line), and the checksum fallback's twice:
+    the checkpoint was read twice. Read in a real process, as a user sees it."""
+    from tests.train.helpers import tiny_run
+
+    run = tmp_path / "run"
+    trained = subprocess.run([sys.executable, "-m", "sknet", *tiny_run(run, "--epochs", "2")], capture_output=True)
+    assert trained.returncode == 0, trained.stderr
+    damaged = bytearray((run / "checkpoint.pt").read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    (run / "checkpoint.pt").write_bytes(bytes(damaged))
+    cmd = [sys.executable, "-m", "sknet", "train", "--resume", str(run), "--epochs", "3"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "fails its checksum" in line]
+    assert len(warned) == 1 and warned[0].startswith("sknet train: warning: "), result.stderr
+    assert "UserWarning" not in result.stderr and ".py:" not in result.stderr, result.stderr

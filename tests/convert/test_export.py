@@ -163,3 +163,19 @@ def test_export_refuses_a_size_the_record_cannot_describe(model, tmp_path):
         export_model(model, tmp_path / "m.pt2", "pt2", (1, 28, 32))
     with pytest.raises(sknet.ConfigError, match="3 channels; the model's input record has 1"):
         export_model(model, tmp_path / "m.pt2", "pt2", (3, 28, 28))
+
+
+def test_an_opset_the_exporter_does_not_write_is_refused_before_any_work(tmp_path, capsys):
+    """torch.onnx wrote opset 18 without a word when asked for 17 or for one newer than onnx knows."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    newest = onnx.defs.onnx_opset_version()
+    for opset, message in ((17, "--opset: must be an integer ≥ 18"), (newest + 1, f"out of range: 18–{newest}")):
+        out = tmp_path / f"m{opset}.onnx"
+        argv = ["export", "--model", "sknet_tiny", "--format", "onnx", "--opset", str(opset), "--out", str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and not out.exists(), err
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", "sknet_tiny", "--format", "onnx", "--opset", str(newest), "--out", str(out)]) == 0
+    assert [o.version for o in onnx.load(str(out)).opset_import if o.domain == ""] == [newest]

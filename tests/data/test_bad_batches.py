@@ -10,6 +10,17 @@ from sknet.cli.main import main
 from sknet.data.folder import ShardedSampler
 
 
+def _cut_jpeg() -> bytes:
+    """A JPEG cut inside its pixel data: its header reads (a class of these is not refused before the run,
+    as a class of files that are no images is), its pixels do not."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 36), (0, 200, 0)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    return data[: data.find(b"\xff\xda") + 20]  # 20 bytes past the start-of-scan marker
+
+
 def _folder(root, train_readable=2):
     for split, readable, broken in (("train", train_readable, ("x", "y")), ("val", 2, ("x", "y"))):
         for c, colour in (("blue", (0, 0, 200)), ("red", (200, 0, 0))):
@@ -18,7 +29,7 @@ def _folder(root, train_readable=2):
             for i in range(readable):
                 Image.new("RGB", (40, 36), tuple(min(255, v + 20 * i) for v in colour)).save(folder / f"{i}.png")
             for name in broken:
-                (folder / f"{name}.jpg").write_bytes(b"not a jpeg")
+                (folder / f"{name}.jpg").write_bytes(_cut_jpeg())
     return root
 
 

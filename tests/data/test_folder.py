@@ -88,3 +88,69 @@ def test_symbolic_links_never_repeat_or_relabel_an_image(tmp_path):
     assert labels == [("a/x.png", 0), ("b/more/y.png", 1), ("b/x.png", 1), ("c/x.png", 2)]
     # No real file twice:
     assert len({os.path.realpath(p) for p, _ in ds.samples}) == len(ds.samples)
+
+
+def _classes(root, names, files=2, kind="png"):
+    for k, name in enumerate(names):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(files):
+            Image.new("RGB", (10, 10), (40 * k, 10 * i, 0)).save(root / name / f"{i}.{kind}")
+
+
+def test_train_and_test_classes_that_differ_are_named_as_a_data_problem(tmp_path, capsys):
+    """Was: exit 2 (usage) and "differ" without the classes."""
+    from sknet.cli import main
+
+    _classes(tmp_path / "data" / "train", ["cat", "dog", "owl"])
+    _classes(tmp_path / "data" / "val", ["cat", "dog", "yak"])
+    argv = [
+        "train",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--image-size",
+        "8",
+        "--batch-size",
+        "2",
+    ]
+    assert main([*argv, "--workers", "0", "--output", str(tmp_path / "run")]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(only in training: owl; only in test: yak)" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_class_without_one_readable_image_is_refused_naming_it(tmp_path, capsys):
+    """Was: such a class trained with zero images, without a word."""
+    from sknet.cli import main
+
+    _classes(tmp_path / "data" / "train", ["cat", "dog"])
+    for i in range(3):
+        (tmp_path / "data" / "train" / "owl").mkdir(exist_ok=True)
+        (tmp_path / "data" / "train" / "owl" / f"{i}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"no readable image in 1 of the 3 class folders .*'owl' \(3 files, e\.g\. "):
+        ImageFolderDataset(tmp_path / "data" / "train", lambda image: image)
+    argv = [
+        "train",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--image-size",
+        "8",
+        "--batch-size",
+        "2",
+    ]
+    assert main([*argv, "--workers", "0", "--output", str(tmp_path / "run")]) == 3
+    assert "'owl' (3 files" in capsys.readouterr().err
+    (tmp_path / "data" / "train" / "owl" / "ok.png").write_bytes(
+        (tmp_path / "data" / "train" / "cat" / "0.png").read_bytes()
+    )
+    assert len(ImageFolderDataset(tmp_path / "data" / "train", lambda image: image)) == 8  # one readable: enough
+
+
+def test_gif_images_are_read_in_folders_as_predict_reads_them(tmp_path):
+    """Was: .gif files were left out of folders and shards without a word, while predict took them."""
+    _classes(tmp_path, ["cat", "dog"], kind="gif")
+    dataset = ImageFolderDataset(tmp_path, lambda image: image.size)
+    assert len(dataset) == 4 and dataset[0] == ((10, 10), 0)

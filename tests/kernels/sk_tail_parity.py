@@ -1,4 +1,4 @@
-"""Parity of the fused SK tail (sknet.layers.sk.fused on Triton kernels) with tests/reference.py.
+"""Parity of the fused SK tail (sknet.layers.sk_tails.fused on Triton kernels) with tests/reference.py.
 
 Run as a script, in a process of its own: on CPUs with TRITON_INTERPRET=1 SKNET_FORCE_TRITON=1 (the
 kernels in Triton's interpreter), on CUDA as it is. Prints "parity ok" when every case holds.

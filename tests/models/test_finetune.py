@@ -110,3 +110,23 @@ def test_a_file_with_no_state_dict_is_one_line(tmp_path):
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "x.pth")
     with pytest.raises(CheckpointError, match="neither a state dict nor a checkpoint with one under"):
         sknet.create_model("sknet_tiny", weights=tmp_path / "x.pth")
+
+
+def test_a_state_dict_without_batchnorms_counters_loads(tmp_path, capsys):
+    """Was refused as "missing tensors": timm's and torchvision's checkpoints often leave num_batches_tracked
+    out, and torch's own loader fills it for old files; no sknet model uses it (momentum=None would)."""
+    from sknet.cli import main
+
+    source, _ = trained_like(tmp_path)
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(state) < len(source.state_dict())
+    torch.save(state, tmp_path / "no_counters.pth")
+    model = sknet.create_model("sknet_tiny", num_classes=4, weights=tmp_path / "no_counters.pth").eval()
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    argv = ["eval", "--weights", str(tmp_path / "no_counters.pth"), "--model", "sknet_tiny", "--dataset", "synthetic"]
+    assert main([*argv, "--progress", "never", "--device", "cpu"]) == 0
+    del state[next(k for k in state if k.endswith("running_var"))]  # anything else missing is still refused
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError, match="1 missing tensors"):
+        sknet.create_model("sknet_tiny", num_classes=4, weights=tmp_path / "broken.pth")

@@ -43,13 +43,13 @@ def test_resolved_config_round_trips(tmp_path):
     [
         ({"epochs": 0}, "epochs must be an integer in [1, 1000000], got 0"),
         ({"optimizer": "rmsprop"}, "optimizer must be one of 'sgd', 'adamw'"),
-        ({"lr": -1}, "lr must be a number in (0, 100], got -1"),
-        ({"label_smoothing": 1.0}, "label_smoothing must be a number in [0, 1), got 1.0"),
+        ({"lr": -1}, "lr must be a finite number in (0, 100], got -1"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be a finite number in [0, 1), got 1.0"),
         ({"bad_images": "ignore"}, "bad_images must be one of 'skip', 'raise'"),
-        ({"grad_clip": -1}, "grad_clip must be a number > 0 (or null), got -1"),
+        ({"grad_clip": -1}, "grad_clip must be a finite number > 0 (or null), got -1"),
         ({"seed": 1.5}, "seed must be an integer"),
         ({"output": 5}, "output must be text, got 5"),
-        ({"lr": "0.1"}, "lr must be a number in (0, 100], got '0.1'"),
+        ({"lr": "0.1"}, "lr must be a finite number in (0, 100], got '0.1'"),
         ({"epocs": 3}, "unknown key(s) epocs"),
     ],
 )

@@ -119,5 +119,5 @@ def test_a_training_option_is_one_declaration():
     assert "adamw_beta2" not in RESUME_CHANGEABLE  # the run's optimisation stays as saved
     model = torch.nn.Linear(3, 2)
     assert build_optimizer(model, config).param_groups[0]["betas"] == (0.9, 0.98)
-    with pytest.raises(ConfigError, match=r"adamw_beta2 must be a number in \[0, 1\), got 1.5"):
+    with pytest.raises(ConfigError, match=r"adamw_beta2 must be a finite number in \[0, 1\), got 1.5"):
         TrainConfig(adamw_beta2=1.5)

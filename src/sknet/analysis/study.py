@@ -25,6 +25,15 @@ from sknet.analysis.scale import enlarge_center
 from sknet.errors import ConfigError
 from sknet.progress import Progress
 
+# The files ScaleStudy.save writes into its folder.
+STUDY_FILES = {
+    "json": "attention.json",
+    "units": "units.csv",
+    "classes": "classes.csv",
+    "profile": "profile.csv",
+    "images": "images.csv",
+}
+
 
 @dataclass
 class ScaleStudy:
@@ -107,7 +116,7 @@ class ScaleStudy:
             "ordering": {unit: self.ordering(unit) for unit in self.units},
             "per_class": {
                 unit: {
-                    str(s): dict(zip(self.classes, row, strict=True))
+                    str(s): dict(zip(self.classes, map(_finite_or_none, row), strict=True))
                     for s, row in zip(self.scales, self.class_means(unit).tolist(), strict=True)
                 }
                 for unit in self.units
@@ -121,14 +130,9 @@ class ScaleStudy:
         mean attention difference per unit and scale, its label and whether it was classified right)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "json": folder / "attention.json",
-            "units": folder / "units.csv",
-            "classes": folder / "classes.csv",
-            "profile": folder / "profile.csv",
-            "images": folder / "images.csv",
-        }
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        paths = {key: folder / name for key, name in STUDY_FILES.items()}
+        # Strict JSON (allow_nan=False): a value that is not finite is a bug here, not an "Infinity" written out.
+        paths["json"].write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         summary = self.unit_summary()
         with paths["units"].open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(summary[0]))
@@ -165,6 +169,25 @@ class ScaleStudy:
         return paths
 
 
+def _finite_or_none(value: float) -> float | None:
+    """JSON's null for a mean over no images (a class absent from the images analysed)."""
+    return value if math.isfinite(value) else None
+
+
+def check_scales(scales: Sequence[float]) -> list[float]:
+    """The scales as floats: at least two (the study compares them), finite enlargements (≥ 1), increasing
+    (each once), since "grows with scale" reads them in order. ConfigError otherwise."""
+    values = [float(s) for s in scales]
+    bad = next((s for s in values if not (math.isfinite(s) and s >= 1.0)), None)  # not: NaN compares false
+    if bad is not None:
+        raise ConfigError(f"scales must be finite enlargements ≥ 1, got {bad}")
+    if len(values) < 2:
+        raise ConfigError(f"give at least two scales to compare (e.g. 1 1.5 2), got {len(values)}")
+    if any(b <= a for a, b in itertools.pairwise(values)):
+        raise ConfigError(f"give the scales in increasing order, each once, got {' '.join(f'{s:g}' for s in values)}")
+    return values
+
+
 def default_profile_unit(units: Sequence[str]) -> str:
     """The paper profiles SK_3_4, the last unit of the second bottleneck stage; the same position here."""
     last = last_unit_per_stage(units)
@@ -189,12 +212,7 @@ def run_scale_study(
     batches: (images (B, C, H, W), labels (B,), ...) tuples; `total` batches, for the progress display
     (`progress`: "auto", "always" or "never", see sknet.progress).
     """
-    scales = [float(s) for s in scales]
-    if not scales:
-        raise ConfigError("give at least one scale")
-    for s in scales:
-        if not s >= 1.0:
-            raise ConfigError(f"scales must be ≥ 1 (enlargements), got {s}")
+    scales = check_scales(scales)
     all_units = list(sk_units(model))
     units = list(units) if units else all_units
     profile_unit = profile_unit or default_profile_unit(all_units)

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import torch
 
-from sknet.cli.options import add_progress_arg, add_run_args, check_run_args
-from sknet.data.datasets import Split
+from sknet.cli.options import add_progress_arg, add_run_args, checked
+from sknet.cli.outputs import add_overwrite_arg, check_outputs
+from sknet.data.datasets import Split, data_folders
 from sknet.errors import ConfigError
 from sknet.models import create_model
+from sknet.train.check import integer, number
+from sknet.train.config import CHECKS
+
+FIGURES = ("figure3.png", "figure4.png")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,17 +34,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", help="dataset (default: the one recorded in the weights)")
     parser.add_argument("--data-dir", help="data folder")
     parser.add_argument("--split", choices=[s.value for s in Split], default="test", help="data split to analyse")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0], help="enlargement factors ≥ 1")
+    parser.add_argument(
+        "--scales",
+        type=checked(number(1, None), "--scales"),
+        nargs="+",
+        default=[1.0, 1.5, 2.0],
+        help="enlargement factors ≥ 1, at least two, increasing (default: 1 1.5 2)",
+    )
     parser.add_argument(
         "--units", nargs="+", help="units to plot, e.g. SK_2_3 SK_3_4, or 'all' (default: last unit of each stage)"
     )
     parser.add_argument("--profile-unit", help="unit of the channel profile (default: last unit of stage 3)")
-    parser.add_argument("--max-images", type=int, help="analyse only the first N images")
-    parser.add_argument("--examples", type=int, default=2, help="example images in figure 3 (random, --seed)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the choice of example images")
-    parser.add_argument("--resolution", type=int, default=224, help="folder datasets: centre-crop size")
+    parser.add_argument(
+        "--max-images", type=checked(integer(1, None), "--max-images"), help="analyse only the first N images"
+    )
+    parser.add_argument(
+        "--examples",
+        type=checked(integer(0, 64), "--examples"),
+        default=2,
+        help="example images in figure 3 (random, --seed; default: 2)",
+    )
+    parser.add_argument(
+        "--seed", type=checked(CHECKS["seed"], "--seed"), default=0, help="seed of the choice of example images"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=checked(CHECKS["image_size"], "--resolution"),
+        default=224,
+        help="folder datasets: centre-crop size (default: 224)",
+    )
     add_run_args(parser, batch_size=100)
     parser.add_argument("--output", default="runs/attention", help="folder for figures and numbers")
+    add_overwrite_arg(parser, "the files of an earlier study in --output")
     add_progress_arg(parser)
     parser.set_defaults(run=run)
 
@@ -48,8 +74,6 @@ def _batches(args: argparse.Namespace, dataset: str, record, device):
     """(loader, number of batches, number of images, class names)."""
     from sknet.data.pipeline import LoaderOptions, build_loader
 
-    if args.max_images is not None and args.max_images < 1:
-        raise ConfigError(f"--max-images must be ≥ 1, got {args.max_images}")
     options = LoaderOptions(
         args.batch_size,
         image_size=args.resolution,
@@ -77,12 +101,10 @@ def _plot_units(requested: list[str] | None, available: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from sknet.analysis import run_scale_study, sk_units
     from sknet.analysis.plots import plot_figure3, plot_figure4
+    from sknet.analysis.study import STUDY_FILES, check_scales
     from sknet.train.distributed import resolve_device
 
-    for s in args.scales:
-        if not s >= 1.0:
-            raise ConfigError(f"--scales must be ≥ 1 (enlargements), got {s}")
-    check_run_args(args)
+    check_scales(args.scales)
     model = create_model(args.model, weights=args.weights).eval()
     name, meta = model.weights_meta["model"], model.weights_meta
     available = list(sk_units(model))
@@ -92,11 +114,15 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
+    out = Path(args.output)
+    outputs = [out / name for name in (*STUDY_FILES.values(), *FIGURES)]
+    folders = data_folders(str(dataset), args.data_dir, args.split)
+    check_outputs(outputs, "--output", args.overwrite, reads=[args.weights], folders=folders, makes_folder=True)
     device = resolve_device(args.device)
     model = model.to(device)
     batches, total, count, classes = _batches(args, str(dataset), model.data_config, device)
     gen = torch.Generator().manual_seed(args.seed)
-    examples = torch.randperm(count, generator=gen)[: max(0, args.examples)].tolist()
+    examples = torch.randperm(count, generator=gen)[: args.examples].tolist()
     study = run_scale_study(
         model,
         batches,
@@ -109,11 +135,10 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         total=total,
     )
-    out = Path(args.output)
     paths = study.save(out)
     title = f"{name} on {dataset} ({study.num_images} images)"
-    plot_figure3(study, out / "figure3.png", units, title)
-    plot_figure4(study, out / "figure4.png", units, title)
+    plot_figure3(study, out / FIGURES[0], units, title)
+    plot_figure4(study, out / FIGURES[1], units, title)
 
     accuracy = "  ".join(f"{s:g}×: {100 * a:.2f}%" for s, a in zip(study.scales, study.accuracy(), strict=True))
     print(f"{title}; top-1 accuracy {accuracy}")
@@ -130,5 +155,5 @@ def run(args: argparse.Namespace) -> int:
             f"{unit:<10}{cells}   {verdict} ({order['classes_increasing']}/{order['classes']} classes; "
             f"{100 * order['images_increasing']:.1f}% of images)"
         )
-    print(f"wrote {', '.join(str(p) for p in paths.values())}, {out / 'figure3.png'}, {out / 'figure4.png'}")
+    print(f"wrote {', '.join(str(p) for p in [*paths.values(), *(out / f for f in FIGURES)])}")
     return 0

@@ -6,21 +6,40 @@ import argparse
 import json
 import sys
 
-from sknet.cli.options import add_json_arg
-from sknet.train.config import Precision
+from sknet.bench import MIN_RESOLUTION
+from sknet.cli.options import add_json_arg, checked
+from sknet.data.config import MAX_INPUT_SIZE
+from sknet.train.check import integer
+from sknet.train.config import CHECKS, Precision
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="speed and memory against ResNeXt-50 and timm", description=__doc__)
     parser.add_argument("--mode", choices=("inference", "train", "both"), default="both", help="what to time")
-    parser.add_argument("--batch-size", type=int, help="default: 8 for inference, 16 for training")
-    parser.add_argument("--resolution", type=int, default=224, help="input side in pixels (default: 224)")
+    parser.add_argument(
+        "--batch-size",
+        type=checked(CHECKS["batch_size"], "--batch-size"),
+        help="default: 8 for inference, 16 for training",
+    )
+    parser.add_argument(
+        "--resolution",
+        type=checked(integer(MIN_RESOLUTION, MAX_INPUT_SIZE), "--resolution"),
+        default=224,
+        help="input side in pixels (default: 224)",
+    )
     parser.add_argument(
         "--dtype", choices=[p.value for p in Precision], default="fp32", help="fp32, or autocast to bf16 / fp16"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: 2)")
+    parser.add_argument(
+        "--repeats",
+        type=checked(integer(1, None), "--repeats"),
+        default=7,
+        help="timed rounds (median reported; default: 7)",
+    )
+    parser.add_argument(
+        "--warmup", type=checked(integer(0, None), "--warmup"), default=2, help="untimed rounds first (default: 2)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--no-timm", action="store_true", help="skip timm's models even if installed")
     parser.add_argument(

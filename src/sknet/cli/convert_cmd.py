@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sknet.errors import CheckpointError, ConfigError, one_line, output_folder
+from sknet.cli.outputs import add_overwrite_arg, check_outputs
+from sknet.errors import CheckpointError, ConfigError, one_line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prototxt", help="caffe: the net definition, checked against the weights")
     parser.add_argument("--bgr-to-rgb", action="store_true", help="caffe: reverse the first conv's input channels")
+    add_overwrite_arg(parser, "--out")
     parser.set_defaults(run=run)
 
 
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
-    output_folder(out)
+    caffemodel = args.name if args.source == "caffe" else None
+    check_outputs([out], "--out", args.overwrite, reads=[caffemodel, args.prototxt, args.checkpoint])
     if args.source == "caffe" and not Path(args.name).is_file():
         raise CheckpointError(f"no such .caffemodel file: {one_line(args.name)}")
     meta: dict[str, object] = {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from sknet.cli.options import add_json_arg, add_progress_arg, add_run_args, check_run_args
+from sknet.cli.options import add_json_arg, add_progress_arg, add_run_args, checked
 from sknet.deploy.onnx_model import load_model
 from sknet.errors import ConfigError, DataError
+from sknet.train.config import CHECKS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,14 +16,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights",
         required=True,
-        help="model.safetensors, checkpoint.pt, or an exported .onnx or TorchScript file (fp32 or int8)",
+        help="model.safetensors, checkpoint.pt, or an exported .onnx, .pt2 or TorchScript file (fp32 or int8)",
     )
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument("--dataset", help="dataset (default: the one recorded in the weights)")
     parser.add_argument("--data-dir", help="data folder")
     parser.add_argument(
         "--resolution",
-        type=int,
+        type=checked(CHECKS["image_size"], "--resolution"),
         nargs="+",
         help="folder datasets: crop sizes, e.g. 224 320 (resize shorter side to size/0.875)",
     )
@@ -32,30 +33,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def check_fit(weights: str, model, dataset: str, classes: int | None, channels: int | None, size=None) -> None:
+    """DataError (exit 3) when the data's classes, channels or image side (None: not known yet) are not
+    the model's (the side: for an exported file that runs at one size only)."""
+    own = getattr(model, "num_classes", None)
+    if classes is not None and own is not None and own != classes:
+        raise DataError(f"{weights} is a {own}-class model but {dataset} has {classes} classes")
+    takes = model.data_config.in_chans
+    if channels is not None and channels != takes:
+        raise DataError(f"{weights} takes {takes}-channel images but {dataset} has {channels}-channel images")
+    fixed = getattr(model, "fixed_size", None)
+    if size is not None and fixed is not None and size != fixed:
+        raise DataError(f"{weights} was exported for {fixed}×{fixed} images but {dataset} holds {size}×{size} images")
+
+
 def run(args: argparse.Namespace) -> int:
+    from sknet.data.datasets import data_shape
     from sknet.data.pipeline import LoaderOptions, build_loader
     from sknet.evaluate import evaluate
     from sknet.train.distributed import resolve_device
 
-    check_run_args(args)
-    for size in args.resolution or []:
-        if not 8 <= size <= 4096:
-            raise ConfigError(f"--resolution must be between 8 and 4096 pixels, got {size}")
     model = load_model(args.weights, args.model)  # weights, a checkpoint or an exported .onnx (fp32 or int8)
     name, meta = model.weights_meta["model"], model.weights_meta
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise ConfigError(f"{args.weights} does not record its dataset: pass --dataset")
+    check_fit(args.weights, model, dataset, *data_shape(dataset, args.data_dir, "test"))  # before reading it
+    fixed = getattr(model, "fixed_size", None)
+    if fixed is not None and any(size != fixed for size in args.resolution or []):
+        raise ConfigError(
+            f"{args.weights} runs at {fixed}×{fixed} (its export's size): --resolution {fixed}, or export at another "
+            "size (sknet export --resolution N)"
+        )
     device = resolve_device(args.device)
     model = model.to(device)
     results = []
     for size in args.resolution or [model.data_config.input_size]:
-        # Decoded images are prepared as the model's record says (statistics, crop fraction, interpolation).
+        # Decoded images are prepared as the model's record says (channels, statistics, crop fraction,
+        # interpolation), as `sknet predict` prepares an image.
         options = LoaderOptions(args.batch_size, image_size=size, workers=args.workers, record=model.data_config)
         loader = build_loader(dataset, "test", options, device, args.data_dir)
-        classes = len(loader.info.record.classes)
-        if getattr(model, "num_classes", classes) != classes:
-            raise DataError(f"{args.weights} is a {model.num_classes}-class model but {dataset} has {classes} classes")
+        record = loader.info.record
+        check_fit(args.weights, model, dataset, len(record.classes), record.in_chans, record.input_size)
         result = evaluate(model, loader, device, progress=args.progress)
         results.append({"resolution": loader.info.record.input_size, **result})
         if not loader.info.resizable:  # images held as tensors have one size

@@ -13,8 +13,12 @@ import argparse
 from pathlib import Path
 
 from sknet.cli.int8_export import add_quantize_args, check_quantize_args, run_quantized
-from sknet.errors import ConfigError, output_folder
-from sknet.export import ExportFormat
+from sknet.cli.options import checked
+from sknet.cli.outputs import add_overwrite_arg, check_outputs
+from sknet.data.config import MAX_INPUT_SIZE
+from sknet.errors import ConfigError
+from sknet.export import MIN_OPSET, ExportFormat, check_onnx_export
+from sknet.train.check import integer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,9 +32,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
     parser.add_argument("--format", choices=[f.value for f in ExportFormat], required=True)
     parser.add_argument("--out", required=True, help="output file")
-    parser.add_argument("--resolution", type=int, help="input side used to trace (default: the model's native)")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    parser.add_argument(
+        "--resolution",
+        type=checked(integer(1, MAX_INPUT_SIZE), "--resolution"),  # what the file's record may say
+        help="input side used to trace (default: the model's native)",
+    )
+    parser.add_argument(
+        "--opset",
+        type=checked(integer(MIN_OPSET, None), "--opset"),
+        default=MIN_OPSET,
+        help=f"ONNX opset, {MIN_OPSET} up to the installed onnx package's newest (default: {MIN_OPSET})",
+    )
     parser.add_argument("--check", action="store_true", help="run the exported model and compare with PyTorch")
+    add_overwrite_arg(parser, "--out")
     add_quantize_args(parser)
     parser.set_defaults(run=run)
 
@@ -41,10 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from sknet.export import export_model
     from sknet.models import create_model
 
-    if args.resolution is not None and args.resolution < 1:
-        raise ConfigError(f"--resolution must be ≥ 1, got {args.resolution}")
-    output_folder(args.out)
     check_quantize_args(args)
+    outputs = [Path(args.out)] + ([Path(args.out + ".data")] if args.format == ExportFormat.ONNX else [])
+    data = [p for p in (args.calibration, args.data_dir) if p and Path(p).is_dir()]
+    check_outputs(outputs, "--out", args.overwrite, reads=[args.weights], folders=data)
+    if args.format == ExportFormat.ONNX:
+        check_onnx_export(args.opset)
     if args.weights:
         model = create_model(args.model, weights=args.weights).eval()
     elif args.model:

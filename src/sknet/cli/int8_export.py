@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from sknet.cli.options import checked
 from sknet.errors import ConfigError
+from sknet.train.check import integer
 
 CHECK_IMAGES = 256  # calibration images --check runs through both models
 
@@ -35,7 +37,7 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-dir", help="folder of the --calibration dataset")
     group.add_argument(
         "--calibration-size",
-        type=int,
+        type=checked(integer(1, None), "--calibration-size"),
         default=DEFAULT_CALIBRATION_SIZE,
         metavar="N",
         help=f"calibration images (default: {DEFAULT_CALIBRATION_SIZE}; a folder's are spread over its sorted "
@@ -78,8 +80,6 @@ def check_quantize_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--quantize int8 writes onnx or torchscript, not {args.format}")
     if not args.calibration:
         raise ConfigError("--quantize int8 needs --calibration DATA (a folder of images or a dataset name)")
-    if args.calibration_size < 1:
-        raise ConfigError(f"--calibration-size must be ≥ 1, got {args.calibration_size}")
     if args.format == "onnx":
         require_onnxruntime()
         args.activations = args.activations or DEFAULT_ACTIVATIONS

@@ -10,7 +10,9 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import NoReturn
 
 from sknet import __version__
@@ -97,6 +99,21 @@ def _main(argv: Sequence[str] | None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error (2, message already printed)
         return int(exit_.code or 0)
+    formatwarning = warnings.formatwarning
+    if not args.debug:  # --debug keeps Python's format: the category and the source line
+        warnings.formatwarning = partial(_warning_line, args.command)  # also in forked loader workers
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _warning_line(command: str, message, category, filename, lineno, line=None) -> str:
+    """A warning as the command's one line (Python's own format adds the category, file and source line)."""
+    return f"sknet {command}: warning: {one_line(message)}\n"
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt as stop:

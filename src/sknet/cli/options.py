@@ -1,4 +1,5 @@
-"""Argument helpers shared by subcommands: model overrides from flags."""
+"""Argument helpers shared by subcommands: numeric options checked where they are parsed, model overrides
+from flags, the options every command that runs a model over data shares."""
 
 from __future__ import annotations
 
@@ -7,6 +8,25 @@ import ast
 
 from sknet.errors import ConfigError
 from sknet.layers.branches import Aggregation
+from sknet.train.check import Check
+
+
+def checked(check: Check, option: str):
+    """An argparse type for a numeric option: the text read as the check's kind (argparse's own "invalid
+    int value: 'x'" when it is not one), then `check` (its range; numbers must be finite), so that a bad
+    value is one line naming the option, exit 2, when the command line is parsed, before anything is read.
+    The parser carries its `check` (tests/cli/test_options.py finds every numeric option by it)."""
+
+    def parse(text: str):
+        value = check.kind(text)  # ValueError: argparse says "invalid int value" (it reads __name__)
+        try:
+            return check.apply(option, value)
+        except ConfigError as err:  # "--x must be …, got …": argparse adds "argument --x: " before it
+            raise argparse.ArgumentTypeError(str(err).removeprefix(f"{option} ")) from None
+
+    parse.__name__ = check.kind.__name__
+    parse.check = check
+    return parse
 
 
 def add_model_override_args(parser: argparse.ArgumentParser) -> None:
@@ -48,14 +68,22 @@ def model_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def add_run_args(parser: argparse.ArgumentParser, batch_size: int, device: str = "auto", workers: bool = True) -> None:
-    """The options every command that runs a model over data shares, with one help text each."""
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default: {batch_size})")
+    """The options every command that runs a model over data shares, with one help text each; their values
+    pass the checks of the training options of the same names (sknet.train.config)."""
+    from sknet.train.config import CHECKS
+
+    parser.add_argument(
+        "--batch-size",
+        type=checked(CHECKS["batch_size"], "--batch-size"),
+        default=batch_size,
+        help=f"images per batch (default: {batch_size})",
+    )
     if workers:
         from sknet.data.pipeline import MAX_DEFAULT_WORKERS, default_workers
 
         parser.add_argument(
             "--workers",
-            type=int,
+            type=checked(CHECKS["workers"], "--workers"),
             default=default_workers(),
             help="processes decoding folder images (0: in this process; default: the cores available, "
             f"≤ {MAX_DEFAULT_WORKERS})",
@@ -63,14 +91,6 @@ def add_run_args(parser: argparse.ArgumentParser, batch_size: int, device: str =
     parser.add_argument(
         "--device", default=device, help=f"auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: {device})"
     )
-
-
-def check_run_args(args: argparse.Namespace) -> None:
-    """The values of add_run_args' options, checked before anything is loaded."""
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    if getattr(args, "workers", 0) < 0:
-        raise ConfigError(f"--workers must be ≥ 0, got {args.workers}")
 
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:

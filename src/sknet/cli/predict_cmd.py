@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from sknet.cli.options import add_json_arg
+from sknet.cli.options import add_json_arg, checked
 from sknet.deploy.onnx_model import load_model
-from sknet.errors import ConfigError, one_line
+from sknet.errors import one_line
 from sknet.predict import predict
+from sknet.train.check import integer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights",
         required=True,
-        help="model.safetensors written by sknet train, or an exported .onnx or TorchScript file (fp32 or int8)",
+        help="model.safetensors written by sknet train, or an exported .onnx, .pt2 or TorchScript file (fp32 or int8)",
     )
     parser.add_argument("--model", help="model name (default: the one recorded in the weights)")
-    parser.add_argument("--topk", type=int, default=5, help="classes to show per image (default: 5)")
+    parser.add_argument(
+        "--topk", type=checked(integer(1, None), "--topk"), default=5, help="classes to show per image (default: 5)"
+    )
     add_json_arg(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise ConfigError(f"--topk must be ≥ 1, got {args.topk}")
     model = load_model(args.weights, args.model)  # weights or an exported .onnx (fp32 or int8)
     results = predict(model, args.images, args.topk)
     if args.json:

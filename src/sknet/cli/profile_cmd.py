@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from sknet.cli.options import add_model_override_args, model_overrides
+from sknet.cli.options import add_model_override_args, checked, model_overrides
+from sknet.data.config import MAX_INPUT_SIZE
 from sknet.errors import ConfigError
 from sknet.paper import PAPER
 from sknet.profile import format_table, profile_model, to_json
+from sknet.train.check import integer
 
 DEFAULT_MODELS = ("resnext50", "senet50", "sknet50", "resnext101", "senet101", "sknet101")
 TABLES = {
@@ -56,7 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=tuple(TABLES),
         help="the rows of one of the paper's tables (Table 2, 5, 4 + MobileNetV2, 6 + 7), with its error rates",
     )
-    parser.add_argument("--resolution", type=int, default=None, help="input side (default: model's native)")
+    parser.add_argument(
+        "--resolution",
+        type=checked(integer(1, MAX_INPUT_SIZE), "--resolution"),
+        default=None,
+        help="input side (default: model's native)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_model_override_args(parser)
     parser.set_defaults(run=run)

@@ -9,7 +9,7 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from sknet.cli.options import add_model_override_args, model_overrides
+from sknet.cli.options import add_model_override_args, checked, model_overrides
 from sknet.data.pipeline import MAX_DEFAULT_WORKERS
 from sknet.errors import CheckpointError, ConfigError, plural
 from sknet.train.config import CHECKS, HELP, RESUME_CHANGEABLE, TrainConfig, read_config_file
@@ -22,11 +22,12 @@ NULL = object()
 NULL_WORDS = ("null", "none")
 
 
-def _or_null(kind: type):
+def _or_null(parse_value):
     def parse(text: str):
-        return NULL if text.strip().lower() in NULL_WORDS else kind(text)
+        return NULL if text.strip().lower() in NULL_WORDS else parse_value(text)
 
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value: 'x'"
+    parse.__name__ = parse_value.__name__  # argparse names the type in "invalid int value: 'x'"
+    parse.check = getattr(parse_value, "check", None)
     return parse
 
 
@@ -72,7 +73,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         elif CHECKS[f.name].choices:
             parser.add_argument(flag, dest=f.name, choices=CHECKS[f.name].choices, default=None, help=help_text)
         else:
-            parse = _or_null(kind) if CHECKS[f.name].optional else kind
+            # Numbers are checked as they are parsed (the option's own check: range, finiteness); the
+            # configuration applies the same check to the values of files.
+            parse = checked(CHECKS[f.name], flag) if kind in (int, float) else kind
+            parse = _or_null(parse) if CHECKS[f.name].optional else parse
             parser.add_argument(flag, dest=f.name, type=parse, default=None, help=help_text)
     add_model_override_args(parser)
     parser.set_defaults(run=run)
@@ -105,6 +109,11 @@ def checkpoint_of(run: Path) -> Path:
     """RUN or RUN/checkpoint.pt → the checkpoint file (checked to exist, unless RUN holds the saved
     configuration of a run that stopped before its first checkpoint: see `has_checkpoint`)."""
     path = run / "checkpoint.pt" if run.is_dir() else run
+    if path.is_file() and path.suffix == ".safetensors":  # a run's weights: what --init-weights takes
+        raise CheckpointError(
+            f"--resume takes a run folder or its checkpoint.pt; {run} holds weights only (no optimizer, schedule or "
+            f"position): start a new run from them with --init-weights {run}"
+        )
     if not has_checkpoint(path) and not (path.parent / "config.yaml").is_file():
         what = "does not exist" if not run.exists() else "holds neither a checkpoint nor a saved config.yaml"
         raise CheckpointError(f"no checkpoint to resume: {run} {what}")

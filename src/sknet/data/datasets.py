@@ -6,6 +6,7 @@ torchvision transforms. Every "data not there" case raises DataError saying how 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ FASHION_MNIST_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
+SYNTHETIC_CLASSES = 4
 # Where Debian's `dataset-fashion-mnist` package installs the files (`dpkg -L dataset-fashion-mnist`).
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FMNIST_FILES = {
@@ -46,23 +48,37 @@ class DataSpec:
     crop_padding: int  # random-crop padding of the in-memory recipe (CIFAR: 4)
     description: str
     package: str | None = None  # an optional package it needs (checked before anything is read)
+    classes: int | None = None  # a fixed number of classes (None: the data's own, an image folder's)
+    channels: int | None = None  # the images' fixed channels (None: decoded, read at the channels asked for)
 
 
+FASHION = dict(classes=len(FASHION_MNIST_CLASSES), channels=1)
 DATASETS: dict[str, DataSpec] = {
-    "fashion_mnist": DataSpec("fashion_mnist", True, 2, "Fashion-MNIST 28×28 grayscale, 10 classes"),
+    "fashion_mnist": DataSpec("fashion_mnist", True, 2, "Fashion-MNIST 28×28 grayscale, 10 classes", **FASHION),
     "fashion_mnist_multiscale": DataSpec(
-        "fashion_mnist_multiscale", True, 0, "Fashion-MNIST objects at random scales 0.75–2× on a 56×56 canvas"
+        "fashion_mnist_multiscale",
+        True,
+        0,
+        "Fashion-MNIST objects at random scales 0.75–2× on a 56×56 canvas",
+        **FASHION,
     ),
     "fashion_mnist_canvas": DataSpec(
-        "fashion_mnist_canvas", True, 0, "Fashion-MNIST objects at scale 1 in the centre of a 56×56 canvas"
+        "fashion_mnist_canvas", True, 0, "Fashion-MNIST objects at scale 1 in the centre of a 56×56 canvas", **FASHION
     ),
-    "cifar10": DataSpec("cifar10", True, 4, "CIFAR-10 32×32, torchvision format"),
-    "cifar100": DataSpec("cifar100", True, 4, "CIFAR-100 32×32, torchvision format"),
+    "cifar10": DataSpec("cifar10", True, 4, "CIFAR-10 32×32, torchvision format", classes=10, channels=3),
+    "cifar100": DataSpec("cifar100", True, 4, "CIFAR-100 32×32, torchvision format", classes=100, channels=3),
     "imagefolder": DataSpec("imagefolder", False, 0, "ImageNet-style tree: DIR/train/CLASS/*.jpg, DIR/val/..."),
     "wds": DataSpec(
         "wds", False, 0, "WebDataset tar shards: DIR/train-{000000..000127}.tar with DIR/info.json", "webdataset"
     ),
-    "synthetic": DataSpec("synthetic", True, 2, "random class-coded images, for tests and smoke runs"),
+    "synthetic": DataSpec(
+        "synthetic",
+        True,
+        2,
+        "random class-coded images, for tests and smoke runs",
+        classes=SYNTHETIC_CLASSES,
+        channels=1,
+    ),
 }
 
 
@@ -172,7 +188,12 @@ def load_cifar(name: str, root: str | Path | None, split: Split, download: bool 
 
 
 def make_synthetic(
-    split: Split, num_classes: int = 4, size: int = 16, channels: int = 1, count: int = 256, seed: int = 0
+    split: Split,
+    num_classes: int = SYNTHETIC_CLASSES,
+    size: int = 16,
+    channels: int = 1,
+    count: int = 256,
+    seed: int = 0,
 ) -> InMemoryImages:
     """Learnable toy data: each class is a fixed random pattern plus noise (deterministic in `seed`)."""
     gen = torch.Generator().manual_seed(seed)
@@ -188,6 +209,31 @@ def make_synthetic(
         (0.5,) * channels,
         (0.25,) * channels,
     )
+
+
+def data_shape(name: str, root: str | Path | None, split: str | Split) -> tuple[int | None, int | None]:
+    """(classes, channels) of `split` of dataset `name` as far as known without reading it: a named data
+    set's fixed ones, an image folder's class sub-folders (decoded images take the channels asked for);
+    None where only reading tells (shards name their classes in info.json, read with them)."""
+    spec = dataset_spec(name)
+    if name == "imagefolder" and root is not None and Path(root).is_dir():
+        from sknet.data.folder import find_split_dir
+
+        return sum(1 for entry in os.scandir(find_split_dir(root, Split(split))) if entry.is_dir()), None
+    return spec.classes, spec.channels
+
+
+def data_folders(name: str, root: str | Path | None, split: str | Split) -> list[Path]:
+    """The folders whose files `split` of dataset `name` is read from (an image folder's split, a shard
+    folder), for commands that must not write among them; none for data read from fixed files."""
+    if root is None or name not in ("imagefolder", "wds"):
+        return []
+    if name == "wds":
+        folder = Path(root) if Path(root).is_dir() else Path(root).parent
+        return [folder] if folder.is_dir() else []
+    from sknet.data.folder import find_split_dir
+
+    return [find_split_dir(root, Split(split))] if Path(root).is_dir() else []
 
 
 def build_dataset(name: str, root: str | Path | None, split: str | Split, download: bool = False):

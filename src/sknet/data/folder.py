@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, default_collate
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sknet.data.augment import repeat_order
-from sknet.data.images import open_image
+from sknet.data.images import IMAGE_EXTENSIONS, image_channels, open_image
 from sknet.data.split import Split
 from sknet.errors import DataError
 
@@ -25,7 +24,8 @@ def find_split_dir(root: str | Path | None, split: Split) -> Path:
         raise DataError("the imagefolder dataset needs --data-dir DIR (with DIR/train/CLASS/*.jpg and DIR/val/...)")
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist (expected DIR/train/CLASS/*.jpg and DIR/val/...)")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data directory {root} {what} (expected DIR/train/CLASS/*.jpg and DIR/val/...)")
     names = ("train",) if split is Split.TRAIN else _VAL_NAMES
     for name in names:
         if (root / name).is_dir():
@@ -72,7 +72,7 @@ class _Walk:
             self.seen.add(real)
             dirs.sort()
             for file in sorted(files):
-                if not file.lower().endswith(IMG_EXTENSIONS):
+                if not file.lower().endswith(IMAGE_EXTENSIONS):
                     continue
                 path = os.path.join(current, file)
                 real_file = os.path.realpath(path)
@@ -103,12 +103,53 @@ def scan_classes(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     counts = {index for _, index in samples}
     if not classes or len(counts) < len(classes):
         raise DataError(_missing_images(root, classes, counts))
+    _check_readable(root, classes, samples)
     return classes, samples
+
+
+def _check_readable(root: Path, classes: list[str], samples: list[tuple[str, int]]) -> None:
+    """DataError naming the classes of which no file is an image PIL can open (headers only: one file per
+    class where the first one opens), which would otherwise train as classes without a single image."""
+    files: dict[int, list[str]] = {}
+    for path, index in samples:
+        files.setdefault(index, []).append(path)
+    unreadable = {}
+    for index, paths in files.items():
+        reasons = []
+        for path in paths:
+            try:
+                image_channels(path)
+                break
+            except DataError as err:
+                reasons.append(str(err))
+        else:
+            unreadable[classes[index]] = (len(paths), reasons[0])
+    if unreadable:
+        shown = "; ".join(
+            f"{name!r} ({count} files, e.g. {reason})" for name, (count, reason) in list(unreadable.items())[:3]
+        )
+        raise DataError(
+            f"no readable image in {len(unreadable)} of the {len(classes)} class folders of {root}: {shown}"
+        )
+
+
+def check_same_classes(train: tuple[str, ...] | list[str], test: tuple[str, ...] | list[str], where: str) -> None:
+    """DataError naming how the test split's classes differ from the training split's (`where`: the data)."""
+    if list(train) == list(test):
+        return
+    only_train, only_test = [c for c in train if c not in test], [c for c in test if c not in train]
+    if not only_train and not only_test:
+        raise DataError(f"the test classes of {where} are those of training in another order")
+    parts = [f"only in training: {', '.join(only_train[:5])}" if only_train else "",
+             f"only in test: {', '.join(only_test[:5])}" if only_test else ""]  # fmt: skip
+    raise DataError(
+        f"the test classes of {where} differ from its training classes ({'; '.join(p for p in parts if p)})"
+    )
 
 
 def _missing_images(root: Path, classes: list[str], found: set[int]) -> str:
     """One line on what an image folder lacks: class sub-folders, or images in some of them."""
-    expected = f"expected one sub-folder per class holding images ({', '.join(IMG_EXTENSIONS[:4])}, ...)"
+    expected = f"expected one sub-folder per class holding images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)"
     if not classes:
         return f"no images in {root}: it has no class sub-folders; {expected}"
     empty = [name for index, name in enumerate(classes) if index not in found]

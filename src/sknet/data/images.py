@@ -18,10 +18,14 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sknet.errors import DataError
 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# The files read as images in folders, shards and calibration sets: torchvision's ImageFolder's, and GIF,
+# which `sknet predict` reads like any file PIL opens (its first frame).
+IMAGE_EXTENSIONS = (*IMG_EXTENSIONS, ".gif")
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -47,7 +51,11 @@ def open_image(path: str | Path | BinaryIO, mode: str = "RGB", name: str | None 
     except FileNotFoundError:
         raise DataError(f"image {label} does not exist") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {label}: {err}") from None
+        # PIL's own words name a file object by its repr ("<_io.BytesIO object at 0x…>"); the image is named
+        # by `label` already.
+        reason = "not an image format PIL reads" if isinstance(err, UnidentifiedImageError) else str(err)
+        reason = reason.replace(repr(path), "the image")
+        raise DataError(f"cannot read image {label}: {reason}") from None
 
 
 def _to_mode(img: Image.Image, mode: str, path: str | Path) -> Image.Image:

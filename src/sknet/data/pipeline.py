@@ -145,16 +145,23 @@ def _in_memory(data: InMemoryImages, opt: LoaderOptions, recipe_padding: int):
     return batches, info
 
 
+def _decoded_channels(opt: LoaderOptions) -> int:
+    """Channels decoded images are prepared with: the evaluated model's (1: grayscale, as `sknet predict`
+    prepares an image for it), else colour."""
+    return 1 if opt.record is not None and opt.record.in_chans == 1 else 3
+
+
 def _folder(root: Path, opt: LoaderOptions, pin: bool):
     from sknet.data.folder import ImageFolderDataset
 
-    mean, std = _stats(opt, 3)
+    channels = _decoded_channels(opt)
+    mean, std = _stats(opt, channels)
     # uint8 out of the workers; normalised on the device (DeviceLoader). The folder is scanned once.
-    dataset = ImageFolderDataset(root, _transform(opt, mean, std, 3), opt.bad_images)
+    dataset = ImageFolderDataset(root, _transform(opt, mean, std, channels), opt.bad_images)
     count = len(dataset) if opt.limit is None else min(opt.limit, len(dataset))
     if count < len(dataset):
         dataset.samples = dataset.samples[:count]
-    return _decoded(dataset, count, dataset.classes, 3, mean, std, opt, pin)
+    return _decoded(dataset, count, dataset.classes, channels, mean, std, opt, pin)
 
 
 def _any_dataset(source: Dataset, opt: LoaderOptions, pin: bool):
@@ -170,10 +177,11 @@ def _any_dataset(source: Dataset, opt: LoaderOptions, pin: bool):
 def _shards(shards, opt: LoaderOptions, pin: bool):
     from sknet.data.shards import ShardBatches, ShardStream
 
-    mean, std = _stats(opt, 3)
-    stream = ShardStream(shards, _transform(opt, mean, std, 3), opt.batch_size, opt.train, opt.bad_images,
+    channels = _decoded_channels(opt)
+    mean, std = _stats(opt, channels)
+    stream = ShardStream(shards, _transform(opt, mean, std, channels), opt.batch_size, opt.train, opt.bad_images,
                          opt.seed, opt.rank, opt.world_size, opt.limit)  # fmt: skip
-    info = DataInfo(_record(shards.classes, 3, opt.image_size, mean, std, *_crop(opt)), stream.total, True)
+    info = DataInfo(_record(shards.classes, channels, opt.image_size, mean, std, *_crop(opt)), stream.total, True)
     return ShardBatches(stream, opt.workers, pin), info
 
 

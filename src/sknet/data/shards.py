@@ -23,19 +23,23 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import random
+import re
+import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from sknet.data.folder import collate_skipping, unreadable
-from sknet.data.images import open_image
-from sknet.errors import ConfigError, DataError
+from sknet.data.images import IMAGE_EXTENSIONS, open_image
+from sknet.errors import ConfigError, DataError, clip, one_line
 
 INFO = "info.json"
 SHUFFLE_BUFFER = 1000  # samples held (undecoded) by each worker to shuffle within its block
-_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "pgm", "tif", "tiff")
+_IMAGE_KEYS = tuple(extension[1:] for extension in IMAGE_EXTENSIONS)  # a sample's image entry, as written
 
 
 def require_webdataset():
@@ -63,7 +67,8 @@ class ShardSet:
 def find_shards(data_dir: str | Path | None, split: str) -> ShardSet:
     """The shards of `split` ("train" or "test"): `data_dir` is a folder holding info.json and the shards,
     or a brace pattern of the training shards ('DIR/train-{000000..000127}.tar'; evaluation then reads
-    the "val" shards listed in DIR/info.json)."""
+    the "val" shards listed in DIR/info.json). Every listed shard is checked before anything is trained
+    (:func:`scan_shard`): DataError, one line naming the shard and the problem."""
     if data_dir is None:
         raise DataError("the wds dataset needs --data-dir: a folder of shards, or a pattern 'DIR/train-{0..9}.tar'")
     text = str(data_dir)
@@ -74,11 +79,7 @@ def find_shards(data_dir: str | Path | None, split: str) -> ShardSet:
             f"no {INFO} in {folder}: it names the classes and counts each shard's samples (`sknet shards` writes "
             'it; for other shards write {"classes": [...], "splits": {"train": {"NAME.tar": COUNT}, "val": {...}}})'
         )
-    try:
-        info = json.loads(info_path.read_text())
-        classes, splits = tuple(info["classes"]), info["splits"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{info_path} is not a shard index ({err})") from None
+    classes, splits = read_index(info_path)
     name = "train" if split == "train" else next((s for s in ("val", "validation", "test") if s in splits), "val")
     listed = splits.get(name)
     if not listed:
@@ -96,7 +97,104 @@ def find_shards(data_dir: str | Path | None, split: str) -> ShardSet:
     absent = [n for n in listed if not (folder / n).is_file()]
     if absent:
         raise DataError(f"{len(absent)} shard(s) listed in {info_path} do not exist: {', '.join(absent[:3])}")
-    return ShardSet(tuple(str(folder / n) for n in listed), tuple(int(c) for c in listed.values()), classes)
+    for (shard, count), found in zip(
+        listed.items(), scan_shards([folder / n for n in listed], len(classes)), strict=True
+    ):
+        if found != count:
+            raise DataError(f"shard {folder / shard} holds {found} samples; {info_path} says {count}")
+    return ShardSet(tuple(str(folder / n) for n in listed), tuple(listed.values()), classes)
+
+
+def read_index(info_path: Path) -> tuple[tuple[str, ...], dict[str, dict[str, int]]]:
+    """(class names, {split: {shard file name: samples}}) of an info.json; DataError for anything else."""
+    try:
+        info = json.loads(info_path.read_bytes())
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(f"{info_path} is not a shard index: not JSON ({clip(err)})") from None
+    classes = info.get("classes") if isinstance(info, dict) else None
+    splits = info.get("splits") if isinstance(info, dict) else None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f'{info_path} is not a shard index: "classes" must be a list of class names')
+    if not isinstance(splits, dict) or not all(
+        isinstance(shards, dict)
+        and all(_shard_name(n) and isinstance(c, int) and not isinstance(c, bool) and c >= 0 for n, c in shards.items())
+        for shards in splits.values()
+    ):
+        raise DataError(
+            f'{info_path} is not a shard index: "splits" must map each split to {{"SHARD.tar": samples, ...}} '
+            "(shard files beside it)"
+        )
+    return tuple(classes), splits
+
+
+def _shard_name(name: object) -> bool:
+    """A file name beside info.json: no folder, no way out of it."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def sample_key(name: str) -> tuple[str | None, str]:
+    """(sample key, entry suffix) of a file name in a shard, as webdataset groups them: the key is the path
+    up to the first dot of the file's name; None for entries it skips (metadata, names without a dot)."""
+    from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
+
+    metadata = "/" not in name and name.startswith(meta_prefix) and name.endswith(meta_suffix)
+    if metadata or re.match(r"__[^/]*__($|/)", name):  # tar_file_iterator's skip_meta
+        return None, ""
+    key, suffix = base_plus_ext(name)
+    return key, (suffix or "").lower()
+
+
+SCAN_IN_PARALLEL = 16  # shards above which the scan runs in processes (Python's tarfile: ~0.1 s per 1000 samples)
+
+
+def scan_shards(paths: list[Path], classes: int) -> list[int]:
+    """:func:`scan_shard` of each path, in one process per core when there are many (DataError as its)."""
+    if len(paths) <= SCAN_IN_PARALLEL:
+        return [scan_shard(path, classes) for path in paths]
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with ProcessPoolExecutor(max_workers=min(cores, len(paths))) as pool:
+        return list(pool.map(scan_shard, paths, [classes] * len(paths), chunksize=4))
+
+
+def scan_shard(path: Path, classes: int) -> int:
+    """The number of samples in the shard at `path`, read as the stream reads it (tar headers, the ``cls``
+    entries; the images are not read): DataError naming the shard when it is not a tar file, is cut short,
+    or holds a sample whose class is not an integer 0 … `classes` − 1."""
+    samples, key, labelled = 0, None, True
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                entry, suffix = sample_key(member.name) if member.isreg() else (None, "")
+                if entry is None:
+                    continue
+                if entry != key:
+                    _labelled(labelled, path, key)
+                    samples, key, labelled = samples + 1, entry, False
+                if suffix == "cls":
+                    label(tar.extractfile(member).read(), classes, f"{path}:{entry}")
+                    labelled = True
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise DataError(f"shard {path} cannot be read (damaged or cut short?): {clip(err)}") from None
+    _labelled(labelled, path, key)
+    return samples
+
+
+def _labelled(labelled: bool, path: Path, key: str | None) -> None:
+    if not labelled:
+        raise DataError(f"sample {one_line(path)}:{one_line(key)} has no cls entry (its class index)")
+
+
+def label(value: bytes, classes: int, sample: str) -> int:
+    """A sample's ``cls`` entry as its class index; DataError unless an integer 0 … `classes` − 1."""
+    try:
+        index = int(value.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise DataError(f"sample {one_line(sample)}: its class {clip(value[:20])} is not an integer") from None
+    if not 0 <= index < classes:
+        raise DataError(f"sample {one_line(sample)}: class {index} is outside the {classes} classes of its info.json")
+    return index
 
 
 def rank_range(total: int, rank: int, world_size: int, pad: bool) -> tuple[int, int]:
@@ -173,23 +271,33 @@ class ShardStream(torch.utils.data.IterableDataset):
                 index += 1
             url = self.shards.urls[order[index]]
             take = min(stop - position, counts[order[index]] - offset)
-            for k, sample in enumerate(tarfile_samples([{"url": url}])):
-                if k >= offset + take:
-                    break
-                if k >= offset:
-                    yield sample
+            read = 0
+            try:
+                for read, sample in enumerate(tarfile_samples([{"url": url}]), start=1):
+                    if read > offset:
+                        yield sample
+                    if read == offset + take:
+                        break
+            except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as err:  # changed since checked
+                reason = clip(err.args[0] if err.args else type(err).__name__)
+                raise DataError(f"shard {url} cannot be read (damaged or cut short?): {reason}") from None
+            if read < offset + take:
+                raise DataError(f"shard {url} ended after {read} samples; its info.json counts {counts[order[index]]}")
             position += take
 
     def _decode(self, sample: dict):
         name = f"{sample.get('__url__', '')}:{sample['__key__']}"
         data = next((sample[k] for k in _IMAGE_KEYS if k in sample), None)
-        if data is None or "cls" not in sample:
-            return unreadable(f"sample {name} has no image or no cls entry", self.on_error)
+        if "cls" not in sample:  # no class: the data set is inconsistent, not one image unreadable
+            raise DataError(f"sample {one_line(name)} has no cls entry (its class index)")
+        target = label(sample["cls"], len(self.shards.classes), name)
+        if data is None:
+            return unreadable(f"sample {name} has no image", self.on_error)
         try:
             image = open_image(io.BytesIO(data), "RGB", name=name)
         except DataError as err:
             return unreadable(str(err), self.on_error)
-        return self.transform(image), int(sample["cls"])
+        return self.transform(image), target
 
     def _block(self, blocks: list[tuple[int, int]], index: int):
         """The undecoded samples of a worker block, in their (seeded) shuffled order."""
@@ -249,33 +357,48 @@ class ShardBatches:
         return iter(self.loader)
 
 
-def write_shards(root: str | Path, out: str | Path, shard_size: int = 1000, seed: int = 0) -> dict:
-    """Shards of the image folder `root` (DIR/train/CLASS/*, and DIR/val/... if present) in `out`:
-    train-000000.tar, …, val-000000.tar, … of `shard_size` samples (the training samples in a random order
-    of `seed`, so that each shard mixes the classes) and info.json. The image files' bytes are stored as
-    they are (nothing is decoded: unreadable ones are skipped when read, as in folders). Returns info."""
-    from sknet.data.folder import find_split_dir, scan_classes
+def shard_files(out: str | Path) -> list[Path]:
+    """The files of shards written to the folder `out` before (info.json, train-*.tar, val-*.tar)."""
+    out = Path(out)
+    return [p for p in [out / INFO, *sorted(out.glob("train-*.tar")), *sorted(out.glob("val-*.tar"))] if p.exists()]
+
+
+def split_folders(root: str | Path) -> dict[str, Path]:
+    """The folders `sknet shards` reads: {"train": DIR/train, "val": DIR/val (or validation, test) if there}."""
+    from sknet.data.folder import find_split_dir
     from sknet.data.split import Split
 
-    wds = require_webdataset()
-    if shard_size < 1:
-        raise ConfigError(f"--shard-size must be ≥ 1, got {shard_size}")
-    root, out = Path(root), Path(out)
-    if (out / INFO).exists():
-        raise ConfigError(f"{out} already holds shards ({INFO}); choose another output folder")
+    root = Path(root)
     train = find_split_dir(root, Split.TRAIN)
     if train == root:
         raise DataError(f"{root} has no train/ folder: expected DIR/train/CLASS/*.jpg (and DIR/val/...)")
     val = find_split_dir(root, Split.TEST)
-    info: dict = {"classes": None, "splits": {}}
+    return {"train": train, **({"val": val} if val != root else {})}
+
+
+def write_shards(
+    root: str | Path, out: str | Path, shard_size: int = 1000, seed: int = 0, overwrite: bool = False
+) -> dict:
+    """Shards of the image folder `root` (DIR/train/CLASS/*, and DIR/val/... if present) in `out`:
+    train-000000.tar, …, val-000000.tar, … of `shard_size` samples (the training samples in a random order
+    of `seed`, so that each shard mixes the classes) and info.json. The image files' bytes are stored as
+    they are (nothing is decoded: unreadable ones are skipped when read, as in folders). Returns info.
+    Shards already in `out` are refused (ConfigError) unless `overwrite`."""
+    from sknet.data.folder import check_same_classes, scan_classes
+
+    wds = require_webdataset()
+    if shard_size < 1:
+        raise ConfigError(f"--shard-size must be ≥ 1, got {shard_size}")
+    out = Path(out)
+    if shard_files(out) and not overwrite:
+        raise ConfigError(f"{out} already holds shards ({shard_files(out)[0].name}); choose another output folder")
+    scanned = {name: scan_classes(folder) for name, folder in split_folders(root).items()}  # all before writing
+    classes = scanned["train"][0]
+    if "val" in scanned:
+        check_same_classes(classes, scanned["val"][0], str(root))
+    info: dict = {"classes": classes, "splits": {}}
     out.mkdir(parents=True, exist_ok=True)
-    for name, folder in (("train", train), ("val", val if val != root else None)):
-        if folder is None:
-            continue
-        classes, samples = scan_classes(folder)
-        if info["classes"] not in (None, classes):
-            raise DataError(f"the classes of {folder} differ from those of {train}")
-        info["classes"] = classes
+    for name, (_, samples) in scanned.items():
         if name == "train":
             random.Random(seed).shuffle(samples)
         info["splits"][name] = _write_split(wds, samples, out, name, shard_size)

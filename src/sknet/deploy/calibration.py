@@ -66,13 +66,11 @@ def _tensor_images(data, name: str, record: DataConfig, count: int) -> tuple[np.
 
 
 def _folder_images(folder: Path, record: DataConfig, count: int) -> tuple[np.ndarray, str]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS
+    from sknet.data.images import IMAGE_EXTENSIONS, image_channels, open_image
 
-    from sknet.data.images import image_channels, open_image
-
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMG_EXTENSIONS))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise DataError(f"--calibration {one_line(folder)} holds no images ({', '.join(IMG_EXTENSIONS[:4])}, ...)")
+        raise DataError(f"--calibration {one_line(folder)} holds no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
     if len(files) > count:  # evenly spaced over the sorted list: every class folder of a tree contributes
         files = [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]
     mode = "L" if record.in_chans == 1 else "RGB"

@@ -1,6 +1,7 @@
-"""What an exported file run as a model shares, ONNX (:mod:`sknet.deploy.onnx_model`) or TorchScript
-(:mod:`sknet.deploy.scripted`): the records it carries, and the interface of a model from
-:func:`sknet.create_model` built on them (``data_config``, ``weights_meta``, ``precision``)."""
+"""What an exported file run as a model shares, ONNX (:mod:`sknet.deploy.onnx_model`), TorchScript
+(:mod:`sknet.deploy.scripted`) or a torch.export program (:mod:`sknet.deploy.program`): the records it
+carries, and the interface of a model from :func:`sknet.create_model` built on them (``data_config``,
+``weights_meta``, ``precision``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from sknet.errors import CheckpointError, one_line
 
 
 class ExportedModel(nn.Module):
-    """What an exported file run as a model shares, ONNX or TorchScript: its records, read by
+    """What an exported file run as a model shares, ONNX, TorchScript or torch.export: its records, read by
     :meth:`read_records` from the two JSON texts the file carries (``sknet``: the preprocessing record,
-    required; ``quantization``: present in int8 files)."""
+    required; ``quantization``: present in int8 files). `fixed_size`: the input side the file runs at, where
+    it checks it (ONNX graphs with static sizes, torch.export programs), else None (a TorchScript trace)."""
+
+    fixed_size: int | None = None
 
     def read_records(self, path: Path, meta_text: str | None, quantization_text: str | None) -> None:
         """Set ``data_config``, ``weights_meta``, ``quantization``, ``in_chans`` and ``path``; CheckpointError

@@ -44,9 +44,12 @@ class OnnxModel(ExportedModel):
             raise CheckpointError(f"{one_line(path)} is not a model ONNX Runtime can load: {one_line(err)}") from None
         props = self.session.get_modelmeta().custom_metadata_map
         self.read_records(path, props.get("sknet"), props.get("quantization"))
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        side = graph_input.shape[-1] if len(graph_input.shape) == 4 else None
+        self.fixed_size = side if isinstance(side, int) else None
         classes = self.session.get_outputs()[0].shape[1]
-        self.num_classes = classes if isinstance(classes, int) else len(self.data_config.classes or ())
+        self.num_classes = classes if isinstance(classes, int) else len(self.data_config.classes or ()) or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = x.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -56,12 +59,20 @@ class OnnxModel(ExportedModel):
 
 def load_model(path: str | Path, name: str | None = None) -> nn.Module:
     """What ``sknet eval`` / ``sknet predict`` run: an :class:`OnnxModel` for a ``.onnx`` file, a
-    :class:`~sknet.deploy.scripted.ScriptedModel` for a TorchScript export (fp32 or int8), else
-    ``sknet.create_model(name, weights=path)`` (weights or a checkpoint), in eval mode. ConfigError for a
-    model name given with an exported file (the file records its own)."""
+    :class:`~sknet.deploy.scripted.ScriptedModel` for a TorchScript export (fp32 or int8), a
+    :class:`~sknet.deploy.program.ProgramModel` for a torch.export program (``.pt2``, or an archive of one),
+    else ``sknet.create_model(name, weights=path)`` (weights or a checkpoint), in eval mode. ConfigError for
+    a model name given with an exported file (the file records its own)."""
+    from sknet.deploy.program import ProgramModel, is_program
     from sknet.deploy.scripted import ScriptedModel, is_torchscript
 
-    exported = OnnxModel if is_onnx(path) else ScriptedModel if is_torchscript(path) else None
+    exported = None
+    if is_onnx(path):
+        exported = OnnxModel
+    elif is_torchscript(path):
+        exported = ScriptedModel
+    elif is_program(path) or str(path).lower().endswith(".pt2"):
+        exported = ProgramModel
     if exported is not None:
         if name:
             raise ConfigError(f"--model does not apply to the exported file {one_line(path)}: it is one model already")

@@ -25,6 +25,7 @@ from torch import nn
 from sknet.data.config import DataConfig
 from sknet.enums import TextEnum
 from sknet.errors import ConfigError
+from sknet.export import MIN_OPSET
 from sknet.layers.selective_kernel import Fuse, SelectAttention, SKConv2d
 
 # The op types given integer kernels. Everything else stays float between a DequantizeLinear and the next
@@ -156,7 +157,7 @@ def quantize_export(
     calibration: str,
     method: str | CalibrationMethod = CalibrationMethod.MINMAX,
     record: DataConfig | None = None,
-    opset: int = 18,
+    opset: int = MIN_OPSET,
     op_types: tuple[str, ...] | None = QUANTIZED_OP_TYPES,
     activations: str = DEFAULT_ACTIVATIONS,
     weight_bits: int = DEFAULT_WEIGHT_BITS,
@@ -172,10 +173,11 @@ def quantize_export(
     for CPUs whose int8 products do not saturate; see :data:`WEIGHT_CODE_LIMITS`).
 
     Raises ConfigError without onnxruntime/onnx/onnxscript, for an activation type or weight width not offered,
-    or for a non-square image size."""
-    from sknet.export import export_model
+    an opset the installed onnx does not have, or a non-square image size."""
+    from sknet.export import check_onnx_export, export_model
 
     quantization = require_onnxruntime()
+    check_onnx_export(opset)
     import onnx
     import onnxruntime
 

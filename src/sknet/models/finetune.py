@@ -17,7 +17,6 @@ import torch
 
 FIRST_CONV = "stem.conv.conv"  # every family's stem starts with a ConvBNAct named stem.conv
 CLASSIFIER = "fc"
-BATCH_COUNT = "num_batches_tracked"
 
 log = logging.getLogger("sknet")
 
@@ -61,12 +60,6 @@ def fit_state(
     else that differs is left for the strict load to report."""
     state = dict(state)
     notes = []
-    # A BatchNorm's batch count is bookkeeping, not a weight: a frozen norm (torchvision's FrozenBatchNorm2d)
-    # has none, and weights of frozen norms lack it where a BatchNorm wants one (it starts at 0 then).
-    for key in [k for k in state if k.endswith(BATCH_COUNT) and k not in own]:
-        del state[key]
-    for key in [k for k in own if k.endswith(BATCH_COUNT) and k not in state]:
-        state[key] = torch.zeros_like(own[key], device="cpu")
     conv = f"{FIRST_CONV}.weight"
     if chans and conv in state and conv in own:
         have, want = state[conv].shape, own[conv].shape

@@ -39,7 +39,7 @@ class Check:
         else:
             text = {
                 int: "an integer",
-                float: "a number",
+                float: "a finite number",
                 bool: "true or false",
                 str: "text",
                 dict: "a mapping of names to values",

@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
     import tomli as tomllib
 
-from sknet.errors import ConfigError
+from sknet.errors import ConfigError, clip, one_line
 
 
 class _YAMLLoader(yaml.SafeLoader):
@@ -34,17 +34,35 @@ _YAMLLoader.add_implicit_resolver(
 )
 
 
+def _reason(err: Exception) -> str:
+    """A parser's error on one line: YAML's as its problem and where (its own text spans lines)."""
+    mark = getattr(err, "problem_mark", None)
+    if isinstance(err, yaml.MarkedYAMLError) and mark is not None:
+        return clip(f"{err.problem or err.context} (line {mark.line + 1}, column {mark.column + 1})")
+    return clip(err)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML or TOML file (TOML by the suffix .toml). ConfigError, one line naming the file,
+    for anything else: a folder, a file that is not UTF-8 text, text that does not parse, or a value other
+    than a mapping with text keys."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {one_line(path)} is a folder: give a YAML (.yaml, .yml) or TOML (.toml) file")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+        raise ConfigError(f"config file {one_line(path)} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {one_line(path)} is not text (YAML or TOML, UTF-8)") from None
     try:
         values = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, Loader=_YAMLLoader)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot parse {path}: {err}") from None
+    # YAML's constructors raise ValueError and others for values they cannot build (a date such as
+    # 2020-13-45), and deeply nested text exhausts the recursion limit.
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as err:
+        raise ConfigError(f"cannot parse {one_line(path)}: {_reason(err)}") from None
     if values is None:
         return {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a mapping of option names to values")
+    if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+        raise ConfigError(f"{one_line(path)} must hold a mapping of option names to values")
     return values

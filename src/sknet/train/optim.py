@@ -62,3 +62,24 @@ class LRFactor:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(config, steps_per_epoch))
+
+
+def continue_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, saved: dict) -> tuple[float, float] | None:
+    """Load a checkpoint's schedule state into `scheduler`: where the run stands (its step), not the shape
+    of its schedule, which is the configuration's (LambdaLR would restore the LRFactor saved with it, so a
+    run resumed with more --epochs went on at the old schedule's end: at lr 0 for a cosine). A resumed run
+    therefore continues on the schedule of its current configuration: step and constant schedules do not
+    depend on the length; a cosine is laid over the new number of epochs from the run's start, warmup
+    unchanged. Returns (saved lr, lr now) of the first group when the configuration changed the lr at this
+    step, else None (the lrs are then left exactly as saved: an unchanged resume stays bit-exact)."""
+    factor = scheduler.lr_lambdas[0]
+    saved_factor = (saved.get("lr_lambdas") or [None])[0]
+    scheduler.load_state_dict({**saved, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+    if saved_factor == vars(factor):
+        return None
+    groups = scheduler.optimizer.param_groups
+    before = groups[0]["lr"]
+    for group, base, lmbda in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * lmbda(scheduler.last_epoch)  # as LambdaLR.get_lr computes it
+    scheduler._last_lr = [group["lr"] for group in groups]
+    return (before, groups[0]["lr"]) if groups[0]["lr"] != before else None

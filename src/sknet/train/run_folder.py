@@ -43,10 +43,33 @@ def holds_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_FILES)
 
 
-def check_output(folder: Path, resuming_here: bool, overwrite: bool) -> None:
-    """Refuse (before any work) to start a new run in a folder that holds one, unless asked to replace it."""
+def is_run_file(path: Path) -> bool:
+    """Whether `path` names one of a training run's own files (its config, checkpoints and their checksums,
+    weights, logs, lock) in a folder that holds a run: no other command writes there (sknet.cli.outputs)."""
+    name = path.name.removesuffix(".sha256")
+    return (name in RUN_FILES or path.name == LOCK_NAME) and holds_run(path.parent)
+
+
+def check_output(folder: Path, resuming_here: bool, overwrite: bool, config=None, own_data: bool = False) -> None:
+    """Refuse (before any work) to start a new run in a folder that holds one, unless asked to replace it;
+    in any case, to write a run among the data `config` reads (unless the caller gives its `own_data`), or
+    to move aside with `overwrite` the ``config.init_weights`` it starts from."""
+    from sknet.data.datasets import data_folders
+
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"output {folder} exists and is not a folder")
+    dataset, data_dir = (config.dataset, config.data_dir) if config is not None and not own_data else ("", None)
+    data = [f for split in ("train", "test") for f in data_folders(dataset, data_dir, split)]
+    init_weights = getattr(config, "init_weights", None)
+    inside = next((d for d in data if folder.resolve().is_relative_to(d.resolve())), None)
+    if inside is not None:
+        raise ConfigError(f"output {folder} is inside {inside}, the data this run reads; choose another --output")
+    moved = overwrite and not resuming_here and holds_run(folder)
+    if moved and init_weights and Path(init_weights).resolve().is_relative_to(folder.resolve()):
+        raise ConfigError(
+            f"--init-weights {init_weights} is inside {folder}, which --overwrite moves aside before the run reads "
+            f"it: give its new place (copy it out first) or choose another --output"
+        )
     if resuming_here or overwrite or not holds_run(folder):
         return
     raise ConfigError(

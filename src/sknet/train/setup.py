@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sknet.data.device import DeviceLoader
+from sknet.data.folder import check_same_classes
 from sknet.data.loader import InMemoryImages
 from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
 from sknet.errors import ConfigError
@@ -21,7 +22,6 @@ from sknet.models import create_model, model_info
 from sknet.models.registry import DATA_OPTIONS, settle_fixed
 from sknet.train.config import CUDA_GRAPH_MODES, TrainConfig
 from sknet.train.distributed import DistInfo
-from sknet.train.state import read_training_checkpoint
 from sknet.weights import read_metadata
 
 
@@ -105,8 +105,9 @@ def build_loaders(
             f"{images} training images: not one full batch to train on; use --batch-size ≤ "
             f"{max(images // dist.world_size, 1)}"
         )
-    if test_loader.info.record.classes != train_loader.info.record.classes:
-        raise ConfigError(f"the test classes of {config.dataset} differ from its training classes")
+    check_same_classes(
+        train_loader.info.record.classes, test_loader.info.record.classes, config.data_dir or config.dataset
+    )
     return train_loader, test_loader
 
 
@@ -129,18 +130,15 @@ def build_model(config: TrainConfig, data: DataInfo, dist: DistInfo) -> tuple[nn
     return model, {k: v for k, v in options.items() if k not in DATA_OPTIONS}
 
 
-def starting_point(
-    config: TrainConfig, resume: Path | None
-) -> tuple[dict[str, Any] | None, TrainConfig, dict[str, Any] | None]:
-    """(the checkpoint to resume, the configuration to build the model from, where its starting weights
-    came from). A resumed run's weights come from its checkpoint: ``init_weights`` is not read again and
-    the record is the checkpoint's. A new run's record: the file (path, SHA-256) and what it recorded of
+def starting_point(config: TrainConfig, resume: Path | None) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """(the configuration to build the model from, where its starting weights came from). A resumed run's
+    weights and record come from its checkpoint, read once by :func:`sknet.train.state.resume_from`:
+    ``init_weights`` is not read again. A new run's record: the file (path, SHA-256) and what it recorded of
     its own training (model, dataset, classes, source)."""
     if resume is not None:
-        state = read_training_checkpoint(resume)
-        return state, dataclasses.replace(config, init_weights=None), state["meta"].get("init_weights")
+        return dataclasses.replace(config, init_weights=None), None
     if not config.init_weights:
-        return None, config, None
+        return config, None
     path = Path(config.init_weights)
     recorded = read_metadata(path)
     record = {
@@ -148,7 +146,7 @@ def starting_point(
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         **{key: recorded[key] for key in ("model", "dataset", "num_classes", "source") if key in recorded},
     }
-    return None, config, record
+    return config, record
 
 
 def weights_metadata(
@@ -156,7 +154,7 @@ def weights_metadata(
 ) -> dict[str, Any]:
     """What `create_model(weights=)`, `sknet eval`, `sknet predict` and the exports read back: the model,
     its options, the training data set, the input record (the data's :class:`~sknet.data.config.DataConfig`), and where
-    the starting weights came from (`init_record`, see :func:`init_weights_record`)."""
+    the starting weights came from (`init_record`, see :func:`starting_point`)."""
     record = data.record
     return {
         "model": config.model,

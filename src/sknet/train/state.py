@@ -8,6 +8,7 @@ statistics, and resuming evaluates it first). Resuming therefore repeats no batc
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -199,19 +200,29 @@ def check_world_size(saved: int, parts, source: str) -> None:
 
 
 def restore(state: dict[str, Any], source: str, parts, model_name: str, rank: int) -> RunProgress:
-    """Load a checkpoint dictionary into `parts`; set this rank's RNG; return where the run stands."""
+    """Load a checkpoint dictionary into `parts`; set this rank's RNG; return where the run stands. The
+    schedule is the configuration's (see continue_schedule), said in one line when that changes the lr."""
+    from sknet.train.optim import continue_schedule
     from sknet.weights import load_state_into
 
     check_world_size(len(state["rng"]), parts, source)
     load_state_into(parts.model, state["model"], source, model_name, state.get("meta", {}).get("model"))
     try:
         parts.optimizer.load_state_dict(state["optimizer"])
-        parts.scheduler.load_state_dict(state["scheduler"])
+        changed = continue_schedule(parts.scheduler, state["scheduler"])
         if parts.scaler is not None and state.get("scaler"):
             parts.scaler.load_state_dict(state["scaler"])
     except Exception as err:  # a changed configuration, or damage: torch raises many types here
         raise CheckpointError(f"{source}: optimizer state does not fit this configuration: {one_line(err)}") from None
+    if changed is not None and rank == 0:
+        config = parts.config
+        logging.getLogger("sknet").info(
+            f"the learning-rate schedule follows the configuration ({config.schedule.value}, {config.epochs} epochs): "
+            f"at step {parts.scheduler.last_epoch} the learning rate goes from {changed[0]:.4g} (the checkpoint's "
+            f"schedule) to {changed[1]:.4g}"
+        )
     parts.recipe.load_state_dict(state.get("recipe"), source)
+    parts.init_record = state["meta"].get("init_weights")  # where the run's first weights came from
     rngs = state["rng"]
     try:
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])

@@ -48,7 +48,7 @@ class Trainer:
         resume = Path(resume) if resume is not None else None
         resuming_here = resume is not None and resume.parent.resolve() == self.out.resolve()
         check_config(config, resume)  # everything cheap is checked before any data is read
-        check_output(self.out, resuming_here, overwrite)
+        check_output(self.out, resuming_here, overwrite, config, own_data=datasets is not None)
         self.dist = dist_info or init_distributed(config.device)
         self.device = self.dist.device
         check_device(config, self.device)
@@ -68,7 +68,7 @@ class Trainer:
         config = self.config
         configure_torch(config, self.device, self.dist)
         seed_all(config.seed)  # identical initial weights on every rank
-        _, start, self.init_record = setup.starting_point(config, resume)  # a checkpoint or init_weights
+        start, self.init_record = setup.starting_point(config, resume)  # init_weights (a resume: its checkpoint)
         self.train_loader, self.val_loader = build_loaders(config, self.dist, datasets)
         self.data = self.train_loader.info
         self.skips = SkippedImages(self.dist, self.train_loader, self.val_loader)  # a collective to build
