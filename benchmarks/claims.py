@@ -232,6 +232,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-steps", type=int, help="stop each run after this many steps (a partial study; rerun to finish)"
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from the runs finished so far; train nothing"
+    )
     args = parser.parse_args(argv)
     args.report = args.report or str(Path(args.out) / "report")
     return args
@@ -878,6 +881,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StudyError as err:
         print(f"claims.py: error: {err}", file=sys.stderr)
         return 2
+    if args.report_only:
+        write_report(args, study_wall(Path(args.out)))
+        return 0
     started = time.perf_counter()
     scheduler = Scheduler(tasks, args.jobs, args.threads)
     previous = {sig: signal.signal(sig, scheduler.stop) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -109,6 +109,9 @@ def test_the_study_end_to_end_with_resume(claims, tmp_path, capsys, monkeypatch)
     log = capsys.readouterr().out
     assert "6 tasks: 6 finished already, 0 to do" in log and "start" not in log
     assert mtimes(out) == before
+    table = (out / "report" / "results.md").read_text()
+    assert claims.main(tiny(out, "--report-only", "--report", str(tmp_path / "again-report"))) == 0
+    assert (tmp_path / "again-report" / "results.md").read_text() == table and "start" not in capsys.readouterr().out
 
     # A lost run alone is trained again; the other runs are kept.
     lost = out / "synthetic" / "resnext" / "seed1"
