@@ -40,3 +40,18 @@ def test_centred_canvas_keeps_the_object_unscaled_in_the_middle():
 def test_a_scale_range_that_does_not_fit_is_refused():
     with pytest.raises(ValueError, match="does not fit"):
         make_multiscale(white_squares(2), canvas=40, scale_range=(1.0, 2.0))
+
+
+def test_objects_of_another_size_at_scale_1():
+    """The half-size data: 28-pixel images drawn as 14-pixel objects at scale 1, 10–28 pixels on 28×28."""
+    data = make_multiscale(white_squares(), canvas=28, scale_range=(0.75, 2.0), seed=3, object_size=14)
+    heights, widths, top, left = boxes(data.images)
+    assert data.images.shape == (64, 1, 28, 28) and torch.equal(heights, widths)
+    assert heights.min() >= 10 and heights.max() <= 28 and len(heights.unique()) > 8
+    assert (top + heights).max() <= 28 and (left + widths).max() <= 28
+    centred = centered_canvas(white_squares(4), canvas=28, object_size=14, stats=((0.1,), (0.2,)))
+    heights, widths, top, left = boxes(centred.images)
+    assert heights.tolist() == widths.tolist() == [14] * 4 and top.tolist() == left.tolist() == [7] * 4
+    assert centred.mean == (0.1,) and centred.std == (0.2,)
+    with pytest.raises(ValueError, match="does not fit"):
+        make_multiscale(white_squares(2), canvas=24, object_size=14)

@@ -138,3 +138,19 @@ def test_profile_tables(capsys):
     out = capsys.readouterr().out
     assert "sknet29" in out and "28,256,394" in out and "145.66M" in out and "sknet50_k3k5k7" in out
     assert main(["profile", "--table", "cifar", "sknet50"]) == 2
+
+
+def test_compact_twins_senet_tiny_and_widths():
+    """senet_tiny is resnext_tiny with SE on each unit's output; `widths` changes only the middles."""
+    plain, se = sknet.create_model("resnext_tiny"), sknet.create_model("senet_tiny")
+    extra = sum(p.numel() for n, p in se.named_parameters() if ".se." in n)
+    assert meta_params("senet_tiny") == meta_params("resnext_tiny") + extra == 147_694
+    assert len([m for m in se.modules() if type(m).__name__ == "SqueezeExcite"]) == 3
+    assert se(torch.randn(2, 1, 28, 28)).shape == plain(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert meta_params("resnext_tiny", widths=(32, 64, 128)) == meta_params("resnext_tiny") == 136_466
+    wide = sknet.create_model("resnext_tiny", widths=[32, 64, 176])  # a list, as read back from a config file
+    assert [b.conv2.conv.out_channels for b in (wide.layer1[0], wide.layer2[0], wide.layer3[0])] == [32, 64, 176]
+    assert meta_params("sknet_tiny", widths=(32, 64, 128)) == meta_params("sknet_tiny") == 171_954
+    for bad in ((32, 64), "32,64,176", (32, 0, 128)):
+        with pytest.raises(sknet.ConfigError, match="widths"):
+            sknet.create_model("resnext_tiny", widths=bad)

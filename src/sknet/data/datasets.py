@@ -65,6 +65,20 @@ DATASETS: dict[str, DataSpec] = {
     "fashion_mnist_canvas": DataSpec(
         "fashion_mnist_canvas", True, 0, "Fashion-MNIST objects at scale 1 in the centre of a 56×56 canvas", **FASHION
     ),
+    "fashion_mnist_multiscale_half": DataSpec(
+        "fashion_mnist_multiscale_half",
+        True,
+        0,
+        "the same at half size: objects of 14 pixels at 0.75–2× on a 28×28 canvas",
+        **FASHION,
+    ),
+    "fashion_mnist_canvas_half": DataSpec(
+        "fashion_mnist_canvas_half",
+        True,
+        0,
+        "Fashion-MNIST objects of 14 pixels in the centre of a 28×28 canvas",
+        **FASHION,
+    ),
     "cifar10": DataSpec("cifar10", True, 4, "CIFAR-10 32×32, torchvision format", classes=10, channels=3),
     "cifar100": DataSpec("cifar100", True, 4, "CIFAR-100 32×32, torchvision format", classes=100, channels=3),
     "imagefolder": DataSpec("imagefolder", False, 0, "ImageNet-style tree: DIR/train/CLASS/*.jpg, DIR/val/..."),
@@ -251,6 +265,21 @@ def build_dataset(name: str, root: str | Path | None, split: str | Split, downlo
         from sknet.data.multiscale import centered_canvas
 
         return centered_canvas(load_fashion_mnist(root, split, download))
+    if name in ("fashion_mnist_multiscale_half", "fashion_mnist_canvas_half"):
+        from sknet.data.multiscale import (
+            HALF_CANVAS,
+            HALF_MEAN,
+            HALF_OBJECT,
+            HALF_STD,
+            centered_canvas,
+            make_multiscale,
+        )
+
+        base, stats = load_fashion_mnist(root, split, download), (HALF_MEAN, HALF_STD)
+        if name == "fashion_mnist_canvas_half":
+            return centered_canvas(base, HALF_CANVAS, object_size=HALF_OBJECT, stats=stats)
+        seed = 1 if split is Split.TRAIN else 2  # as the full-size data: the test objects' own scales
+        return make_multiscale(base, HALF_CANVAS, seed=seed, object_size=HALF_OBJECT, stats=stats)
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, root, split, download)
     if name == "synthetic":

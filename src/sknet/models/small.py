@@ -7,7 +7,7 @@ other stage settings, the CIFAR ResNeXt-29 family. (N, in_chans, H, W) → logit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -91,6 +91,10 @@ class SmallResNeXt(BottleneckNet):
 
 SMALL_OPTIONS = (*NETWORK_OPTIONS, "drop_path_rate", "zero_init_last_bn", "groups", "stem_stride", "output_stride")
 SMALL_SK_OPTIONS = (*SMALL_OPTIONS, *SK_FIELDS)
+# The compact models also take `widths`: their stages' middle widths (a twin matched in cost, see below).
+TINY_OPTIONS = (*SMALL_OPTIONS, "widths")
+TINY_SK_OPTIONS = (*SMALL_SK_OPTIONS, "widths")
+TINY_SE_OPTIONS = (*TINY_OPTIONS, "se_reduction")
 
 # Compact models for 28×28 grayscale: a stride-2 stem, then units at 14, 7 and 4 pixels. On CPUs a
 # training step costs activation traffic more than MACs: a stride-2 stem trains faster than a full-resolution
@@ -104,21 +108,42 @@ def build_small(stages: Sequence[StageSpec], block: BlockConfig, stem_width: int
     return SmallResNeXt(stages, block, stem_width, **kwargs)
 
 
-def build_tiny(block: BlockConfig, **kwargs: object) -> SmallResNeXt:
+def tiny_stages(widths: Sequence[int] | None) -> tuple[StageSpec, ...]:
+    """The compact stages with other middle widths (one per stage; None: 32, 64, 128), outputs unchanged.
+
+    ``resnext_tiny(widths=(32, 64, 176))`` is the ResNeXt twin of ``sknet_tiny`` matched in cost: 171,506
+    parameters and 5.862 MMACs against 171,954 and 5.859 (the closest of all widths in multiples of 8).
+    """
+    if widths is None:
+        return TINY_STAGES
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or len(widths) != len(TINY_STAGES):
+        raise ConfigError(f"widths must give {len(TINY_STAGES)} middle widths (one per stage), got {widths!r}")
+    for width in widths:
+        check_positive_int("widths", width)
+    return tuple(replace(spec, width=int(w)) for spec, w in zip(TINY_STAGES, widths, strict=True))
+
+
+def build_tiny(block: BlockConfig, widths: Sequence[int] | None = None, **kwargs: object) -> SmallResNeXt:
     kwargs.setdefault("stem_stride", 2)
-    return build_small(TINY_STAGES, block, 24, **kwargs)
+    return build_small(tiny_stages(widths), block, 24, **kwargs)
 
 
-@register_model("compact", SMALL_SK_OPTIONS, input_size=(1, 28, 28), num_classes=10)
+@register_model("compact", TINY_SK_OPTIONS, input_size=(1, 28, 28), num_classes=10)
 def sknet_tiny(**kwargs: object) -> SmallResNeXt:
     """Compact SKNet for 28×28 grayscale (Fashion-MNIST): 3 SK units, 172k parameters, ~5.9 MMACs."""
     return build_tiny(TINY_BLOCK.replace(middle=Middle.SK), **kwargs)
 
 
-@register_model("compact", SMALL_OPTIONS, input_size=(1, 28, 28), num_classes=10)
+@register_model("compact", TINY_OPTIONS, input_size=(1, 28, 28), num_classes=10)
 def resnext_tiny(**kwargs: object) -> SmallResNeXt:
     """The same compact network with plain grouped 3×3 middles (the ResNeXt baseline of sknet_tiny)."""
     return build_tiny(TINY_BLOCK, **kwargs)
+
+
+@register_model("compact", TINY_SE_OPTIONS, input_size=(1, 28, 28), num_classes=10)
+def senet_tiny(**kwargs: object) -> SmallResNeXt:
+    """resnext_tiny with SE (r = 16) on each unit's expanded output, as senet29: 148k parameters, ~5.1 MMACs."""
+    return build_tiny(TINY_BLOCK.replace(se_reduction=16), **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ class TrainConfig:
     dataset: str = option(
         "fashion_mnist",
         Check(str),
-        "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas, cifar10, cifar100, imagefolder, wds "
+        "fashion_mnist, fashion_mnist_multiscale, fashion_mnist_canvas (and their _half: 28×28 canvases), cifar10,"
+        " cifar100, imagefolder, wds "
         "(WebDataset shards), synthetic",
     )
     data_dir: str | None = option(
