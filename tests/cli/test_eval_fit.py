@@ -124,3 +124,15 @@ def test_resume_of_weights_says_what_resume_takes(files, capsys):
     assert main(["train", "--resume", str(weights)]) == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"start a new run from them with --init-weights {weights}" in err, err
+
+
+def test_resolutions_of_data_held_as_tensors_are_refused_not_ignored(files, capsys):
+    """Data sets held as tensors have one size: several --resolution values, or one they do not hold, were
+    evaluated at the stored size alone, silently."""
+    weights = str(files[0][0])
+    assert main(["eval", "--weights", weights, "--device", "cpu", "--resolution", "16", "20"]) == 2
+    assert "synthetic is held as tensors of one size" in capsys.readouterr().err
+    assert main(["eval", "--weights", weights, "--device", "cpu", "--resolution", "20"]) == 2
+    assert "synthetic holds 16×16 images: --resolution 20 cannot apply" in capsys.readouterr().err
+    assert main(["eval", "--weights", weights, "--device", "cpu", "--resolution", "16"]) == 0
+    assert "@ 16:" in capsys.readouterr().out

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resolution",
         type=checked(CHECKS["image_size"], "--resolution"),
         nargs="+",
-        help="folder datasets: crop sizes, e.g. 224 320 (resize shorter side to size/0.875)",
+        help="image folders and shards: crop sizes, e.g. 224 320 (resize shorter side to size/0.875); data sets "
+        "held as tensors (fashion_mnist, cifar10, ...) have one size",
     )
     add_run_args(parser, batch_size=100)
     add_json_arg(parser)
@@ -48,7 +49,7 @@ def check_fit(weights: str, model, dataset: str, classes: int | None, channels: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from sknet.data.datasets import data_shape
+    from sknet.data.datasets import data_shape, dataset_spec
     from sknet.data.pipeline import LoaderOptions, build_loader
     from sknet.evaluate import evaluate
     from sknet.train.distributed import resolve_device
@@ -65,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
             f"{args.weights} runs at {fixed}×{fixed} (its export's size): --resolution {fixed}, or export at another "
             "size (sknet export --resolution N)"
         )
+    in_memory = dataset_spec(dataset).in_memory
+    if in_memory and args.resolution and len(set(args.resolution)) > 1:
+        raise ConfigError(
+            f"{dataset} is held as tensors of one size: one --resolution at most (image folders and shards, "
+            "decoded per image, evaluate several)"
+        )
     device = resolve_device(args.device)
     model = model.to(device)
     results = []
@@ -74,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
         options = LoaderOptions(args.batch_size, image_size=size, workers=args.workers, record=model.data_config)
         loader = build_loader(dataset, "test", options, device, args.data_dir)
         record = loader.info.record
+        if in_memory and args.resolution and record.input_size != size:
+            raise ConfigError(
+                f"{dataset} holds {record.input_size}×{record.input_size} images: --resolution {size} cannot apply"
+            )
         check_fit(args.weights, model, dataset, len(record.classes), record.in_chans, record.input_size)
         result = evaluate(model, loader, device, progress=args.progress)
         results.append({"resolution": loader.info.record.input_size, **result})
-        if not loader.info.resizable:  # images held as tensors have one size
-            break
     if args.json:
         print(json.dumps([{"model": name, "dataset": dataset, **r} for r in results], indent=2))
     else:
