@@ -103,19 +103,20 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:
-    """The line printed after each epoch."""
+    """The line printed after each epoch: the training half, then after "|" the test half, each with the
+    images its own loader skipped as unreadable."""
     text = (
         f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f}  acc {100 * row['train_acc']:.2f}%  "
         f"{row['images_per_s']:.0f} img/s  lr {row['lr']:.4g}"
     )
+    if row.get("skipped_images"):
+        batches = row.get("skipped_batches")
+        text += f"  ({row['skipped_images']} unreadable training images skipped"
+        text += f", {batches} batches left too small skipped)" if batches else ")"
     if row.get("val_acc1") is not None:
         text += f"  | test loss {row['val_loss']:.4f}  top-1 {100 * row['val_acc1']:.2f}%"
     if row.get("val_ema_acc1") is not None:
         text += f"  (EMA: loss {row['val_ema_loss']:.4f}  top-1 {100 * row['val_ema_acc1']:.2f}%)"
-    if row.get("skipped_images"):
-        batches = row.get("skipped_batches")
-        text += f"  ({row['skipped_images']} unreadable images skipped"
-        text += f", {batches} batches left too small skipped)" if batches else ")"
     if row.get("val_skipped"):
         text += f"  ({row['val_skipped']} unreadable test images skipped)"
     return text
