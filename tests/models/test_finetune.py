@@ -1,12 +1,13 @@
 """Fine-tuning from any weights: other class counts and input channels, every common checkpoint layout."""
 
-import logging
+import warnings
 
 import pytest
 import torch
 
 import sknet
 from sknet import CheckpointError
+from sknet.models import finetune
 from sknet.models.finetune import adapt_input_conv
 from sknet.weights import save_weights
 
@@ -34,12 +35,14 @@ def trained_like(tmp_path, num_classes=4):
     return model, path
 
 
-def test_another_class_count_keeps_the_backbone_and_logs_one_line(tmp_path, caplog):
+def test_another_class_count_keeps_the_backbone_and_warns_once(tmp_path):
     source, path = trained_like(tmp_path)
-    with caplog.at_level(logging.INFO, logger="sknet"):
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
         model = sknet.create_model(weights=path, num_classes=5).eval()
-    lines = [r.getMessage() for r in caplog.records if r.name == "sknet"]
+    lines = [str(w.message) for w in said if w.category is UserWarning]
     assert len(lines) == 1 and "classifier re-initialised for 5 classes (the weights have 4)" in lines[0]
+    assert said[0].filename != finetune.__file__  # it points at the caller, not at sknet's internals
     own, theirs = model.state_dict(), source.state_dict()
     assert all(torch.equal(own[k], v) for k, v in theirs.items() if not k.startswith("fc."))
     assert model.fc.weight.shape == (5, 256) and torch.equal(model.fc.bias, torch.zeros(5))

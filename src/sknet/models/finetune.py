@@ -9,16 +9,14 @@ is tiled the same way, e.g. a 1-channel model's conv to 3 channels, each a third
 
 from __future__ import annotations
 
-import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
 
 FIRST_CONV = "stem.conv.conv"  # every family's stem starts with a ConvBNAct named stem.conv
 CLASSIFIER = "fc"
-
-log = logging.getLogger("sknet")
 
 
 def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
@@ -56,8 +54,9 @@ def fit_state(
 ) -> dict[str, torch.Tensor]:
     """`state` made to fit a model whose state dict is `own`: with `classes`, a classifier of another
     class count is replaced by the model's own (freshly initialised) one; with `chans`, a first conv of
-    another input-channel count is adapted. Says what it did in one log line (unless `quiet`); anything
-    else that differs is left for the strict load to report."""
+    another input-channel count is adapted. Says what it did in one UserWarning (unless `quiet`): a Python
+    session shows it, as the command line does; anything else that differs is left for the strict load to
+    report."""
     state = dict(state)
     notes = []
     conv = f"{FIRST_CONV}.weight"
@@ -74,5 +73,5 @@ def fit_state(
                 state[key] = own[key]
         notes.append(f"classifier re-initialised for {own[weight].shape[0]} classes (the weights have {have_classes})")
     if notes and not quiet:
-        log.info("%s: %s", source, "; ".join(notes))
+        warnings.warn(f"{source}: {'; '.join(notes)}", UserWarning, stacklevel=2)
     return state

@@ -49,7 +49,7 @@ def settle_fixed(fixed: dict[str, object], asked: dict[str, object], source: str
     """The one rule for the values a model's weights or its data fix (:data:`DATA_OPTIONS`): `fixed` holds
     them, `asked` what the caller gave. Not asked, or asked equal: the fixed value. Asked different: with
     `fine_tune` (``create_model(weights=..., num_classes=...)``: the caller asks to fit the weights — the
-    classifier re-initialised, the first conv adapted, logged on the "sknet" logger) the asked value;
+    classifier re-initialised, the first conv adapted, said in a UserWarning) the asked value;
     without (``sknet train``'s model options, where the data decide) ConfigError naming both."""
     settled = dict(fixed)
     for key, value in asked.items():
