@@ -106,7 +106,7 @@ def model_card(model: nn.Module, meta: dict[str, Any], run: Path | None = None) 
         config = yaml.safe_load((run / "config.yaml").read_text()) or {}
         summary = json.loads((run / "summary.json").read_text())
         recipe = ", ".join(f"{key} {config[key]}" for key in RECIPE if config.get(key) is not None)
-        results = ", ".join(f"{k.removeprefix('val_')} {v:.4g}" for k, v in summary.items() if k.startswith("val_"))
+        results = ", ".join(_result(k.removeprefix("val_"), v) for k, v in summary.items() if k.startswith("val_"))
         recorded = getattr(model, "weights_meta", {})
         same = all(recorded.get(k, meta[k]) == meta[k] for k in ("num_classes", "in_chans"))
         if same:
@@ -129,3 +129,12 @@ def model_card(model: nn.Module, meta: dict[str, Any], run: Path | None = None) 
         "",
     ]
     return "\n".join(lines)
+
+
+def _result(key: str, value: float) -> str:
+    """One test-split figure of a run's summary as the card prints it: accuracies in percent, counts whole."""
+    if key.startswith("acc"):
+        return f"top-{key.removeprefix('acc')} {100 * value:.2f}%"
+    if key in ("images", "skipped"):
+        return f"{key} {int(value):,}"
+    return f"{key} {value:.4g}"

@@ -49,7 +49,8 @@ def test_model_card_says_what_the_model_is_and_how_it_was_trained(run_folder, tm
         "at 1×16×16",
         "resize to 16×16, bilinear, L, mean [0.5], std [0.25]",
         "dataset synthetic, epochs 1, batch_size 32, optimizer sgd, lr 0.1",
-        f"acc1 {summary['val_acc1']:.4g}",
+        f"top-1 {100 * summary['val_acc1']:.2f}%",
+        f"images {summary['val_images']:,}",  # a count, not "1e+04"
     ):
         assert fact in card.text, fact
 
