@@ -53,3 +53,16 @@ def test_silent_rank_and_bad_mode(no_terminal, capsys):
     assert capsys.readouterr().out == ""
     with pytest.raises(ConfigError, match="progress must be"):
         Progress(3, "x", "sometimes")
+
+
+def test_the_first_plain_line_comes_early_then_one_a_minute(monkeypatch, capsys):
+    """A redirected log says what runs and when it ends after FIRST_PLAIN_S, not after a minute."""
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    clock = iter([0.0, 1.0, 6.0, 30.0, 65.0, 70.0])  # construction, then one reading per update
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    with Progress(10, "epoch 1/1", "auto") as bar:
+        for _ in range(5):
+            bar.update()
+    # 1 s: too early; 6 s: the first line; 30 and 65 s: within a minute of it; 70 s: the next
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1/1: batch 2/10", "epoch 1/1: batch 5/10"], lines

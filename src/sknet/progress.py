@@ -1,7 +1,8 @@
 """Progress of long loops: a tqdm bar on a terminal, plain lines where output goes to a log.
 
 Mode "auto" shows a bar when stderr is a terminal and otherwise (batch jobs, output redirected to a
-file) prints a plain line at most every :data:`PLAIN_EVERY_S` seconds, so logs show progress without
+file) prints a plain line at most every :data:`PLAIN_EVERY_S` seconds, the first one after
+:data:`FIRST_PLAIN_S` seconds (a log says early what runs and when it ends), so logs show progress without
 carriage-return noise. "always" forces the bar, "never" shows nothing.
 """
 
@@ -15,6 +16,7 @@ from sknet.errors import ConfigError
 
 PROGRESS_MODES = ("auto", "always", "never")
 PLAIN_EVERY_S = 60.0  # seconds between plain lines (mode "auto" without a terminal)
+FIRST_PLAIN_S = 5.0  # seconds before the first one: enough steps to estimate the time left
 _POSTFIX_EVERY = 10  # the bar's statistics are refreshed every this many updates
 
 
@@ -54,6 +56,8 @@ class Progress:
         self.total, self.desc, self.unit = total, desc, unit
         self.n = self.start = initial
         self.t0 = self.last_line = time.perf_counter()
+        self.lines = 0  # plain lines printed
+        self.out = sys.stdout  # as made: a caller may silence a library's own prints around the loop
         self.bar = tqdm(
             total=total, initial=initial, desc=desc, unit=unit, disable=not self.show_bar, dynamic_ncols=True
         )
@@ -66,16 +70,19 @@ class Progress:
                 self.bar.set_postfix(postfix(), refresh=False)
             self.bar.update(n)
         now = time.perf_counter()
-        if self.show_lines and now - self.last_line >= PLAIN_EVERY_S and (self.total is None or self.n < self.total):
+        wait = PLAIN_EVERY_S if self.lines else min(FIRST_PLAIN_S, PLAIN_EVERY_S)
+        if self.show_lines and now - self.last_line >= wait and (self.total is None or self.n < self.total):
+            self.lines += 1
             self.last_line = now
             stats = "".join(f", {k} {v}" for k, v in (postfix() if postfix else {}).items())
             if self.total is None:
-                print(f"{self.desc}: {self.unit} {self.n}{stats}", flush=True)
+                print(f"{self.desc}: {self.unit} {self.n}{stats}", file=self.out, flush=True)
                 return
             left = (now - self.t0) / max(self.n - self.start, 1) * (self.total - self.n)
             print(
                 f"{self.desc}: {self.unit} {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f}%)"
                 f"{stats}, ends in {left:.0f} s",
+                file=self.out,
                 flush=True,
             )
 

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from sknet.cli.int8_export import add_quantize_args, check_quantize_args, run_quantized
-from sknet.cli.options import checked
+from sknet.cli.options import add_progress_arg, checked
 from sknet.cli.outputs import add_overwrite_arg, check_outputs
 from sknet.data.config import MAX_INPUT_SIZE
 from sknet.errors import ConfigError
@@ -46,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--check", action="store_true", help="run the exported model and compare with PyTorch")
     add_overwrite_arg(parser, "--out")
     add_quantize_args(parser)
+    add_progress_arg(parser)  # of the int8 calibration
     parser.set_defaults(run=run)
 
 

@@ -103,7 +103,7 @@ def run_quantized(args: argparse.Namespace, model, side: int) -> int:
     what = f"{model.weights_meta['model']}, input (batch, {record.in_chans}, {side}, {side}), BN folded"
     calibrated = f"calibrated by {args.calibration_method} on {source}; preprocessing recorded"
     if args.format == "onnx":
-        kinds = {"activations": args.activations, "weight_bits": args.weight_bits}
+        kinds = {"activations": args.activations, "weight_bits": args.weight_bits, "progress": args.progress}
         result = quantize_export(model, args.out, images, source, args.calibration_method, record, args.opset, **kinds)
         kind = f"{args.activations} activations, {args.weight_bits}-bit weights"
         print(f"wrote {args.out} (onnx int8 QDQ, {kind}, {what}, {calibrated})")
@@ -111,7 +111,7 @@ def run_quantized(args: argparse.Namespace, model, side: int) -> int:
         print(f"integer op types: {integer}; float: {floats}")
     else:
         result = quantize_torchscript(
-            model, args.out, images, source, args.calibration_method, record, weight_bits=args.weight_bits
+            model, args.out, images, source, args.calibration_method, record, args.weight_bits, args.progress
         )
         engine = f"PyTorch's {result['engine']} engine, {args.weight_bits}-bit weights"
         print(f"wrote {args.out} (torchscript int8, {engine}, {what}, {calibrated})")
@@ -126,7 +126,8 @@ def run_quantized(args: argparse.Namespace, model, side: int) -> int:
         agree = (out.argmax(1) == ref.argmax(1)).float().mean().item()
         err = ((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
         print(
-            f"check: {len(x)} calibration images, top-1 agreement with PyTorch fp32 {100 * agree:.2f}%, "
+            f"check: the first {len(x)} of the {len(images)} calibration images, top-1 agreement with PyTorch "
+            f"fp32 {100 * agree:.2f}%, "
             f"max |difference| / max |logit| = {err:.2e} (int8: reported, not bounded)"
         )
     return 0

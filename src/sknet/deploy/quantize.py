@@ -27,6 +27,7 @@ from sknet.enums import TextEnum
 from sknet.errors import ConfigError
 from sknet.export import MIN_OPSET
 from sknet.layers.selective_kernel import Fuse, SelectAttention, SKConv2d
+from sknet.progress import Progress
 
 # The op types given integer kernels. Everything else stays float between a DequantizeLinear and the next
 # QuantizeLinear: in SK units the softmax attention and the weighted sum of the paths (Mul). Clip is
@@ -141,12 +142,16 @@ def require_onnxruntime():
 
 
 class _Batches:
-    """ONNX Runtime's CalibrationDataReader over an array of images, in batches."""
+    """ONNX Runtime's CalibrationDataReader over an array of images, in batches, counted on `progress`."""
 
-    def __init__(self, images: np.ndarray, batch: int) -> None:
+    def __init__(self, images: np.ndarray, batch: int, progress: Progress) -> None:
         self._batches = iter([{"images": images[i : i + batch]} for i in range(0, len(images), batch)])
+        self._progress, self._given = progress, 0
 
     def get_next(self):
+        if self._given:  # ONNX Runtime asks for the next batch once it has run the previous one
+            self._progress.update()
+        self._given += 1
         return next(self._batches, None)
 
 
@@ -161,6 +166,7 @@ def quantize_export(
     op_types: tuple[str, ...] | None = QUANTIZED_OP_TYPES,
     activations: str = DEFAULT_ACTIVATIONS,
     weight_bits: int = DEFAULT_WEIGHT_BITS,
+    progress: str = "auto",
 ) -> dict:
     """Write `model` as an int8 QDQ ONNX file at `path` for inputs (batch, *images.shape[1:]), calibrated
     on `images` (float32 (n, C, H, W), preprocessed as the model expects; see
@@ -170,7 +176,8 @@ def quantize_export(
     the file's metadata. `activations`: "uint8" (the default, U8S8: what x86's VNNI
     instruction multiplies) or "int8" (S8S8, ONNX Runtime's default; see :data:`DEFAULT_ACTIVATIONS`).
     `weight_bits`: 7 (the default: weight codes within ±64, exact on every x86 CPU) or 8 (within ±127: only
-    for CPUs whose int8 products do not saturate; see :data:`WEIGHT_CODE_LIMITS`).
+    for CPUs whose int8 products do not saturate; see :data:`WEIGHT_CODE_LIMITS`). `progress`: how the
+    calibration shows its progress (:mod:`sknet.progress`).
 
     Raises ConfigError without onnxruntime/onnx/onnxscript, for an activation type or weight width not offered,
     an opset the installed onnx does not have, or a non-square image size."""
@@ -192,7 +199,7 @@ def quantize_export(
         # Shape inference and ONNX Runtime's graph optimisations (constant folding, ...) before quantizing,
         # as ONNX Runtime's quantization guide advises.
         quantization.shape_inference.quant_pre_process(str(fp32), str(prepared))
-        ranges = _calibrate(prepared, images, method, op_types, Path(tmp))
+        ranges = _calibrate(prepared, images, method, op_types, Path(tmp), progress)
         graph = onnx.load(str(prepared), load_external_data=False).graph
         grouped, tail = float_convolutions(graph), float_sk_tail(graph)
         kept_float = grouped + tail
@@ -244,7 +251,9 @@ def quantize_export(
     return record
 
 
-def _calibrate(prepared: Path, images: np.ndarray, method: CalibrationMethod, op_types, tmp: Path) -> Path:
+def _calibrate(
+    prepared: Path, images: np.ndarray, method: CalibrationMethod, op_types, tmp: Path, progress: str = "auto"
+) -> Path:
     """Activation ranges of `prepared` over `images` by ONNX Runtime's calibrator for `method`, saved as
     ONNX Runtime's calibration cache (what ``quantize_static(calibration_cache_path=...)`` reads).
 
@@ -263,8 +272,13 @@ def _calibrate(prepared: Path, images: np.ndarray, method: CalibrationMethod, op
         calibrate_method=getattr(calibrate.CalibrationMethod, _ORT_METHODS[method]),
         extra_options={"symmetric": False, **bins},
     )
-    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
-        calibrator.collect_data(_Batches(images, CALIBRATION_BATCH))
+    batches = -(-len(images) // CALIBRATION_BATCH)
+    bar = Progress(batches, f"calibrating ({method.value})", progress)
+    with bar, contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress of their own
+        calibrator.collect_data(_Batches(images, CALIBRATION_BATCH, bar))
+    if progress != "never" and method is not CalibrationMethod.MINMAX:  # a search over every histogram
+        print(f"calibrating ({method.value}): the ranges of the collected histograms", flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):
         ranges = calibrator.compute_data()
     cache = tmp / "ranges.json"
     calibrate.save_tensors_data(ranges, cache)

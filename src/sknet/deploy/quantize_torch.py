@@ -39,6 +39,7 @@ from sknet.deploy.quantize import (
 from sknet.errors import ConfigError, output_folder
 from sknet.export import export_metadata
 from sknet.layers.selective_kernel import Fuse, SelectAttention
+from sknet.progress import Progress
 
 ENGINE = "x86"  # torch.backends.quantized: fbgemm and oneDNN, chosen per CPU
 REDUCE_RANGE = False  # full 8-bit activations; the weights' range keeps the products exact (module docstring)
@@ -83,6 +84,7 @@ def quantize_torchscript(
     method: str | CalibrationMethod = CalibrationMethod.MINMAX,
     record: DataConfig | None = None,
     weight_bits: int = DEFAULT_WEIGHT_BITS,
+    progress: str = "auto",
 ) -> dict:
     """Write `model` as an int8 TorchScript file at `path` for inputs (batch, *images.shape[1:]), calibrated
     on `images` (float32 (n, C, H, W), preprocessed as the model expects: see
@@ -90,8 +92,8 @@ def quantize_torchscript(
     Load it with ``torch.jit.load`` (x86 CPUs) or :class:`sknet.deploy.scripted.ScriptedModel`. Returns the
     ``quantization`` record written beside the preprocessing record. `weight_bits`: 7 (the default, exact on
     every x86 CPU) or 8 (only for CPUs whose int8 products do not saturate), as for ONNX
-    (:func:`sknet.deploy.quantize.quantize_export`). Raises ConfigError for a method PyTorch has no observer
-    for (percentile), a weight width not offered or a torch without the x86 engine."""
+    (:func:`sknet.deploy.quantize.quantize_export`); `progress` as there. Raises ConfigError for a method
+    PyTorch has no observer for (percentile), a weight width not offered or a torch without the x86 engine."""
     from torch.ao.quantization import QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -111,8 +113,11 @@ def quantize_torchscript(
         warnings.simplefilter("ignore")  # torch.ao's deprecation notes (its successor is torchao)
         prepared = prepare_fx(fused, mapping, example_inputs=(example,))
         with torch.no_grad():
-            for start in range(0, len(images), CALIBRATION_BATCH):
-                prepared(torch.from_numpy(images[start : start + CALIBRATION_BATCH]))
+            starts = range(0, len(images), CALIBRATION_BATCH)
+            with Progress(len(starts), f"calibrating ({method.value})", progress) as bar:
+                for start in starts:
+                    prepared(torch.from_numpy(images[start : start + CALIBRATION_BATCH]))
+                    bar.update()
             converted = convert_fx(prepared)
             traced = torch.jit.freeze(torch.jit.trace(converted, example, check_trace=False).eval())
     meta = export_metadata(model, record)
