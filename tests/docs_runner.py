@@ -12,6 +12,7 @@ themselves) to the server; the forked child runs the command there and sends bac
 from __future__ import annotations
 
 import array
+import contextlib
 import json
 import os
 import runpy
@@ -64,7 +65,7 @@ def _child(conn: socket.socket) -> None:
     status = 1
     try:
         request, fds = _receive(conn)
-        for target, fd in zip((0, 1, 2), fds):
+        for target, fd in zip((0, 1, 2), fds, strict=True):
             os.dup2(fd, target)
             os.close(fd)
         os.chdir(request["cwd"])
@@ -81,10 +82,8 @@ def _child(conn: socket.socket) -> None:
             status = 1
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):  # a closed stream: nothing to flush
                 stream.flush()
-            except Exception:  # noqa: S110 (a closed stream: nothing to flush)
-                pass
         try:
             conn.sendall(struct.pack("!i", status))
         finally:
@@ -94,8 +93,8 @@ def _child(conn: socket.socket) -> None:
 def serve(path: str) -> None:
     import torch  # noqa: F401 (imported once, before any fork; no tensor op runs here)
 
-    import sknet  # noqa: F401
-    import sknet.cli.main  # noqa: F401
+    import sknet
+    import sknet.cli.main  # noqa: F401 (the command's modules)
     import sknet_launch  # noqa: F401
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reaped by the system
