@@ -60,7 +60,6 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     ),
     ("--epochs 8 ", f"{TINY} ", "8 epochs as 2 steps"),
     ("--epochs 20", TINY, "20 epochs as 2 steps"),
-    ("--epochs 30", TINY, "30 epochs as 2 steps"),
     (
         "python benchmarks/claims.py --report docs/claims",
         "python benchmarks/claims.py --variants sk resnext --seeds 0 1 --datasets synthetic --epochs 1 --max-steps 2"
@@ -138,7 +137,7 @@ def workdir(tmp_path_factory):
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        "PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": os.pathsep.join([str(shims), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "SKNET_DOCS_SOCKET": str(socket_path),
         "OMP_NUM_THREADS": "2",
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
@@ -198,6 +197,8 @@ def test_every_substitution_is_used_and_every_skip_has_a_reason():
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+# Pages another branch is writing, linked ahead of their merge: allowed only while they do not exist here.
+PENDING = {"docs/claims.md": "the claims study's results (issue 39's follow-up)"}
 
 
 def test_relative_links_point_at_files():
@@ -206,7 +207,8 @@ def test_relative_links_point_at_files():
         for target in LINK.findall(page.read_text()):
             if re.match(r"^[a-z]+:", target) or target.startswith("#"):
                 continue
-            if not (page.parent / target.split("#")[0]).exists():
+            path = (page.parent / target.split("#")[0]).resolve()
+            if not path.exists() and str(path.relative_to(ROOT)) not in PENDING:
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
     assert not broken, broken
 
