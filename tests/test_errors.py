@@ -1,6 +1,7 @@
-"""The exit statuses the README's table documents are the ones the error classes carry: every class's status
-is a row whose meaning names its kind, and every row is a class's status or one the command line sets itself
-(0 success, 1 a bug's traceback, 130 interrupted outside training); errors.py's summary lists the same."""
+"""The exit statuses the table of docs/guarantees.md ("Exit codes") documents are the ones the error classes
+carry: every class's status is a row whose meaning names its kind, and every row is a class's status or one the
+command line sets itself (0 success, 1 a bug's traceback, 130 interrupted outside training);
+errors.py's summary lists the same."""
 
 import re
 from pathlib import Path
@@ -17,7 +18,7 @@ from sknet.errors import (
     TrainingInterrupted,
 )
 
-README = Path(__file__).parents[1] / "README.md"
+TABLE = Path(__file__).parents[1] / "docs" / "guarantees.md"
 # The statuses sknet.cli.main sets without an error class.
 OWN = {0: "success", 1: "a bug in sknet", 130: "interrupted outside training"}
 # The word each kind's row must hold.
@@ -32,8 +33,8 @@ KIND = {
 
 
 def _table() -> dict[int, str]:
-    rows = re.findall(r"^\s*\| (\d+) \| (.+?) \|\s*$", README.read_text(), re.M)
-    assert rows, "no exit-status table in README.md"
+    rows = re.findall(r"^\s*\| (\d+) \| (.+?) \|\s*$", TABLE.read_text(), re.M)
+    assert rows, "no exit-status table in docs/guarantees.md"
     return {int(status): meaning for status, meaning in rows}
 
 
@@ -50,7 +51,7 @@ def test_every_error_class_has_its_row_and_every_row_its_source():
     table, classes = _table(), _classes()
     assert len(classes) > len(KIND)  # ConfigError's relatives and CheckpointError's (e.g. WireError) too
     for cls in classes:
-        assert cls.exit_code in table, f"{cls.__name__}: status {cls.exit_code} is not in the README's table"
+        assert cls.exit_code in table, f"{cls.__name__}: status {cls.exit_code} is not in docs/guarantees.md's table"
     assert set(table) == {cls.exit_code for cls in classes} | set(OWN)
     for status, meaning in OWN.items():
         assert meaning in table[status]

@@ -2,7 +2,7 @@
 
 Every error a user can cause (bad configuration, wrong input, missing or corrupt files) is one of these,
 with a message that names the problem; the command line prints that message on one line and exits with
-the error's `exit_code` (documented in the README, "Exit codes"):
+the error's `exit_code` (documented in docs/guarantees.md, "Exit codes"):
 
     0 success · 1 a bug (traceback) · 2 usage or configuration · 3 data · 4 checkpoint or weights file ·
     5 training diverged · 6 storage (disk full, read-only, I/O) · 75 interrupted, resumable checkpoint saved ·

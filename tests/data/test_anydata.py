@@ -64,10 +64,10 @@ def test_grayscale_tensors_and_bad_items(tmp_path):
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "data.md").read_text()
     block = re.search(r"```python\n(import torch\nfrom torch.utils.data import TensorDataset\n.*?)```", readme, re.S)
     code = block.group(1)
     assert len(code.strip().splitlines()) <= 10
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/data.md", "exec"), {})
     assert (tmp_path / "runs" / "own-data" / "model.safetensors").is_file()

@@ -48,11 +48,15 @@ def test_readme_list_models_lines_are_real():
     """The README's sknet.list_models(...) lines show their real output."""
     from pathlib import Path
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    lines = [line for line in readme.splitlines() if "sknet.list_models(" in line and line.split("#")[0].strip()]
+    root = Path(__file__).parents[2]
+    readme = "\n".join((root / page).read_text() for page in ("README.md", "docs/models.md", "docs/api.md"))
+    lines = [line for line in readme.splitlines() if "sknet.list_models(" in line and "#" in line]
+    lines = [line for line in lines if line.split("#")[0].strip()]
     checked = 0
     for line in lines:
         call, shown = (part.strip() for part in line.split("#", 1))
+        if call.startswith("print(") and call.endswith(")"):
+            call = call[len("print(") : -1]
         if call.startswith(("sknet.list_models(", "len(sknet.list_models(")) and shown[:1] in "[0123456789":
             assert repr(eval(call, {"sknet": sknet})) == shown.split(":")[0], line
             checked += 1

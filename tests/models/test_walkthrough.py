@@ -1,4 +1,4 @@
-"""The README's fine-tuning walk-through, run as written (a tiny synthetic run stands in for Fashion-MNIST),
+"""The fine-tuning walk-through of docs/training.md, run as written (a tiny synthetic run stands in for Fashion-MNIST),
 and `sknet train --init-weights` from the command line."""
 
 import re
@@ -15,7 +15,7 @@ from tests.train.helpers import tiny_run
 
 
 def readme_block() -> str:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "training.md").read_text()
     after = readme.split("<!-- fine-tuning walk-through:", 1)[1]
     return re.search(r"```python\n(.*?)```", after, re.S).group(1)
 
