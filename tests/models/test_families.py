@@ -154,3 +154,19 @@ def test_compact_twins_senet_tiny_and_widths():
     for bad in ((32, 64), "32,64,176", (32, 0, 128)):
         with pytest.raises(sknet.ConfigError, match="widths"):
             sknet.create_model("resnext_tiny", widths=bad)
+
+
+@pytest.mark.parametrize("name", ["sknet_tiny", "sknet26", "mobilenetv2_100_sk", "shufflenetv2_050_sk"])
+def test_integer_or_other_precision_input_is_one_line_naming_the_dtype(name):
+    """uint8 pixels and float64 arrays gave torch's own RuntimeError from inside a convolution."""
+    from sknet.errors import InputShapeError
+
+    model = sknet.create_model(name).eval()
+    chans = sknet.data_config(model).in_chans
+    with pytest.raises(InputShapeError, match="expects floating-point images.*got torch.uint8"):
+        model(torch.zeros(2, chans, 32, 32, dtype=torch.uint8))
+    with pytest.raises(InputShapeError, match=r"float32 weights but got torch.float64 input: x.to\(torch.float32\)"):
+        model(torch.zeros(2, chans, 32, 32, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts float32 inputs itself
+        assert model(torch.zeros(2, chans, 32, 32)).dtype == torch.bfloat16
+    assert model.double()(torch.zeros(2, chans, 32, 32, dtype=torch.float64)).dtype == torch.float64

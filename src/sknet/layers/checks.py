@@ -21,8 +21,9 @@ def check_divisible(name: str, channels: int, groups: int) -> None:
         raise ConfigError(f"{name}={channels} is not divisible by groups={groups}")
 
 
-def check_image_batch(x: torch.Tensor, channels: int, where: str) -> None:
-    """Raise InputShapeError unless `x` is (N, channels, H, W).
+def check_image_batch(x: torch.Tensor, channels: int, where: str, dtype: torch.dtype | None = None) -> None:
+    """Raise InputShapeError unless `x` is a floating-point (N, channels, H, W) tensor, of `dtype` (the
+    weights' dtype, None: any) outside autocast (which casts float32 inputs itself).
 
     Only Python-level shape checks: free at run time and transparent to torch.compile and tracing. Under
     FX symbolic tracing (torch.fx, torchvision's create_feature_extractor, torch.ao's prepare_fx) `x` is a
@@ -39,4 +40,16 @@ def check_image_batch(x: torch.Tensor, channels: int, where: str) -> None:
     if x.shape[1] != channels:
         raise InputShapeError(
             f"{where} expects {channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
+        )
+    if not x.is_floating_point():  # e.g. decoded uint8 pixels: torch's own message names no cause
+        raise InputShapeError(
+            f"{where} expects floating-point images, normalised as sknet.transforms(model) prepares them, got {x.dtype}"
+        )
+    if (
+        dtype is not None
+        and x.dtype != dtype
+        and (x.dtype == torch.float64 or not torch.is_autocast_enabled(x.device.type))
+    ):
+        raise InputShapeError(
+            f"{where} has {dtype} weights but got {x.dtype} input: x.to({dtype}) (or model.to({x.dtype}))"
         )

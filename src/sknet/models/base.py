@@ -294,7 +294,7 @@ class BottleneckNet(nn.Module):
         take = take_indices(indices, len(self.feature_info))
         if output_fmt != "NCHW":
             raise ConfigError(f"output_fmt={output_fmt!r}: sknet models give NCHW feature maps only")
-        check_image_batch(x, self.in_chans, type(self).__name__)
+        check_image_batch(x, self.in_chans, type(self).__name__, weights_dtype(self))
         check_batch(self, x)
         wanted = {self.feature_info[i]["module"] for i in take}
         last = self.feature_info[max(take)]["module"] if stop_early or intermediates_only else None
@@ -329,7 +329,7 @@ class BottleneckNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) → the last stage's feature map (N, num_features, H/r, W/r)."""
-        check_image_batch(x, self.in_chans, type(self).__name__)
+        check_image_batch(x, self.in_chans, type(self).__name__, weights_dtype(self))
         check_batch(self, x)
         x = self.stem(x)
         for stage in self.stages():
@@ -357,6 +357,11 @@ class BottleneckNet(nn.Module):
 
 
 STEM_FEATURE = "stem.conv"  # the feature_info module name of the stem's conv block
+
+
+def weights_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of `model`'s first floating-point parameter (its weights'), None without one."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
 def check_batch(model: nn.Module, x: torch.Tensor) -> None:

@@ -10,7 +10,15 @@ from torch import nn
 
 from sknet.errors import ConfigError
 from sknet.layers.checks import check_image_batch
-from sknet.models.base import NOT_SCRIPTABLE, STEM_FEATURE, BottleneckNet, check_batch, run_features, take_indices
+from sknet.models.base import (
+    NOT_SCRIPTABLE,
+    STEM_FEATURE,
+    BottleneckNet,
+    check_batch,
+    run_features,
+    take_indices,
+    weights_dtype,
+)
 from sknet.models.pretrained_cfg import data_config_from_pretrained_cfg, pretrained_cfg
 
 
@@ -83,7 +91,7 @@ class FeatureExtractor(nn.Module):
         return self.feature_info.reduction()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_image_batch(x, self.in_chans, type(self).__name__)
+        check_image_batch(x, self.in_chans, type(self).__name__, weights_dtype(self))
         check_batch(self, x)
         stages = [(name, getattr(self, name)) for name in self.stage_names]
         wanted = set(self.feature_info.module_name())
