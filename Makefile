@@ -15,8 +15,11 @@ setup: $(STAMP)
 
 # Offline Fashion-MNIST from Debian's package (installed once; needs root or sudo).
 data:
-	@test -e $(FMNIST)/train-images-idx3-ubyte.gz || $(SUDO) apt-get install -y dataset-fashion-mnist \
-	  || ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)
+	@# --reinstall: the package may be registered while its files are gone (an image that strips /usr/share,
+	@# a cleaned volume), where a plain install answers "already the newest version" and installs nothing
+	@test -e $(FMNIST)/train-images-idx3-ubyte.gz -a -e $(FMNIST)/t10k-images-idx3-ubyte.gz \
+	  || $(SUDO) apt-get install -y --reinstall dataset-fashion-mnist \
+	  || ($(SUDO) apt-get update && $(SUDO) apt-get install -y --reinstall dataset-fashion-mnist)
 
 # The main job: train the compact SKNet on Fashion-MNIST, evaluate the saved weights, show the summary.
 # A second `make demo` continues the run in $(RUN) (or says it is finished) instead of replacing it.

@@ -39,7 +39,7 @@ def test_unreadable_image_raises_naming_the_file_when_asked(tmp_path):
 def test_missing_and_empty_directories(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         find_split_dir(tmp_path / "nowhere", Split.TRAIN)
-    with pytest.raises(DataError, match="needs --data-dir"):
+    with pytest.raises(DataError, match="needs a data folder DIR"):
         find_split_dir(None, Split.TRAIN)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"no images in .*no class sub-folders"):

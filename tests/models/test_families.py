@@ -163,7 +163,7 @@ def test_integer_or_other_precision_input_is_one_line_naming_the_dtype(name):
 
     model = sknet.create_model(name).eval()
     chans = sknet.data_config(model).in_chans
-    with pytest.raises(InputShapeError, match="expects floating-point images.*got torch.uint8"):
+    with pytest.raises(InputShapeError, match=r"expects floating-point images.*got torch.uint8"):
         model(torch.zeros(2, chans, 32, 32, dtype=torch.uint8))
     with pytest.raises(InputShapeError, match=r"float32 weights but got torch.float64 input: x.to\(torch.float32\)"):
         model(torch.zeros(2, chans, 32, 32, dtype=torch.float64))

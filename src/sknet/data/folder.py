@@ -21,7 +21,10 @@ _VAL_NAMES = ("val", "validation", "test")
 def find_split_dir(root: str | Path | None, split: Split) -> Path:
     """DIR/train for training; DIR/val (or validation, test) for evaluation; DIR itself if it holds classes."""
     if root is None:
-        raise DataError("the imagefolder dataset needs --data-dir DIR (with DIR/train/CLASS/*.jpg and DIR/val/...)")
+        raise DataError(
+            "the imagefolder dataset needs a data folder DIR (--data-dir on the command line) with "
+            "DIR/train/CLASS/*.jpg and DIR/val/..."
+        )
     root = Path(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"

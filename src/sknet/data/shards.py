@@ -70,7 +70,10 @@ def find_shards(data_dir: str | Path | None, split: str) -> ShardSet:
     the "val" shards listed in DIR/info.json). Every listed shard is checked before anything is trained
     (:func:`scan_shard`): DataError, one line naming the shard and the problem."""
     if data_dir is None:
-        raise DataError("the wds dataset needs --data-dir: a folder of shards, or a pattern 'DIR/train-{0..9}.tar'")
+        raise DataError(
+            "the wds dataset needs a data folder (--data-dir on the command line): a folder of shards, or a pattern "
+            "'DIR/train-{0..9}.tar'"
+        )
     text = str(data_dir)
     folder = Path(text) if Path(text).is_dir() else Path(text).parent
     info_path = folder / INFO
@@ -388,7 +391,7 @@ def write_shards(
 
     wds = require_webdataset()
     if shard_size < 1:
-        raise ConfigError(f"--shard-size must be ≥ 1, got {shard_size}")
+        raise ConfigError(f"shard size (samples per shard) must be ≥ 1, got {shard_size}")
     out = Path(out)
     if shard_files(out) and not overwrite:
         raise ConfigError(f"{out} already holds shards ({shard_files(out)[0].name}); choose another output folder")

@@ -31,7 +31,7 @@ def calibration_images(
     are not the record's (a colour image for a one-channel model or the reverse), or a dataset of another
     channel count or image size."""
     if count < 1:
-        raise ConfigError(f"--calibration-size must be ≥ 1, got {count}")
+        raise ConfigError(f"the calibration size (images) must be ≥ 1, got {count}")
     folder = Path(source)
     if folder.is_dir():
         return _folder_images(folder, record, count)
@@ -39,11 +39,13 @@ def calibration_images(
     from sknet.data.loader import InMemoryImages
 
     if source not in DATASETS:
-        raise ConfigError(f"--calibration {one_line(source)} is neither a folder nor a dataset ({', '.join(DATASETS)})")
+        raise ConfigError(
+            f"calibration source {one_line(source)} is neither a folder nor a dataset ({', '.join(DATASETS)})"
+        )
     data = build_dataset(source, data_dir, "train")
     if not isinstance(data, InMemoryImages):  # an image-folder dataset: its train split's folder
         if not isinstance(data, (str, Path)):
-            raise ConfigError(f"--calibration {source}: give the folder of its images instead")
+            raise ConfigError(f"calibration source {source}: give the folder of its images instead")
         return _folder_images(Path(data), record, count)
     return _tensor_images(data, source, record, count)
 
@@ -51,10 +53,10 @@ def calibration_images(
 def _tensor_images(data, name: str, record: DataConfig, count: int) -> tuple[np.ndarray, str]:
     channels, height, width = data.image_size
     if channels != record.in_chans:
-        raise DataError(f"--calibration {name} has {channels}-channel images; the model takes {record.in_chans}")
+        raise DataError(f"calibration set {name} has {channels}-channel images; the model takes {record.in_chans}")
     if height != record.input_size or width != record.input_size:
         raise DataError(
-            f"--calibration {name} has {height}×{width} images; the model was exported for "
+            f"calibration set {name} has {height}×{width} images; the model was exported for "
             f"{record.input_size}×{record.input_size}"
         )
     generator = torch.Generator().manual_seed(CALIBRATION_SEED)
@@ -70,7 +72,9 @@ def _folder_images(folder: Path, record: DataConfig, count: int) -> tuple[np.nda
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise DataError(f"--calibration {one_line(folder)} holds no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
+        raise DataError(
+            f"calibration folder {one_line(folder)} holds no images ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)"
+        )
     if len(files) > count:  # evenly spaced over the sorted list: every class folder of a tree contributes
         files = [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]
     mode = "L" if record.in_chans == 1 else "RGB"

@@ -75,7 +75,9 @@ def load_model(path: str | Path, name: str | None = None) -> nn.Module:
         exported = ProgramModel
     if exported is not None:
         if name:
-            raise ConfigError(f"--model does not apply to the exported file {one_line(path)}: it is one model already")
+            raise ConfigError(
+                f"a model name does not apply to the exported file {one_line(path)}: it is one model already"
+            )
         return exported(path).eval()
     from sknet.models import create_model
 

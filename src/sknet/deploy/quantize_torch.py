@@ -69,7 +69,7 @@ def check_torch_method(method: str | CalibrationMethod) -> CalibrationMethod:
     method = CalibrationMethod.parse(method)
     if method not in observers():
         offered = ", ".join(m.value for m in observers())
-        raise ConfigError(f"--calibration-method {method.value} is ONNX Runtime's only; for torchscript: {offered}")
+        raise ConfigError(f"calibration method {method.value} is ONNX Runtime's only; for TorchScript: {offered}")
     if ENGINE not in torch.backends.quantized.supported_engines:
         engines = ", ".join(torch.backends.quantized.supported_engines)
         raise ConfigError(f"this torch build has no {ENGINE} quantized engine (it has: {engines})")
