@@ -51,7 +51,7 @@ def paste_objects(objects: torch.Tensor, sides: torch.Tensor, corners: torch.Ten
     zero canvases (N, C, canvas, canvas)."""
     n, c = objects.shape[:2]
     out = torch.zeros(n, c, canvas, canvas, dtype=torch.uint8)
-    for i, (resized, (r, col)) in enumerate(zip(resize_objects(objects, sides), corners.tolist())):
+    for i, (resized, (r, col)) in enumerate(zip(resize_objects(objects, sides), corners.tolist(), strict=True)):
         side = resized.shape[-1]
         out[i, :, r : r + side, col : col + side] = resized
     return out
