@@ -11,8 +11,8 @@ scratch, BatchNorm, a 64-channel FPN over the stride-2/4/8 maps and a pooled str
 the scenes, so a run is reproducible. Then COCO box mAP (IoU .50:.95) and mAP@50 on the test scenes
 (pycocotools through torchmetrics: the optional extra, ``pip install 'sknet[detection]'``).
 
-    python benchmarks/detection.py --out benchmarks/results/detection      # the comparison (≈ 40 min, 2 cores)
-    python benchmarks/detection.py --data synthetic --steps 4 --images 16 --test-images 8 --out /tmp/det
+    python benchmarks/detection.py --threads 1 --out runs/detection   # RESULTS.md's comparison (≈ 45 min, 2 busy cores)
+    python benchmarks/detection.py --data synthetic --steps 2 --images 8 --test-images 4 --out /tmp/det   # a smoke run
 
 Writes to `--out`: results.md (a table: mAP and mAP@50 per backbone and seed, the mean) and results.json
 (the same, every COCO scalar, the settings). Bad input: one line, exit status 2, before any work.
@@ -71,11 +71,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--backbones", nargs="+", default=["sk", "resnext_matched"], help=f"of: {', '.join(BACKBONES)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="one run per backbone and seed")
-    parser.add_argument("--steps", type=int, default=600, help="training steps of every run")
+    parser.add_argument("--steps", type=int, default=500, help="training steps of every run")
     parser.add_argument("--batch-size", type=int, default=4, help="scenes per step")
     parser.add_argument("--lr", type=float, default=0.02, help="peak learning rate (SGD)")
     parser.add_argument("--images", type=int, default=2400, help="training scenes")
-    parser.add_argument("--test-images", type=int, default=500, help="test scenes (the COCO metric's)")
+    parser.add_argument("--test-images", type=int, default=400, help="test scenes (the COCO metric's)")
     parser.add_argument("--data", default="fashion_mnist", help=f"the objects: {' or '.join(DATA)} (tests)")
     parser.add_argument("--data-dir", help="folder of the Fashion-MNIST files (default: Debian's package)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")

@@ -11,6 +11,10 @@ compact grayscale models).
 Backbone weights come from any route sknet loads (``weights_backbone``): a file (``sknet train``'s
 ``model.safetensors``, a converted timm or Caffe file, a state dict), ``local-dir:``/``hf-hub:`` names, or
 ``True`` for the ImageNet weights sknet knows (``sknet.create_model(name, pretrained=True)``).
+
+:func:`coco_map` and :func:`evaluate_detector` score detections with the standard COCO box metric (pycocotools
+through torchmetrics: the optional extra ``pip install 'sknet[detection]'``); benchmarks/detection.py and
+docs/detection.md use them on the scenes of :mod:`sknet.data.objects`.
 """
 
 from __future__ import annotations
