@@ -11,7 +11,7 @@ scratch, BatchNorm, a 64-channel FPN over the stride-2/4/8 maps and a pooled str
 the scenes, so a run is reproducible. Then COCO box mAP (IoU .50:.95) and mAP@50 on the test scenes
 (pycocotools through torchmetrics: the optional extra, ``pip install 'sknet[detection]'``).
 
-    python benchmarks/detection.py --threads 1 --out runs/detection   # RESULTS.md's comparison (≈ 45 min, 2 busy cores)
+    python benchmarks/detection.py --threads 1 --out runs/detection   # RESULTS.md's comparison (26 min, 2 busy cores)
     python benchmarks/detection.py --data synthetic --steps 2 --images 8 --test-images 4 --out /tmp/det   # a smoke run
 
 Writes to `--out`: results.md (a table: mAP and mAP@50 per backbone and seed, the mean) and results.json
