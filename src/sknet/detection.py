@@ -11,6 +11,10 @@ compact grayscale models).
 Backbone weights come from any route sknet loads (``weights_backbone``): a file (``sknet train``'s
 ``model.safetensors``, a converted timm or Caffe file, a state dict), ``local-dir:``/``hf-hub:`` names, or
 ``True`` for the ImageNet weights sknet knows (``sknet.create_model(name, pretrained=True)``).
+
+:func:`coco_map` and :func:`evaluate_detector` score detections with the standard COCO box metric (pycocotools
+through torchmetrics: the optional extra ``pip install 'sknet[detection]'``); benchmarks/detection.py and
+docs/detection.md use them on the scenes of :mod:`sknet.data.objects`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
@@ -151,15 +156,18 @@ def fasterrcnn_sknet_fpn(
     trainable_backbone_layers: int = 3,
     norm_layer: object = "frozen",
     backbone_options: dict[str, object] | None = None,
+    fpn_channels: int = 256,
     **kwargs: object,
 ) -> FasterRCNN:
     """torchvision's Faster R-CNN (``fasterrcnn_resnet50_fpn``) on an FPN over sknet's `backbone_name`.
-    `num_classes` includes the background; `kwargs` go to torchvision's FasterRCNN."""
+    `num_classes` includes the background (None where ``box_predictor`` is given); `fpn_channels`: the FPN's
+    channels (torchvision's 256; fewer for small images and CPUs); `kwargs` go to torchvision's FasterRCNN."""
     backbone = sknet_fpn_backbone(
         backbone_name,
         weights=weights_backbone,
         norm_layer=norm_layer,
         trainable_layers=trainable_backbone_layers,
+        out_channels=fpn_channels,
         **(backbone_options or {}),
     )
     return FasterRCNN(backbone, num_classes, **_defaults(backbone, kwargs))
@@ -173,14 +181,17 @@ def maskrcnn_sknet_fpn(
     trainable_backbone_layers: int = 3,
     norm_layer: object = "frozen",
     backbone_options: dict[str, object] | None = None,
+    fpn_channels: int = 256,
     **kwargs: object,
 ) -> MaskRCNN:
-    """torchvision's Mask R-CNN (``maskrcnn_resnet50_fpn``) on an FPN over sknet's `backbone_name`."""
+    """torchvision's Mask R-CNN (``maskrcnn_resnet50_fpn``) on an FPN over sknet's `backbone_name`, with
+    `fpn_channels` channels (torchvision's 256)."""
     backbone = sknet_fpn_backbone(
         backbone_name,
         weights=weights_backbone,
         norm_layer=norm_layer,
         trainable_layers=trainable_backbone_layers,
+        out_channels=fpn_channels,
         **(backbone_options or {}),
     )
     return MaskRCNN(backbone, num_classes, **_defaults(backbone, kwargs, masks=True))
@@ -205,3 +216,61 @@ def retinanet_sknet_fpn(
     record = getattr(backbone, "data_config", None)
     normalise = {} if record is None else {"image_mean": list(record.mean), "image_std": list(record.std)}
     return RetinaNet(backbone, num_classes, **{**normalise, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The COCO metric (the optional extra "detection": torchmetrics with pycocotools)
+
+
+def require_coco_metric() -> None:
+    """Raise ConfigError (one line, naming the extra) unless torchmetrics and pycocotools import."""
+    try:
+        import pycocotools  # noqa: F401
+        import torchmetrics.detection  # noqa: F401
+    except ImportError as err:
+        missing = err.name or "torchmetrics/pycocotools"
+        raise ConfigError(
+            f"the COCO metric needs torchmetrics and pycocotools ({missing} is missing): pip install 'sknet[detection]'"
+        ) from None
+
+
+def coco_map(predictions: Sequence[dict], targets: Sequence[dict]) -> dict[str, float]:
+    """COCO's box metric (pycocotools, through torchmetrics' ``MeanAveragePrecision``) of `predictions` against
+    `targets`, one dict per image.
+
+    Args:
+        predictions: ``boxes`` (k, 4) float XYXY in pixels, ``scores`` (k,), ``labels`` (k,) int64.
+        targets: ``boxes`` (m, 4) and ``labels`` (m,) of the same images.
+    Returns: torchmetrics' scalars as floats: ``map`` (AP at IoU .50:.05:.95), ``map_50``, ``map_75``,
+        ``map_small``/``medium``/``large``, ``mar_1``/``10``/``100``…; -1.0 where COCO has nothing to average.
+    Raises ConfigError when the optional extra is missing; ValueError for lists of other lengths.
+    """
+    require_coco_metric()
+    from torchmetrics.detection import MeanAveragePrecision
+
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
+    metric = MeanAveragePrecision(iou_type="bbox", backend="pycocotools")
+    plain = [{key: torch.as_tensor(value).as_subclass(torch.Tensor) for key, value in d.items()} for d in targets]
+    metric.update([{k: d[k] for k in ("boxes", "scores", "labels")} for d in predictions], plain)
+    return {key: float(value) for key, value in metric.compute().items() if value.numel() == 1}
+
+
+@torch.no_grad()
+def evaluate_detector(model: torch.nn.Module, dataset: Sequence, batch_size: int = 8) -> dict[str, float]:
+    """:func:`coco_map` of `model`'s detections on every item (image (C, H, W), target) of `dataset` (e.g.
+    :class:`sknet.data.objects.ObjectScenes`), `batch_size` images per call, in eval mode (the model's mode
+    is restored). Raises ConfigError when the optional extra is missing (before any image is run)."""
+    require_coco_metric()
+    was_training = model.training
+    model.eval()
+    predictions, targets = [], []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            outputs = model([image for image, _ in items])
+            predictions += [{k: out[k].detach().cpu() for k in ("boxes", "scores", "labels")} for out in outputs]
+            targets += [{"boxes": target["boxes"], "labels": target["labels"]} for _, target in items]
+    finally:
+        model.train(was_training)
+    return coco_map(predictions, targets)

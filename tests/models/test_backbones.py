@@ -273,3 +273,23 @@ def test_the_sk_layers_of_a_frozen_backbone_run_the_fast_tails_where_they_apply(
     layer = next(m for m in model.modules() if isinstance(m, SKConv2d))
     contract = layer.contract()
     assert contract.path_norm.value == "affine" and contract.closed_form
+
+
+@pytest.mark.parametrize(("name", "options"), [("sknet_tiny", {}), ("resnext_tiny", {"widths": (32, 64, 176)})])
+@pytest.mark.parametrize("norm", ["frozen", "groupnorm", "batchnorm"])
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_the_compact_twins_train_faster_rcnn_on_small_images_at_batch_2(name, options, norm, in_chans):
+    """The detection job's backbones (benchmarks/detection.py): each norm, 1 or 3 channels, every stage trained."""
+    from sknet.detection import fasterrcnn_sknet_fpn
+
+    model = fasterrcnn_sknet_fpn(name, num_classes=3, norm_layer=norm, trainable_backbone_layers=4,
+                                 backbone_options={**options, "in_chans": in_chans}, fpn_channels=32, min_size=48,
+                                 max_size=48, rpn_post_nms_top_n_train=50, box_batch_size_per_image=16)  # fmt: skip
+    assert len(model.transform.image_mean) == in_chans  # the backbone's own statistics, per channel
+    images = [torch.rand(in_chans, 48, 48) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([1])}] * 2
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert model.backbone.body.stem.conv.conv.weight.grad is not None  # the stem trains too (trainable 4)
+    assert len(model.eval()(images)) == 2

@@ -33,18 +33,27 @@ HALF_MEAN = (0.1453,)
 HALF_STD = (0.2760,)
 
 
-def paste_objects(objects: torch.Tensor, sides: torch.Tensor, corners: torch.Tensor, canvas: int) -> torch.Tensor:
-    """Objects (N, C, h, w) uint8 resized to `sides` (N,) pixels and pasted at `corners` (N, 2) (row, col) on
-    zero canvases (N, C, canvas, canvas)."""
-    n, c = objects.shape[:2]
-    out = torch.zeros(n, c, canvas, canvas, dtype=torch.uint8)
+def resize_objects(objects: torch.Tensor, sides: torch.Tensor) -> list[torch.Tensor]:
+    """Objects (N, C, h, w) uint8, each resized to its side `sides` (N,) pixels (bilinear, antialiased,
+    rounded): a list of N uint8 tensors (C, side, side). Objects of one side are resized in one call."""
+    out: list[torch.Tensor] = [objects[:0]] * len(sides)
     for side in sides.unique().tolist():
         index = (sides == side).nonzero().flatten()
         resized = F.interpolate(objects[index].float(), size=(side, side), mode="bilinear", antialias=True)
         resized = resized.round().clamp(0, 255).to(torch.uint8)
         for j, i in enumerate(index.tolist()):
-            r, col = corners[i].tolist()
-            out[i, :, r : r + side, col : col + side] = resized[j]
+            out[i] = resized[j]
+    return out
+
+
+def paste_objects(objects: torch.Tensor, sides: torch.Tensor, corners: torch.Tensor, canvas: int) -> torch.Tensor:
+    """Objects (N, C, h, w) uint8 resized to `sides` (N,) pixels and pasted at `corners` (N, 2) (row, col) on
+    zero canvases (N, C, canvas, canvas)."""
+    n, c = objects.shape[:2]
+    out = torch.zeros(n, c, canvas, canvas, dtype=torch.uint8)
+    for i, (resized, (r, col)) in enumerate(zip(resize_objects(objects, sides), corners.tolist(), strict=True)):
+        side = resized.shape[-1]
+        out[i, :, r : r + side, col : col + side] = resized
     return out
 
 
