@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import sknet
-from sknet.data.pipeline import LoaderOptions, build_loader
+from sknet.data.loader import LoaderOptions, build_loader
 from sknet.deploy.calibration import DEFAULT_CALIBRATION_SIZE, calibration_images
 from sknet.deploy.onnx_model import OnnxModel
 from sknet.deploy.quantize import DEFAULT_ACTIVATIONS, QUANTIZED_OP_TYPES, CalibrationMethod, quantize_export

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from sknet.bench import Candidate, run_bench
-from sknet.data.loader import InMemoryImages
+from sknet.data.tensors import InMemoryImages
 from sknet.models import create_model
 from sknet.train.config import TrainConfig
 from sknet.train.trainer import Trainer

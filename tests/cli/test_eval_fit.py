@@ -54,9 +54,9 @@ def test_a_one_channel_model_of_any_format_evaluates_an_rgb_folder(files, capsys
 
 
 def test_classes_or_channels_that_do_not_fit_are_refused_before_the_data_is_read(files, tmp_path, capsys, monkeypatch):
-    import sknet.data.pipeline
+    import sknet.data.loader
 
-    monkeypatch.setattr(sknet.data.pipeline, "build_loader", lambda *a, **k: pytest.fail("the data was read"))
+    monkeypatch.setattr(sknet.data.loader, "build_loader", lambda *a, **k: pytest.fail("the data was read"))
     exports, _ = files
     for path in exports:  # 4 classes; Fashion-MNIST has 10 (and need not be installed: nothing is read)
         assert main(["eval", "--weights", str(path), "--dataset", "fashion_mnist", "--data-dir", str(tmp_path)]) == 3

@@ -153,7 +153,7 @@ def test_switch_and_apply_probabilities():
 def test_folder_data_get_auto_augment_in_the_workers_and_erasing_on_the_device(tmp_path):
     from PIL import Image
 
-    from sknet.data.pipeline import LoaderOptions, build_loader
+    from sknet.data.loader import LoaderOptions, build_loader
 
     for cls in ("cat", "dog"):
         (tmp_path / "train" / cls).mkdir(parents=True)
@@ -171,7 +171,7 @@ def test_folder_data_get_auto_augment_in_the_workers_and_erasing_on_the_device(t
 def test_repeated_augmentation_puts_the_copies_of_an_image_on_different_ranks():
     from sknet.data.augment import repeat_order
     from sknet.data.folder import ShardedSampler
-    from sknet.data.loader import InMemoryImages, TensorBatchLoader, random_crop_flip
+    from sknet.data.tensors import InMemoryImages, TensorBatchLoader, random_crop_flip
 
     assert repeat_order(torch.arange(6), 3).tolist() == [0, 0, 0, 1, 1, 1]
     assert repeat_order(torch.arange(6), 1).tolist() == list(range(6))

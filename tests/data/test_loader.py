@@ -5,7 +5,7 @@ import torch
 
 from sknet.data.datasets import Split, load_fashion_mnist, make_synthetic
 from sknet.data.idx import read_idx
-from sknet.data.loader import TensorBatchLoader, random_crop_flip
+from sknet.data.tensors import TensorBatchLoader, random_crop_flip
 from sknet.errors import DataError
 
 
@@ -90,3 +90,22 @@ def test_fashion_mnist_from_a_folder_of_idx_files(tmp_path):
     data = load_fashion_mnist(tmp_path, Split.TRAIN)
     assert data.images.shape == (3, 1, 28, 28) and data.labels.tolist() == [1, 2, 3]
     assert data.classes[9] == "Ankle boot"
+
+
+@pytest.mark.parametrize(("world_size", "repeats"), [(1, 1), (2, 1), (3, 3)])
+def test_tensors_and_decoded_images_visit_one_order(world_size, repeats):
+    """Data held as tensors and decoded data (image folders, any Dataset) take each epoch's order and each
+    rank's share from one function: the same samples, in the same order, for every rank."""
+    from sknet.data.folder import ShardedSampler
+    from sknet.data.tensors import InMemoryImages
+
+    size, batch = 23, 4
+    labels = torch.arange(size)  # label i on sample i: the loader's labels are its indices
+    data = InMemoryImages(torch.zeros(size, 1, 2, 2, dtype=torch.uint8), labels, ["c"] * size, (0.5,), (0.5,))
+    for rank in range(world_size):
+        loader = TensorBatchLoader(data, batch, shuffle=True, seed=7, rank=rank, world_size=world_size, repeats=repeats)
+        sampler = ShardedSampler(size, True, seed=7, rank=rank, world_size=world_size, repeats=repeats)
+        for epoch in (0, 3):
+            loader.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            assert torch.cat([y for _, y in loader]).tolist() == list(sampler)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sknet.data.loader import InMemoryImages
 from sknet.data.multiscale import centered_canvas, make_multiscale
+from sknet.data.tensors import InMemoryImages
 
 
 def white_squares(n=64, size=28):

@@ -6,8 +6,8 @@ import torch
 from torchvision import tv_tensors
 
 from sknet.data.datasets import Split, make_synthetic
-from sknet.data.loader import InMemoryImages
 from sknet.data.objects import make_scenes, mask_box
+from sknet.data.tensors import InMemoryImages
 
 
 def hand_built() -> InMemoryImages:

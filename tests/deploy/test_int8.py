@@ -102,7 +102,7 @@ def test_bad_calibration_input_is_one_line_before_any_export_work(exported, tmp_
     elif case == "dataset of another size":
         calibration = "fashion_mnist_canvas"  # 56×56 (needs no files to be refused? it does: so fake its data)
         from sknet.data import datasets
-        from sknet.data.loader import InMemoryImages
+        from sknet.data.tensors import InMemoryImages
 
         fake = InMemoryImages(
             torch.zeros(4, 1, 56, 56, dtype=torch.uint8), torch.zeros(4).long(), ["a"], (0.5,), (0.5,)

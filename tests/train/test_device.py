@@ -6,7 +6,7 @@ import torch
 
 from sknet.data.datasets import Split, make_synthetic
 from sknet.data.device import DeviceLoader, Normalizer
-from sknet.data.loader import TensorBatchLoader
+from sknet.data.tensors import TensorBatchLoader
 from sknet.errors import ConfigError
 from sknet.train.distributed import Launch, resolve_device
 from sknet.train.trainer import Trainer, TrainingDiverged

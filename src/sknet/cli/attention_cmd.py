@@ -72,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _batches(args: argparse.Namespace, dataset: str, record, device):
     """(loader, number of batches, number of images, class names)."""
-    from sknet.data.pipeline import LoaderOptions, build_loader
+    from sknet.data.loader import LoaderOptions, build_loader
 
     options = LoaderOptions(
         args.batch_size,

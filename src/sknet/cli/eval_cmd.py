@@ -50,7 +50,7 @@ def check_fit(weights: str, model, dataset: str, classes: int | None, channels: 
 
 def run(args: argparse.Namespace) -> int:
     from sknet.data.datasets import data_shape, dataset_spec
-    from sknet.data.pipeline import LoaderOptions, build_loader
+    from sknet.data.loader import LoaderOptions, build_loader
     from sknet.evaluate import evaluate
     from sknet.train.distributed import resolve_device
 

@@ -79,7 +79,7 @@ def add_run_args(parser: argparse.ArgumentParser, batch_size: int, device: str =
         help=f"images per batch (default: {batch_size})",
     )
     if workers:
-        from sknet.data.pipeline import MAX_DEFAULT_WORKERS, default_workers
+        from sknet.data.loader import MAX_DEFAULT_WORKERS, default_workers
 
         parser.add_argument(
             "--workers",

@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from sknet.cli.options import add_model_override_args, checked, model_overrides
-from sknet.data.pipeline import MAX_DEFAULT_WORKERS
+from sknet.data.loader import MAX_DEFAULT_WORKERS
 from sknet.errors import CheckpointError, ConfigError, plural
 from sknet.train.config import CHECKS, HELP, RESUME_CHANGEABLE, TrainConfig, read_config_file
 from sknet.train.state import read_training_checkpoint

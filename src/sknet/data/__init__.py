@@ -10,12 +10,12 @@ _HOMES = {
     "DATASETS": "sknet.data.datasets",
     "DataSpec": "sknet.data.datasets",
     "build_dataset": "sknet.data.datasets",
-    "InMemoryImages": "sknet.data.loader",
-    "TensorBatchLoader": "sknet.data.loader",
+    "InMemoryImages": "sknet.data.tensors",
+    "TensorBatchLoader": "sknet.data.tensors",
     "DataConfig": "sknet.data.config",
-    "DataInfo": "sknet.data.pipeline",
-    "LoaderOptions": "sknet.data.pipeline",
-    "build_loader": "sknet.data.pipeline",
+    "DataInfo": "sknet.data.loader",
+    "LoaderOptions": "sknet.data.loader",
+    "build_loader": "sknet.data.loader",
 }
 
 __all__ = sorted(_HOMES)

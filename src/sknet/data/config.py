@@ -3,7 +3,7 @@
 The ground floor of the package (it imports nothing of sknet but :mod:`sknet.errors`), as torchvision's
 ``transforms/_presets.py``: weights files, checkpoints, exports, timm's ``pretrained_cfg``, ``sknet eval``,
 ``sknet predict`` and the attention study all read a model's :class:`DataConfig` (``model.data_config``)
-and nothing else; the data pipeline builds one for the data it reads (:class:`sknet.data.pipeline.DataInfo`).
+and nothing else; the data pipeline builds one for the data it reads (:class:`sknet.data.loader.DataInfo`).
 """
 
 from __future__ import annotations

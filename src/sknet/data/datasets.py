@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from sknet.data.idx import read_idx
-from sknet.data.loader import InMemoryImages
 from sknet.data.split import Split
+from sknet.data.tensors import InMemoryImages
 from sknet.errors import ConfigError, DataError, one_line
 
 FASHION_MNIST_CLASSES = [

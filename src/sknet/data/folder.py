@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from sknet.data.augment import repeat_order
 from sknet.data.images import IMAGE_EXTENSIONS, image_channels, open_image
+from sknet.data.order import epoch_order
 from sknet.data.split import Split
 from sknet.errors import DataError
 
@@ -216,8 +216,9 @@ def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]
 
 
 class ShardedSampler(torch.utils.data.Sampler[int]):
-    """DistributedSampler-like: the order of epoch e is a function of (seed, e); rank r takes every
-    world_size-th index; `start` skips that many of this rank's indices (mid-epoch resume)."""
+    """DistributedSampler-like over :func:`sknet.data.order.epoch_order` (the order data held as tensors
+    follows too); rank r takes every world_size-th index; `start` skips that many of this rank's indices
+    (mid-epoch resume)."""
 
     def __init__(
         self,
@@ -238,14 +239,8 @@ class ShardedSampler(torch.utils.data.Sampler[int]):
         self.epoch, self.start = epoch, start
 
     def _indices(self) -> list[int]:
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = repeat_order(torch.randperm(self.size, generator=gen), self.repeats).tolist()
-        else:
-            order = list(range(self.size))
-        if self.pad and self.size % self.world_size:
-            order += order[: self.world_size - self.size % self.world_size]
-        return order[self.rank :: self.world_size]
+        order = epoch_order(self.size, self.shuffle, self.seed, self.epoch, self.repeats, self.world_size, self.pad)
+        return order[self.rank :: self.world_size].tolist()
 
     def __iter__(self):
         return iter(self._indices()[self.start :])

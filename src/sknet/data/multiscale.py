@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sknet.data.loader import InMemoryImages
+from sknet.data.tensors import InMemoryImages
 
 CANVAS = 56
 SCALE_RANGE = (0.75, 2.0)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sknet.data.loader import InMemoryImages
 from sknet.data.multiscale import resize_objects
+from sknet.data.tensors import InMemoryImages
 
 
 @dataclass

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
 import random
 import re
 import tarfile
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from sknet.data.cores import available_cores
 from sknet.data.folder import collate_skipping, unreadable
 from sknet.data.images import IMAGE_EXTENSIONS, open_image
 from sknet.errors import ConfigError, DataError, clip, one_line
@@ -156,7 +156,7 @@ def scan_shards(paths: list[Path], classes: int) -> list[int]:
         return [scan_shard(path, classes) for path in paths]
     from concurrent.futures import ProcessPoolExecutor
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     with ProcessPoolExecutor(max_workers=min(cores, len(paths))) as pool:
         return list(pool.map(scan_shard, paths, [classes] * len(paths), chunksize=4))
 

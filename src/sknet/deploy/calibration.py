@@ -36,7 +36,7 @@ def calibration_images(
     if folder.is_dir():
         return _folder_images(folder, record, count)
     from sknet.data.datasets import DATASETS, build_dataset
-    from sknet.data.loader import InMemoryImages
+    from sknet.data.tensors import InMemoryImages
 
     if source not in DATASETS:
         raise ConfigError(

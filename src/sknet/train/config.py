@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from sknet.data.augment import AUTO_AUGMENT_HELP, is_auto_augment
-from sknet.data.pipeline import default_workers
+from sknet.data.loader import default_workers
 from sknet.enums import TextEnum
 from sknet.errors import ConfigError
 from sknet.progress import PROGRESS_MODES

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from sknet.data.cores import available_cores
 from sknet.data.device import DeviceLoader
 from sknet.data.folder import check_same_classes
-from sknet.data.loader import InMemoryImages
-from sknet.data.pipeline import DataInfo, LoaderOptions, build_loader
+from sknet.data.loader import DataInfo, LoaderOptions, build_loader
+from sknet.data.tensors import InMemoryImages
 from sknet.errors import ConfigError
 from sknet.models import create_model, model_info
 from sknet.models.registry import DATA_OPTIONS, settle_fixed
@@ -33,7 +33,7 @@ def configure_torch(config: TrainConfig, device: torch.device, dist: DistInfo | 
     if config.threads:
         torch.set_num_threads(config.threads)
     elif dist is not None and dist.machine_processes > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = available_cores()
         threads = max(1, cores // dist.machine_processes)
         torch.set_num_threads(threads)
         if dist.local_rank == 0:
@@ -76,23 +76,22 @@ def build_loaders(
     """(train, test) loaders of this process's shard; `datasets`: the caller's own data instead (tensors
     in memory, or any map-style Dataset of (image, label): see :func:`sknet.data.build_loader`)."""
     own = datasets or (None, None)
+    # Every loader option that is also a training option, by name (image_size, workers, seed, the
+    # augmentations, ...): a new one declared in both reaches the loaders without a line here.
+    per_process = {"batch_size", "train", "rank", "world_size"}
+    shared = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(LoaderOptions)
+        if f.name not in per_process and hasattr(config, f.name)
+    }
     loaders = []
     for split, train, images in (("train", True, own[0]), ("test", False, own[1])):
         options = LoaderOptions(
-            config.batch_size if train else max(config.batch_size, 256),
+            **shared,
+            batch_size=config.batch_size if train else max(config.batch_size, 256),
             train=train,
-            image_size=config.image_size,
-            crop_padding=config.crop_padding,
-            hflip=config.hflip,
-            workers=config.workers,
-            bad_images=config.bad_images,
-            seed=config.seed,
             rank=dist.rank,
             world_size=dist.world_size,
-            channels_last=config.channels_last,
-            auto_augment=config.auto_augment,
-            random_erase=config.random_erase,
-            aug_repeats=config.aug_repeats,
         )
         loaders.append(
             build_loader(config.dataset, split, options, dist.device, config.data_dir, config.download, images)

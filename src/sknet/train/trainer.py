@@ -1,5 +1,5 @@
 """The training loop behind `sknet train` (torchrun too, exact resume). Pieces: `preflight`, `run_folder`,
-`sknet.data.pipeline`, `optim`/`step`, `recipe` (mixing, EMA), `metrics`, `state`, `interrupt`, `records`."""
+`sknet.data.loader`, `optim`/`step`, `recipe` (mixing, EMA), `metrics`, `state`, `interrupt`, `records`."""
 
 from __future__ import annotations
 
