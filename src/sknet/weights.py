@@ -200,9 +200,22 @@ def file_kind(path: Path, data: bytes) -> str | None:
     return None
 
 
+RUN_FILES_TO_NAME = ("model.safetensors", "checkpoint.pt")
+
+
+def not_a_file(path: Path, what: str, names: tuple[str, ...] = RUN_FILES_TO_NAME) -> CheckpointError:
+    """The error for `what` at `path` that is not a file: a folder (naming the first of `names` it holds, e.g.
+    a run folder's weights) or nothing at all."""
+    if path.is_dir():
+        inside = next((path / name for name in names if (path / name).is_file()), None)
+        hint = f": give {one_line(inside)}" if inside is not None else ""
+        return CheckpointError(f"{what} {one_line(path)} is a folder, not a file{hint}")
+    return CheckpointError(f"{what} {one_line(path)} does not exist")
+
+
 def _load_checkpoint(path: Path, check=None) -> dict[str, Any]:
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise not_a_file(path, "checkpoint", ("checkpoint.pt",))
     data = path.read_bytes()  # read once: checksummed, then unpickled from memory
     _verify(path, data)
     kind = file_kind(path, data)
@@ -251,7 +264,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     """(state dict, sknet metadata) of a ``.safetensors`` file, or of a checkpoint/state-dict ``.pt`` file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
+        raise not_a_file(path, "weights file")
     if path.suffix == ".safetensors":
         return _read_safetensors(path, with_tensors=True)
     state = load_checkpoint(path)
@@ -318,7 +331,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The sknet metadata of a weights file; for safetensors only the header is read."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
+        raise not_a_file(path, "weights file")
     if path.suffix == ".safetensors":
         return _read_safetensors(path, with_tensors=False)[1]
     return read_weights(path)[1]

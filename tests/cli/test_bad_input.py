@@ -15,6 +15,8 @@ def files(tmp_path_factory):
     tiny = sknet.create_model("sknet_tiny")
     meta = {"model": "sknet_tiny", "model_options": {}, "num_classes": 10, "in_chans": 1, "dataset": "synthetic"}
     save_weights(root / "tiny.safetensors", tiny, meta)
+    (root / "run").mkdir()
+    save_weights(root / "run" / "model.safetensors", tiny, meta)
     # Hostile metadata: sizing the input from it would allocate ~24 GB (100000² pixels × 3 × 4 bytes).
     save_weights(root / "absurd.safetensors", tiny, {**meta, "input_size": 100000})
     save_weights(root / "nan.safetensors", tiny, {**meta, "in_chans": 1, "mean": [float("nan")]})
@@ -37,6 +39,10 @@ CASES = [
         4,
     ),
     (["convert", "--from", "caffe", "{d}/missing.caffemodel", "--out", "{d}/x.safetensors"], "missing.caffemodel", 4),
+    # a folder where a file is named: said so (a run folder: its weights file named), not "does not exist"
+    (["eval", "--weights", "{d}/run"], "is a folder, not a file: give {d}/run/model.safetensors", 4),
+    (["export", "--weights", "{d}", "--format", "onnx", "--out", "{d}/x.onnx"], "is a folder, not a file", 4),
+    (["predict", "{d}/run", "--weights", "{d}/tiny.safetensors"], "image {d}/run is a folder, not an image file", 3),
     # an output folder that does not exist: storage (the README's table), before any work
     (["export", "--model", "sknet_tiny", "--format", "onnx", "--out", "{d}/nodir/x.onnx"], "folder", 6),
     (["convert", "--from", "caffe", "{d}/empty.caffemodel", "--out", "{d}/nodir/x.safetensors"], "nodir", 6),
@@ -89,7 +95,7 @@ def test_bad_input_exits_with_one_line_and_its_code(files, capsys, case):
     assert main(argv) == (code[0] if code else 2)
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1, err
-    assert message in err, err
+    assert message.format(d=files) in err, err
 
 
 def test_absurd_metadata_fails_fast(files, capsys):
@@ -100,3 +106,4 @@ def test_absurd_metadata_fails_fast(files, capsys):
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
     assert grown < 1 << 20, f"{grown} KiB"  # refused from the header: nothing of the ~24 GB was allocated
     assert "out of range" in capsys.readouterr().err
+
