@@ -107,3 +107,17 @@ def test_absurd_metadata_fails_fast(files, capsys):
     assert grown < 1 << 20, f"{grown} KiB"  # refused from the header: nothing of the ~24 GB was allocated
     assert "out of range" in capsys.readouterr().err
 
+
+def test_predict_checks_every_image_before_loading_the_model(files, capsys, monkeypatch):
+    """A missing image at the end of the list is named before the weights are loaded and any image is
+    classified: no work done and thrown away, no partial output."""
+    import sknet.cli.predict_cmd as predict_cmd
+
+    def load_model(*args):
+        raise AssertionError("the model was loaded before the images were checked")
+
+    monkeypatch.setattr(predict_cmd, "load_model", load_model)
+    argv = ["predict", str(files / "bad.png"), str(files / "missing.png"), "--weights", str(files / "tiny.safetensors")]
+    assert main(argv) == 3
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "missing.png does not exist" in err, err
