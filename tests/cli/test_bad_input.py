@@ -121,3 +121,28 @@ def test_predict_checks_every_image_before_loading_the_model(files, capsys, monk
     assert main(argv) == 3
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "missing.png does not exist" in err, err
+
+
+def test_a_batch_larger_than_memory_is_one_line_not_torchs_traceback(capsys):
+    """torch's CPU allocator refuses ~600 GB (batch 1,000,000 × 3 × 224²) with a RuntimeError whose text
+    spans lines: one line saying so, exit 2 (a value too large for this machine), no traceback."""
+    argv = ["bench", "--no-timm", "--mode", "inference", "--batch-size", "1000000", "--repeats", "1"]
+    assert main([*argv, "--warmup", "0", "--formats", "nchw"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert "out of memory: 602.1 GB could not be allocated" in err and "--batch-size" in err, err
+
+
+def test_cuda_out_of_memory_is_one_line(capsys, monkeypatch):
+    import sknet.cli.predict_cmd as predict_cmd
+
+    def load_model(*args):
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.1 GiB of which\n..."
+        )
+
+    monkeypatch.setattr(predict_cmd, "load_model", load_model)
+    monkeypatch.setattr(predict_cmd, "check_images", lambda paths: None)
+    assert main(["predict", "x.png", "--weights", "w.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert err == "sknet predict: error: out of memory: 2.00 GiB could not be allocated\n", err
