@@ -178,9 +178,15 @@ def load_checkpoint(path: str | Path, fallback: bool = False, check=None) -> dic
         return state
 
 
+# First bytes of image files, given as weights by mistake (e.g. predict's image and --weights swapped).
+IMAGE_MAGIC = (
+    (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)  # fmt: skip
+
+
 def file_kind(path: Path, data: bytes) -> str | None:
     """What `data` (the bytes of `path`) is when it is a model file of another kind than a torch checkpoint,
-    from its first bytes, its zip members or its suffix: sknet's exports and safetensors weights. None
+    from its first bytes, its zip members or its suffix: sknet's exports, safetensors weights, images. None
     otherwise (then it is a damaged checkpoint, or no model file at all)."""
     if data[:4] == b"PK\x03\x04":
         try:
@@ -192,6 +198,9 @@ def file_kind(path: Path, data: bytes) -> str | None:
         if any("/code/" in name for name in names):
             return "a TorchScript module (an export: sknet eval and sknet predict run it)"
         return None
+    image = next((kind for magic, kind in IMAGE_MAGIC if data.startswith(magic)), None)
+    if image is not None or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return f"an image ({image or 'WebP'})"
     header = int.from_bytes(data[:8], "little") if len(data) >= 9 else 0
     if 0 < header <= len(data) - 8 and data[8:9] == b"{":
         return "a safetensors weights file"

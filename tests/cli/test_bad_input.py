@@ -73,6 +73,8 @@ CASES = [
     (["predict", "{d}/bad.png", "--weights", "{d}/tiny.safetensors", "--model", "sknet50"], "holds weights", 4),
     (["eval", "--weights", "{d}/other.pt", "--model", "sknet_tiny", "--dataset", "synthetic"], "other.pt", 4),
     (["eval", "--weights", "{d}/text.safetensors"], "safetensors", 4),
+    # an image given as the weights (e.g. predict's image and --weights swapped): named as an image
+    (["predict", "{d}/tiny.safetensors", "--weights", "{d}/bad.png"], "bad.png is an image (PNG), not a", 4),
     (["convert", "--from", "caffe", "{d}/empty.caffemodel", "--out", "{d}/x.safetensors"], "caffemodel", 4),
     (["convert", "--from", "caffe", "{d}/junk.caffemodel", "--out", "{d}/x.safetensors"], "caffemodel", 4),
     # hostile metadata, refused before anything is sized from it
