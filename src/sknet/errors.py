@@ -12,6 +12,7 @@ the error's `exit_code` (documented in docs/guarantees.md, "Exit codes"):
 from __future__ import annotations
 
 import errno
+import re
 
 
 class SKNetError(Exception):
@@ -119,3 +120,22 @@ def storage_error(err: OSError, what: str) -> StorageError | OSError:
     if err.errno in STORAGE_ERRNOS:
         return StorageError(f"{err.strerror or err} while writing {what}")
     return err
+
+
+def out_of_memory(err: BaseException) -> str | None:
+    """'out of memory: … could not be allocated' when `err` is an allocation failure (Python's MemoryError,
+    torch's CPU allocator or CUDA's OutOfMemoryError: their own texts span lines, with C++ sources), else None."""
+    text = str(err)
+    if isinstance(err, MemoryError):
+        return "out of memory"
+    if not isinstance(err, RuntimeError):
+        return None
+    if type(err).__name__ != "OutOfMemoryError" and "can't allocate memory" not in text and "out of memory" not in text:
+        return None
+    found = re.search(r"tried to allocate (\d+) bytes", text, re.IGNORECASE)
+    if found:
+        return f"out of memory: {int(found[1]) / 1e9:.1f} GB could not be allocated"
+    found = re.search(r"tried to allocate ([\d.]+ [KMGTP]?i?B)", text, re.IGNORECASE)
+    if found:
+        return f"out of memory: {found[1]} could not be allocated"
+    return f"out of memory: {clip(text.strip().splitlines()[0] if text.strip() else type(err).__name__)}"

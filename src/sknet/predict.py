@@ -10,7 +10,17 @@ from torch import nn
 
 from sknet.data.config import data_config
 from sknet.data.images import open_image
-from sknet.errors import ConfigError
+from sknet.errors import ConfigError, DataError, one_line
+
+
+def check_images(paths: Sequence[str | Path]) -> None:
+    """DataError naming the first of `paths` that does not exist or is a folder: checked before the weights
+    are loaded and any image is classified, so that a wrong name at the end of a list costs no work."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise DataError(f"image {one_line(path)} is a folder, not an image file")
+        if not Path(path).exists():
+            raise DataError(f"image {one_line(path)} does not exist")
 
 
 @torch.no_grad()
@@ -19,6 +29,7 @@ def predict(model: nn.Module, paths: Sequence[str | Path], topk: int = 5) -> lis
     (``sknet.transforms(model)``): [{"image", "top": [{"class", "index", "probability"}, ...]}, ...]."""
     if topk < 1:
         raise ConfigError(f"topk must be ≥ 1, got {topk}")
+    check_images(paths)
     config = data_config(model)
     transform = config.transform()
     mode = "L" if config.in_chans == 1 else "RGB"

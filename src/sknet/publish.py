@@ -18,7 +18,7 @@ import yaml
 from torch import nn
 
 from sknet.data.config import data_config
-from sknet.errors import ConfigError
+from sknet.errors import ConfigError, one_line
 from sknet.models.hub_names import WEIGHTS_FILE
 from sknet.weights import atomic_write, save_weights
 
@@ -36,6 +36,7 @@ def save_pretrained(model: nn.Module, folder: str | Path) -> Path:
     folder). Returns the folder. ConfigError for a model that create_model did not build."""
     meta = _metadata(model)
     folder = Path(folder)
+    _check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(folder / WEIGHTS_FILE, model, meta)
     config = {
@@ -52,6 +53,22 @@ def save_pretrained(model: nn.Module, folder: str | Path) -> Path:
     card = model_card(model, meta, _run_folder(model))
     atomic_write(folder / "README.md", lambda f: f.write(card.encode()))
     return folder
+
+
+def _check_folder(folder: Path) -> None:
+    """ConfigError, before anything is written, for a `folder` that is (or lies under) a file, or that holds a
+    training run: its model.safetensors is the run's, which only `sknet train` changes."""
+    from sknet.train.run_folder import RUN_FILES
+
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise ConfigError(f"save_pretrained: {one_line(part)} exists and is not a folder")
+    # model.safetensors alone is also what save_pretrained writes: a folder of its own may be saved again
+    if any((folder / name).exists() for name in RUN_FILES if name != WEIGHTS_FILE):
+        raise ConfigError(
+            f"save_pretrained: {one_line(folder)} is a training run's folder (its {WEIGHTS_FILE} is the run's, "
+            "changed only by sknet train); choose another folder"
+        )
 
 
 def _metadata(model: nn.Module) -> dict[str, Any]:

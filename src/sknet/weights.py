@@ -178,9 +178,15 @@ def load_checkpoint(path: str | Path, fallback: bool = False, check=None) -> dic
         return state
 
 
+# First bytes of image files, given as weights by mistake (e.g. predict's image and --weights swapped).
+IMAGE_MAGIC = (
+    (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)  # fmt: skip
+
+
 def file_kind(path: Path, data: bytes) -> str | None:
     """What `data` (the bytes of `path`) is when it is a model file of another kind than a torch checkpoint,
-    from its first bytes, its zip members or its suffix: sknet's exports and safetensors weights. None
+    from its first bytes, its zip members or its suffix: sknet's exports, safetensors weights, images. None
     otherwise (then it is a damaged checkpoint, or no model file at all)."""
     if data[:4] == b"PK\x03\x04":
         try:
@@ -192,6 +198,9 @@ def file_kind(path: Path, data: bytes) -> str | None:
         if any("/code/" in name for name in names):
             return "a TorchScript module (an export: sknet eval and sknet predict run it)"
         return None
+    image = next((kind for magic, kind in IMAGE_MAGIC if data.startswith(magic)), None)
+    if image is not None or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return f"an image ({image or 'WebP'})"
     header = int.from_bytes(data[:8], "little") if len(data) >= 9 else 0
     if 0 < header <= len(data) - 8 and data[8:9] == b"{":
         return "a safetensors weights file"
@@ -200,9 +209,22 @@ def file_kind(path: Path, data: bytes) -> str | None:
     return None
 
 
+RUN_FILES_TO_NAME = ("model.safetensors", "checkpoint.pt")
+
+
+def not_a_file(path: Path, what: str, names: tuple[str, ...] = RUN_FILES_TO_NAME) -> CheckpointError:
+    """The error for `what` at `path` that is not a file: a folder (naming the first of `names` it holds, e.g.
+    a run folder's weights) or nothing at all."""
+    if path.is_dir():
+        inside = next((path / name for name in names if (path / name).is_file()), None)
+        hint = f": give {one_line(inside)}" if inside is not None else ""
+        return CheckpointError(f"{what} {one_line(path)} is a folder, not a file{hint}")
+    return CheckpointError(f"{what} {one_line(path)} does not exist")
+
+
 def _load_checkpoint(path: Path, check=None) -> dict[str, Any]:
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise not_a_file(path, "checkpoint", ("checkpoint.pt",))
     data = path.read_bytes()  # read once: checksummed, then unpickled from memory
     _verify(path, data)
     kind = file_kind(path, data)
@@ -251,7 +273,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     """(state dict, sknet metadata) of a ``.safetensors`` file, or of a checkpoint/state-dict ``.pt`` file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
+        raise not_a_file(path, "weights file")
     if path.suffix == ".safetensors":
         return _read_safetensors(path, with_tensors=True)
     state = load_checkpoint(path)
@@ -318,7 +340,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The sknet metadata of a weights file; for safetensors only the header is read."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
+        raise not_a_file(path, "weights file")
     if path.suffix == ".safetensors":
         return _read_safetensors(path, with_tensors=False)[1]
     return read_weights(path)[1]

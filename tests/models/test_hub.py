@@ -65,6 +65,25 @@ def test_a_fine_tuned_model_saves_its_new_head_and_origin(run_folder, tmp_path):
     assert "## Backbone training" in card and "Result" not in card  # the run's accuracy is not this model's
 
 
+def test_save_pretrained_never_writes_over_a_training_run_or_a_file(run_folder, tmp_path):
+    """A run folder's model.safetensors is `sknet train`'s (README: only it changes a run's files): saving
+    another model there would replace the run's weights. Refused before anything is written, as a folder
+    that is a file."""
+    weights = run_folder / "model.safetensors"
+    before = weights.read_bytes()
+    model = sknet.create_model("sknet_tiny")
+    with pytest.raises(ConfigError, match=r"is a training run's folder.*choose another folder"):
+        sknet.save_pretrained(model, run_folder)
+    assert weights.read_bytes() == before and not (run_folder / "config.json").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        sknet.save_pretrained(model, tmp_path / "file")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        sknet.save_pretrained(model, tmp_path / "file" / "repo")
+    folder = sknet.save_pretrained(model, tmp_path / "repo")
+    assert sknet.save_pretrained(model, folder) == folder  # its own folder: saved again (fine-tuning), as the Hub's
+
+
 def test_hf_hub_names_read_the_hubs_cache_offline(run_folder, tmp_path, monkeypatch):
     pytest.importorskip("huggingface_hub")
     model = sknet.create_model(weights=run_folder / "model.safetensors").eval()

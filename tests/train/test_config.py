@@ -67,6 +67,21 @@ def test_unparsable_or_missing_file(tmp_path):
         TrainConfig.load(tmp_path / "none.yaml")
 
 
+def test_a_key_given_twice_in_yaml_is_refused_naming_it(tmp_path):
+    """YAML keys are unique (as TOML's, which its parser enforces): a second `lr:` is a mistake to name, not a
+    value to take silently. A merge (<<) overridden by an explicit key is YAML's own idiom and stays."""
+    (tmp_path / "twice.yaml").write_text("epochs: 1\nlr: 0.1\nepochs: 2\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'epochs' \(line 3, column 1\)"):
+        TrainConfig.load(tmp_path / "twice.yaml")
+    (tmp_path / "nested.yaml").write_text("model_options: {drop_rate: 0.1, drop_rate: 0.2}\n")
+    with pytest.raises(ConfigError, match="duplicate key 'drop_rate'"):
+        TrainConfig.load(tmp_path / "nested.yaml")
+    (tmp_path / "merge.yaml").write_text("base: &b {epochs: 1}\nrun:\n  <<: *b\n  epochs: 3\n")
+    from sknet.train.config_file import read_config_file
+
+    assert read_config_file(tmp_path / "merge.yaml")["run"] == {"epochs": 3}
+
+
 def test_config_module_works_without_tomllib():
     """Python 3.10 has no tomllib: the config module falls back to tomli (a dependency there). Checked in a
     fresh interpreter where `import tomllib` fails, with a stand-in tomli."""

@@ -27,7 +27,15 @@ from sknet.cli import (
     shards_cmd,
     train_cmd,
 )
-from sknet.errors import STORAGE_ERRNOS, SKNetError, StorageError, TrainingInterrupted, one_line
+from sknet.errors import (
+    STORAGE_ERRNOS,
+    ConfigError,
+    SKNetError,
+    StorageError,
+    TrainingInterrupted,
+    one_line,
+    out_of_memory,
+)
 
 COMMANDS = [
     train_cmd,
@@ -125,6 +133,15 @@ def _run(args: argparse.Namespace) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (MemoryError, RuntimeError) as err:  # a batch (or model) larger than the memory: not a bug
+        reason = out_of_memory(err)
+        if reason is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        hint = "; a smaller --batch-size may fit" if getattr(args, "batch_size", None) else ""
+        print(f"sknet {args.command}: error: {reason}{hint}", file=sys.stderr)
+        return ConfigError.exit_code
     except (*USER_ERRORS, OSError) as err:
         storage = isinstance(err, OSError) and (isinstance(err, StorageError) or err.errno in STORAGE_ERRNOS)
         if not isinstance(err, USER_ERRORS) and not storage:

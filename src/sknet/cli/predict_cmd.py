@@ -8,7 +8,7 @@ import json
 from sknet.cli.options import add_json_arg, checked
 from sknet.deploy.onnx_model import load_model
 from sknet.errors import one_line
-from sknet.predict import predict
+from sknet.predict import check_images, predict
 from sknet.train.check import integer
 
 
@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_images(args.images)  # a missing name costs no loading and no classified image thrown away
     model = load_model(args.weights, args.model)  # weights or an exported .onnx (fp32 or int8)
     results = predict(model, args.images, args.topk)
     if args.json:

@@ -50,6 +50,8 @@ def open_image(path: str | Path | BinaryIO, mode: str = "RGB", name: str | None 
         raise DataError(f"image {label} is too large to decode safely: {err}") from None
     except FileNotFoundError:
         raise DataError(f"image {label} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"image {label} is a folder, not an image file") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         # PIL's own words name a file object by its repr ("<_io.BytesIO object at 0x…>"); the image is named
         # by `label` already.

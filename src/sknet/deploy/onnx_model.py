@@ -13,6 +13,7 @@ from torch import nn
 from sknet.deploy.exported import ExportedModel
 from sknet.deploy.quantize import session_kwargs
 from sknet.errors import CheckpointError, ConfigError, one_line
+from sknet.weights import not_a_file
 
 
 def is_onnx(path: str | Path) -> bool:
@@ -32,7 +33,7 @@ class OnnxModel(ExportedModel):
             raise ConfigError("running an ONNX file needs onnxruntime: pip install 'sknet[export]'") from None
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"{one_line(path)} does not exist")
+            raise not_a_file(path, "exported file", ())
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -14,6 +14,7 @@ import torch
 
 from sknet.deploy.exported import ExportedModel
 from sknet.errors import CheckpointError, one_line
+from sknet.weights import not_a_file
 
 
 def is_program(path: str | Path) -> bool:
@@ -34,7 +35,7 @@ class ProgramModel(ExportedModel):
         super().__init__()
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"{one_line(path)} does not exist")
+            raise not_a_file(path, "exported file", ())
         if not is_program(path):
             raise CheckpointError(f"{one_line(path)} is not a torch.export program (a zip archive of one)")
         extra = {"sknet.json": ""}

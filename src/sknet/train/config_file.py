@@ -17,7 +17,27 @@ from sknet.errors import ConfigError, clip, one_line
 
 
 class _YAMLLoader(yaml.SafeLoader):
-    """YAML 1.1 reads 1e-4 (no dot) as text; here it is a number, as in YAML 1.2, TOML and Python."""
+    """YAML 1.1 reads 1e-4 (no dot) as text; here it is a number, as in YAML 1.2, TOML and Python. A key
+    given twice in one mapping is refused (YAML requires unique keys; PyYAML would keep the last silently),
+    as TOML's parser refuses it; keys a merge (``<<``) brings in may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class names it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                    )
+        return super().construct_mapping(node, deep)
 
 
 _YAMLLoader.add_implicit_resolver(
