@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = model.to(device)
     results = []
-    for size in args.resolution or [model.data_config.input_size]:
+    for size in dict.fromkeys(args.resolution or [model.data_config.input_size]):  # each size once
         # Decoded images are prepared as the model's record says (channels, statistics, crop fraction,
         # interpolation), as `sknet predict` prepares an image.
         options = LoaderOptions(args.batch_size, image_size=size, workers=args.workers, record=model.data_config)

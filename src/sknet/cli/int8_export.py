@@ -7,7 +7,7 @@ import argparse
 
 from sknet.cli.options import checked
 from sknet.errors import ConfigError
-from sknet.train.check import integer
+from sknet.train.check import Check, integer
 
 CHECK_IMAGES = 256  # calibration images --check runs through both models
 
@@ -58,7 +58,7 @@ def add_quantize_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--weight-bits",
-        type=int,
+        type=checked(Check(int, min(WEIGHT_CODE_LIMITS), max(WEIGHT_CODE_LIMITS)), "--weight-bits"),
         choices=list(WEIGHT_CODE_LIMITS),
         default=DEFAULT_WEIGHT_BITS,
         help=f"int8 weight codes: {DEFAULT_WEIGHT_BITS} (default: within ±{WEIGHT_CODE_LIMITS[DEFAULT_WEIGHT_BITS]}, "
