@@ -68,13 +68,13 @@ def test_only_rank_0_prints_done(monkeypatch, capsys, tmp_path):
 
 
 def test_loader_processes_default_to_the_cores_available(monkeypatch):
-    from sknet.data import pipeline
+    from sknet.data import cores, loader
     from sknet.train.config import TrainConfig
 
-    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert pipeline.default_workers() == 2 == TrainConfig().workers == pipeline.LoaderOptions(batch_size=1).workers
-    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    assert pipeline.default_workers() == pipeline.MAX_DEFAULT_WORKERS
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert loader.default_workers() == 2 == TrainConfig().workers == loader.LoaderOptions(batch_size=1).workers
+    monkeypatch.setattr(cores.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert loader.default_workers() == loader.MAX_DEFAULT_WORKERS
 
 
 def test_messages_quote_other_texts_on_one_line_and_cut_them_at_a_word():
