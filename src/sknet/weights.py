@@ -230,6 +230,8 @@ def _load_checkpoint(path: Path, check=None) -> dict[str, Any]:
     kind = file_kind(path, data)
     if kind is not None:
         raise CheckpointError(f"{path} is {kind}, not a checkpoint")
+    if not data.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, legacy, a pickle)
+        raise CheckpointError(f"{path} is not a torch checkpoint (neither torch's zip format nor a pickle)")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -125,6 +125,7 @@ def test_a_class_without_one_readable_image_is_refused_naming_it(tmp_path, capsy
     from sknet.cli import main
 
     _classes(tmp_path / "data" / "train", ["cat", "dog"])
+    _classes(tmp_path / "data" / "val", ["cat", "dog", "owl"])
     for i in range(3):
         (tmp_path / "data" / "train" / "owl").mkdir(exist_ok=True)
         (tmp_path / "data" / "train" / "owl" / f"{i}.jpg").write_bytes(b"not a jpeg")
@@ -154,3 +155,15 @@ def test_gif_images_are_read_in_folders_as_predict_reads_them(tmp_path):
     _classes(tmp_path, ["cat", "dog"], kind="gif")
     dataset = ImageFolderDataset(tmp_path, lambda image: image.size)
     assert len(dataset) == 4 and dataset[0] == ((10, 10), 0)
+
+
+@pytest.mark.parametrize(("present", "split"), [("train", Split.TEST), ("val", Split.TRAIN)])
+def test_a_split_tree_missing_a_split_says_so(tmp_path, present, split):
+    """DIR/train without DIR/val was read as class folders (one class named 'train'), refused late with a
+    message about differing classes or a batch larger than the data."""
+    from sknet.data.folder import find_split_dir
+
+    (tmp_path / present / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"has no (train|val).* folder"):
+        find_split_dir(tmp_path, split)
+    assert find_split_dir(tmp_path / present, split) == tmp_path / present  # class folders alone: themselves

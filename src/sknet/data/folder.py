@@ -33,6 +33,10 @@ def find_split_dir(root: str | Path | None, split: Split) -> Path:
     for name in names:
         if (root / name).is_dir():
             return root / name
+    other = _VAL_NAMES if split is Split.TRAIN else ("train",)
+    if any((root / name).is_dir() for name in other):  # a split tree with this split missing
+        wanted = "train" if split is Split.TRAIN else "val (or validation, test)"
+        raise DataError(f"{root} has no {wanted}/ folder: expected DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg")
     return root
 
 
