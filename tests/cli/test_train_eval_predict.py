@@ -87,7 +87,7 @@ def test_predict_images(trained, tmp_path, capsys):
         (["eval", "--weights", "{tmp}/nope.safetensors"], "does not exist", 4),
         (["predict", "{tmp}/nope.png", "--weights", "{run}/model.safetensors"], "does not exist", 3),
         (["predict", "{tmp}/bad.png", "--weights", "{run}/model.safetensors"], "cannot read image", 3),
-        (["eval", "--weights", "{tmp}/bad.png"], "corrupt or truncated", 4),
+        (["eval", "--weights", "{tmp}/bad.png"], "is an image (PNG), not a checkpoint", 4),
         (["eval", "--weights", "{tmp}/fake.safetensors"], "not a valid safetensors file", 4),
     ],
 )

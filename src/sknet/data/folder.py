@@ -15,7 +15,7 @@ from sknet.data.order import epoch_order
 from sknet.data.split import Split
 from sknet.errors import DataError
 
-_VAL_NAMES = ("val", "validation", "test")
+VAL_NAMES = ("val", "validation", "test")
 
 
 def find_split_dir(root: str | Path | None, split: Split) -> Path:
@@ -29,11 +29,11 @@ def find_split_dir(root: str | Path | None, split: Split) -> Path:
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataError(f"data directory {root} {what} (expected DIR/train/CLASS/*.jpg and DIR/val/...)")
-    names = ("train",) if split is Split.TRAIN else _VAL_NAMES
+    names = ("train",) if split is Split.TRAIN else VAL_NAMES
     for name in names:
         if (root / name).is_dir():
             return root / name
-    other = _VAL_NAMES if split is Split.TRAIN else ("train",)
+    other = VAL_NAMES if split is Split.TRAIN else ("train",)
     if any((root / name).is_dir() for name in other):  # a split tree with this split missing
         wanted = "train" if split is Split.TRAIN else "val (or validation, test)"
         raise DataError(f"{root} has no {wanted}/ folder: expected DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg")

@@ -368,15 +368,15 @@ def shard_files(out: str | Path) -> list[Path]:
 
 def split_folders(root: str | Path) -> dict[str, Path]:
     """The folders `sknet shards` reads: {"train": DIR/train, "val": DIR/val (or validation, test) if there}."""
-    from sknet.data.folder import find_split_dir
+    from sknet.data.folder import VAL_NAMES, find_split_dir
     from sknet.data.split import Split
 
     root = Path(root)
     train = find_split_dir(root, Split.TRAIN)
     if train == root:
         raise DataError(f"{root} has no train/ folder: expected DIR/train/CLASS/*.jpg (and DIR/val/...)")
-    val = find_split_dir(root, Split.TEST)
-    return {"train": train, **({"val": val} if val != root else {})}
+    val = next((root / name for name in VAL_NAMES if (root / name).is_dir()), None)  # optional here
+    return {"train": train, **({"val": val} if val is not None else {})}
 
 
 def write_shards(
