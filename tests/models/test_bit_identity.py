@@ -60,6 +60,7 @@ def test_every_model_computes_what_it_computed_at_the_baseline(tmp_path):
         assert process.returncode == 0, err[-3000:]
         results.append(json.loads(out))
     want, got = results
-    assert want.keys() == got.keys()
+    assert want.keys() <= got.keys(), sorted(want.keys() - got.keys())  # every baseline model still computed
+    # (models added since, e.g. senet_tiny, have nothing to compare with)
     differ = sorted(key for key in want if want[key] != got[key])
     assert not differ, f"{len(differ)} of {len(want)} digests differ from {BASELINE}: {differ}"
