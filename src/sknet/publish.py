@@ -20,7 +20,7 @@ from torch import nn
 from sknet.data.config import data_config
 from sknet.errors import ConfigError, one_line
 from sknet.models.hub_names import WEIGHTS_FILE
-from sknet.weights import atomic_write, save_weights
+from sknet.weights import RUN_FILES, atomic_write, save_weights
 
 # What the card lists of a run's recipe (sknet train's options), in this order.
 RECIPE = (
@@ -58,8 +58,6 @@ def save_pretrained(model: nn.Module, folder: str | Path) -> Path:
 def _check_folder(folder: Path) -> None:
     """ConfigError, before anything is written, for a `folder` that is (or lies under) a file, or that holds a
     training run: its model.safetensors is the run's, which only `sknet train` changes."""
-    from sknet.train.run_folder import RUN_FILES
-
     for part in (folder, *folder.parents):
         if part.exists() and not part.is_dir():
             raise ConfigError(f"save_pretrained: {one_line(part)} exists and is not a folder")

@@ -37,6 +37,21 @@ from torch import nn
 from sknet.data.config import check_record
 from sknet.errors import CheckpointError, one_line
 
+# The files of a training run's folder (sknet train writes them; a folder holding any of them holds a run,
+# which no other command, nor save_pretrained, writes into: sknet.train.run_folder, sknet.publish).
+RUN_FILES = (
+    "config.yaml",
+    "checkpoint.pt",
+    "checkpoint.prev.pt",
+    "model.safetensors",
+    "metrics.jsonl",
+    "metrics.csv",
+    "steps.jsonl",
+    "summary.json",
+    "curves.png",
+    "skipped_images.txt",
+)
+
 
 def first_non_finite(tensors) -> str | None:
     """The name of the first floating tensor of `tensors` (an iterable of (name, tensor)) holding NaN or

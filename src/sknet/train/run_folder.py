@@ -17,25 +17,13 @@ import time
 from pathlib import Path
 
 from sknet.errors import ConfigError
+from sknet.weights import RUN_FILES
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks; the overwrite check still holds
     fcntl = None
 
-# A folder holding any of these holds a run.
-RUN_FILES = (
-    "config.yaml",
-    "checkpoint.pt",
-    "checkpoint.prev.pt",
-    "model.safetensors",
-    "metrics.jsonl",
-    "metrics.csv",
-    "steps.jsonl",
-    "summary.json",
-    "curves.png",
-    "skipped_images.txt",
-)
 LOCK_NAME = ".lock"
 
 
