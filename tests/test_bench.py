@@ -42,14 +42,10 @@ def test_two_baselines_give_a_noise_control_ratio():
 
 
 def test_sk_unit_benchmark_smoke(capsys):
-    import importlib.util
-    from pathlib import Path
+    from tests.benchmark_scripts import benchmark_script
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sk_unit.py"
-    spec = importlib.util.spec_from_file_location("sk_unit_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--scale", "8", "--repeats", "1", "--batch-size", "2"])
+    with benchmark_script("sk_unit") as module:
+        module.main(["--scale", "8", "--repeats", "1", "--batch-size", "2"])
     out = capsys.readouterr().out
     assert out.count("SK (sknet) / sum:") == 3
     for name in ("grouped 3×3", "3×3 + 3×3 d2, sum", "SK, plain autograd", "SK (sknet)"):

@@ -6,29 +6,24 @@ nothing, a lost run that alone is trained again, and bad input refused in one li
 """
 
 import csv
-import importlib.util
 import json
 import math
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sknet.analysis.seeds import t_quantile
+from tests.benchmark_scripts import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def claims():
-    spec = importlib.util.spec_from_file_location("claims_study", ROOT / "benchmarks" / "claims.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("claims") as module:
+        yield module
 
 
 def tiny(out: Path, *extra: str) -> list[str]:

@@ -148,6 +148,20 @@ def _defaults(backbone: BackboneWithFPN, kwargs: dict[str, object], masks: bool 
     return {**defaults, **kwargs}
 
 
+def _rcnn_backbone(
+    name: str, weights: WeightsLike, trainable_layers: int, norm_layer: object, options, channels: int
+) -> BackboneWithFPN:
+    """The FPN backbone of the R-CNN builders, from their torchvision-named arguments."""
+    return sknet_fpn_backbone(
+        name,
+        weights=weights,
+        norm_layer=norm_layer,
+        trainable_layers=trainable_layers,
+        out_channels=channels,
+        **(options or {}),
+    )
+
+
 def fasterrcnn_sknet_fpn(
     backbone_name: str = "sknet50",
     *,
@@ -162,13 +176,8 @@ def fasterrcnn_sknet_fpn(
     """torchvision's Faster R-CNN (``fasterrcnn_resnet50_fpn``) on an FPN over sknet's `backbone_name`.
     `num_classes` includes the background (None where ``box_predictor`` is given); `fpn_channels`: the FPN's
     channels (torchvision's 256; fewer for small images and CPUs); `kwargs` go to torchvision's FasterRCNN."""
-    backbone = sknet_fpn_backbone(
-        backbone_name,
-        weights=weights_backbone,
-        norm_layer=norm_layer,
-        trainable_layers=trainable_backbone_layers,
-        out_channels=fpn_channels,
-        **(backbone_options or {}),
+    backbone = _rcnn_backbone(
+        backbone_name, weights_backbone, trainable_backbone_layers, norm_layer, backbone_options, fpn_channels
     )
     return FasterRCNN(backbone, num_classes, **_defaults(backbone, kwargs))
 
@@ -186,13 +195,8 @@ def maskrcnn_sknet_fpn(
 ) -> MaskRCNN:
     """torchvision's Mask R-CNN (``maskrcnn_resnet50_fpn``) on an FPN over sknet's `backbone_name`, with
     `fpn_channels` channels (torchvision's 256)."""
-    backbone = sknet_fpn_backbone(
-        backbone_name,
-        weights=weights_backbone,
-        norm_layer=norm_layer,
-        trainable_layers=trainable_backbone_layers,
-        out_channels=fpn_channels,
-        **(backbone_options or {}),
+    backbone = _rcnn_backbone(
+        backbone_name, weights_backbone, trainable_backbone_layers, norm_layer, backbone_options, fpn_channels
     )
     return MaskRCNN(backbone, num_classes, **_defaults(backbone, kwargs, masks=True))
 

@@ -97,24 +97,20 @@ def _classes(root, names, files=2, kind="png"):
             Image.new("RGB", (10, 10), (40 * k, 10 * i, 0)).save(root / name / f"{i}.{kind}")
 
 
+def _train_argv(tmp_path) -> list[str]:
+    """sknet train on the image folder tmp_path/data, tiny, into tmp_path/run."""
+    data, run = str(tmp_path / "data"), str(tmp_path / "run")
+    tiny = ["--image-size", "8", "--batch-size", "2", "--workers", "0"]
+    return ["train", "--dataset", "imagefolder", "--data-dir", data, *tiny, "--output", run]
+
+
 def test_train_and_test_classes_that_differ_are_named_as_a_data_problem(tmp_path, capsys):
     """Was: exit 2 (usage) and "differ" without the classes."""
     from sknet.cli import main
 
     _classes(tmp_path / "data" / "train", ["cat", "dog", "owl"])
     _classes(tmp_path / "data" / "val", ["cat", "dog", "yak"])
-    argv = [
-        "train",
-        "--dataset",
-        "imagefolder",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--image-size",
-        "8",
-        "--batch-size",
-        "2",
-    ]
-    assert main([*argv, "--workers", "0", "--output", str(tmp_path / "run")]) == 3
+    assert main(_train_argv(tmp_path)) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "(only in training: owl; only in test: yak)" in err, err
     assert not (tmp_path / "run").exists()
@@ -131,18 +127,7 @@ def test_a_class_without_one_readable_image_is_refused_naming_it(tmp_path, capsy
         (tmp_path / "data" / "train" / "owl" / f"{i}.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match=r"no readable image in 1 of the 3 class folders .*'owl' \(3 files, e\.g\. "):
         ImageFolderDataset(tmp_path / "data" / "train", lambda image: image)
-    argv = [
-        "train",
-        "--dataset",
-        "imagefolder",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--image-size",
-        "8",
-        "--batch-size",
-        "2",
-    ]
-    assert main([*argv, "--workers", "0", "--output", str(tmp_path / "run")]) == 3
+    assert main(_train_argv(tmp_path)) == 3
     assert "'owl' (3 files" in capsys.readouterr().err
     (tmp_path / "data" / "train" / "owl" / "ok.png").write_bytes(
         (tmp_path / "data" / "train" / "cat" / "0.png").read_bytes()

@@ -1,7 +1,6 @@
 """The detection job: the COCO metric (pycocotools through torchmetrics) as referee of sknet's evaluation,
 and benchmarks/detection.py end to end on a tiny budget of synthetic objects (no Fashion-MNIST needed)."""
 
-import importlib.util
 import json
 import os
 import re
@@ -20,18 +19,15 @@ from sknet.data.datasets import Split, make_synthetic
 from sknet.data.objects import make_scenes
 from sknet.detection import coco_map, evaluate_detector
 from sknet.errors import ConfigError
+from tests.benchmark_scripts import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def job():
-    spec = importlib.util.spec_from_file_location("detection_job", ROOT / "benchmarks" / "detection.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("detection") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
